@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make test` and `make figures` (README).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch is optional for users, but installed here so that the PyTorch oracle tests run. Pinned: on the project's
+# machines 2.13.0 is a CPU wheel on disk; an unpinned torch would download a multi-GB CUDA build.
+TORCH := torch==2.13.0
+FIGURES_FLAGS ?= --quick
+
+.PHONY: test figures figures-full install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test,experiments]" "$(TORCH)"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+figures: install
+	$(PY) -m experiments all $(FIGURES_FLAGS)
+
+figures-full:
+	$(MAKE) figures FIGURES_FLAGS=--full
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,274 @@
+"""The one place that validates convolution geometry.
+
+Every algorithm (``"fft"``, ``"im2col"``, ``"direct"``) and every pass (forward, input gradient, weight gradient)
+receives a :class:`ConvGeometry` built here. Nothing downstream re-derives shapes or re-checks arguments.
+
+Conventions follow ``torch.nn.functional.convNd``: channels-first arrays ``(batch, channels, *spatial)``, weights
+``(out_channels, in_channels // groups, *kernel)``, cross-correlation, and output size
+``floor((n + p_before + p_after - d * (k - 1) - 1) / s) + 1`` per spatial dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import numpy as np
+
+IntOrTuple = Union[int, Sequence[int]]
+Padding = Union[str, int, Sequence[int]]
+
+#: dtypes every algorithm supports end to end; the output dtype equals the input dtype.
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _expand(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
+    """Expand an int or a length-``ndim`` sequence of ints into a tuple, the ``_ntuple`` way."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),) * ndim
+    try:
+        values = tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}") from None
+    if len(values) != ndim or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be an int or a tuple of {ndim} ints for a {ndim}-d convolution, got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+def _require_positive(values: tuple[int, ...], name: str) -> None:
+    if any(v < 1 for v in values):
+        raise ValueError(f"{name} must be positive in every dimension, got {values}")
+
+
+def _resolve_padding(
+    padding: Padding, kernel: tuple[int, ...], dilation: tuple[int, ...], stride: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Return ``(before, after)`` zero padding per spatial dimension.
+
+    ``"same"`` follows PyTorch: total ``d * (k - 1)``, the smaller half before, and it requires stride 1.
+    """
+    ndim = len(kernel)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * ndim, (0,) * ndim
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(f"padding='same' requires stride 1 (as in PyTorch), got stride={stride}; "
+                                 "pass explicit integer padding for strided convolutions")
+            total = tuple(d * (k - 1) for k, d in zip(kernel, dilation))
+            before = tuple(t // 2 for t in total)
+            return before, tuple(t - b for t, b in zip(total, before))
+        raise ValueError(f"padding must be an int, a tuple of ints, 'valid' or 'same', got {padding!r}")
+    pad = _expand(padding, ndim, "padding")
+    if any(p < 0 for p in pad):
+        raise ValueError(f"padding must be non-negative, got {pad}")
+    return pad, pad
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Validated shapes and hyper-parameters of one N-dimensional convolution layer.
+
+    Build it with :meth:`from_arrays_shapes`; the constructor itself trusts its arguments.
+
+    Attributes
+    ----------
+    batch, in_channels, out_channels, groups : int
+        ``S``, ``f``, ``f'`` and the number of channel groups.
+    input_shape, kernel_shape, stride, dilation, padding_before, padding_after : tuple of int
+        Per spatial dimension.
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((8, 3, 32, 32), (16, 3, 5, 5), padding=2, stride=2)
+    >>> g.output_shape
+    (16, 16)
+    >>> g.full_output_shape
+    (8, 16, 16, 16)
+    """
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    input_shape: tuple[int, ...]
+    kernel_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding_before: tuple[int, ...]
+    padding_after: tuple[int, ...]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_shapes(
+        cls,
+        input_shape: Sequence[int],
+        weight_shape: Sequence[int],
+        stride: IntOrTuple = 1,
+        padding: Padding = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        *,
+        input_name: str = "input",
+        weight_name: str = "weight",
+    ) -> "ConvGeometry":
+        """Validate full array shapes and hyper-parameters; raise an error naming the argument on any mismatch."""
+        input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+        if len(weight_shape) < 3:
+            raise ValueError(f"{weight_name} must have shape (out_channels, in_channels/groups, *kernel) with at "
+                             f"least one spatial dimension, got shape {weight_shape}")
+        ndim = len(weight_shape) - 2
+        if len(input_shape) != ndim + 2:
+            raise ValueError(f"{input_name} must have {ndim + 2} dimensions (batch, channels, {ndim} spatial) to match "
+                             f"{weight_name} of shape {weight_shape}, got shape {input_shape}; add a batch axis with "
+                             "x[None] if you passed a single sample")
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        batch, in_channels = input_shape[:2]
+        out_channels, channels_per_group = weight_shape[:2]
+        kernel = tuple(weight_shape[2:])
+        if any(v < 1 for v in input_shape) or any(v < 1 for v in weight_shape):
+            raise ValueError(f"empty arrays are not supported: {input_name} shape {input_shape}, "
+                             f"{weight_name} shape {weight_shape}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide both in_channels={in_channels} ({input_name}.shape[1]) "
+                             f"and out_channels={out_channels} ({weight_name}.shape[0])")
+        if channels_per_group * groups != in_channels:
+            raise ValueError(f"{weight_name}.shape[1]={channels_per_group} times groups={groups} must equal the "
+                             f"{in_channels} channels of {input_name} (shape {input_shape}); expected "
+                             f"{weight_name}.shape[1] == {in_channels // groups}")
+        stride_t = _expand(stride, ndim, "stride")
+        dilation_t = _expand(dilation, ndim, "dilation")
+        _require_positive(stride_t, "stride")
+        _require_positive(dilation_t, "dilation")
+        before, after = _resolve_padding(padding, kernel, dilation_t, stride_t)
+        geometry = cls(int(batch), int(in_channels), int(out_channels), int(groups), tuple(input_shape[2:]), kernel,
+                       stride_t, dilation_t, before, after)
+        geometry._check_kernel_fits(input_name)
+        return geometry
+
+    def _check_kernel_fits(self, input_name: str) -> None:
+        padded = tuple(n + b + a for n, b, a in zip(self.input_shape, self.padding_before, self.padding_after))
+        if any(kd > p for kd, p in zip(self.dilated_kernel_shape, padded)):
+            raise ValueError(f"kernel of size {self.kernel_shape} (dilated to {self.dilated_kernel_shape}) is larger "
+                             f"than the padded {input_name} of spatial size {padded} (input {self.input_shape}, "
+                             f"padding {self.padding_before}/{self.padding_after}); use a smaller kernel or dilation, "
+                             "or more padding")
+
+    # ------------------------------------------------------------------ derived shapes
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions."""
+        return len(self.input_shape)
+
+    @property
+    def dilated_kernel_shape(self) -> tuple[int, ...]:
+        """Extent of the kernel once dilated: ``d * (k - 1) + 1``."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_shape, self.dilation))
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Spatial output size, PyTorch's formula."""
+        return tuple((n + b + a - kd) // s + 1 for n, b, a, kd, s in zip(
+            self.input_shape, self.padding_before, self.padding_after, self.dilated_kernel_shape, self.stride))
+
+    @property
+    def full_input_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.in_channels, *self.input_shape)
+
+    @property
+    def full_weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_shape)
+
+    @property
+    def full_output_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.out_channels, *self.output_shape)
+
+    @property
+    def receptive_extent(self) -> tuple[int, ...]:
+        """Extent ``L = (m - 1) * s + d * (k - 1) + 1`` of the padded input that some output reads."""
+        return tuple((m - 1) * s + kd for m, s, kd in zip(self.output_shape, self.stride, self.dilated_kernel_shape))
+
+    @property
+    def used_input_shape(self) -> tuple[int, ...]:
+        """Leading part of the (unpadded) input that any output reads; strides can leave a tail unread."""
+        return tuple(min(n, extent - b) for n, extent, b in zip(self.input_shape, self.receptive_extent,
+                                                                  self.padding_before))
+
+    @property
+    def minimal_fft_shape(self) -> tuple[int, ...]:
+        """Smallest circular size per dimension at which every kept coefficient of all three passes is exact.
+
+        The input is transformed unpadded; leading padding becomes a cyclic shift of the result (the ``before``
+        rows land at the end of the cyclic buffer, which must then hold zeros). That needs
+        ``N >= n_used + p_before`` for the shifted reads and ``N >= L - p_before`` for the last read. The kernel and
+        the stride-upsampled output gradient must also fit unaliased: ``N >= d*(k-1)+1`` and ``N >= (m-1)*s+1``.
+        """
+        return tuple(max(n_used + b, extent - b, kd, (m - 1) * s + 1) for n_used, b, extent, kd, m, s in zip(
+            self.used_input_shape, self.padding_before, self.receptive_extent, self.dilated_kernel_shape,
+            self.output_shape, self.stride))
+
+    # ------------------------------------------------------------------ gradient-pass validation
+    def check_grad_output(self, grad_output_shape: Sequence[int], name: str = "grad_output") -> None:
+        """Raise if ``grad_output`` does not have the shape this geometry's forward pass produces."""
+        if tuple(grad_output_shape) != self.full_output_shape:
+            raise ValueError(f"{name} has shape {tuple(grad_output_shape)}, but the convolution of an input of shape "
+                             f"{self.full_input_shape} with a weight of shape {self.full_weight_shape} (stride "
+                             f"{self.stride}, padding {self.padding_before}/{self.padding_after}, dilation "
+                             f"{self.dilation}) produces {self.full_output_shape}; check input_size / weight_size")
+
+    def __repr__(self) -> str:
+        parts = [f"input={self.full_input_shape}", f"weight={self.full_weight_shape}",
+                 f"output={self.full_output_shape}"]
+        for name, value, default in (("stride", self.stride, 1), ("dilation", self.dilation, 1)):
+            if any(v != default for v in value):
+                parts.append(f"{name}={value}")
+        if any(self.padding_before) or any(self.padding_after):
+            parts.append(f"padding={self.padding_before}/{self.padding_after}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        return f"ConvGeometry({', '.join(parts)})"
+
+
+def parse_size(size: Sequence[int], expected_ndim: int, name: str) -> tuple[int, ...]:
+    """Validate an ``input_size`` / ``weight_size`` argument of a gradient pass."""
+    try:
+        values = tuple(int(v) for v in size)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of {expected_ndim} ints, got {size!r}") from None
+    if len(values) != expected_ndim:
+        raise ValueError(f"{name} must have {expected_ndim} entries (batch, channels, spatial...), got {values}")
+    return values
+
+
+def check_arrays(ndim: int | None = None, **arrays: np.ndarray) -> np.dtype:
+    """Check that the named arrays are ndarrays of one supported float dtype; return it.
+
+    Integer, complex, half and mixed dtypes raise ``TypeError`` naming the offending argument: converting silently
+    would either lose precision or hide a bug in the caller.
+    """
+    dtype = None
+    first = None
+    for name, array in arrays.items():
+        if array is None:
+            continue
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}; wrap it with np.asarray")
+        if array.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{name} has dtype {array.dtype}; fftconv supports float32 and float64. Convert "
+                            f"explicitly, e.g. {name}.astype(np.float32)")
+        if dtype is None:
+            dtype, first = array.dtype, name
+        elif array.dtype != dtype:
+            raise TypeError(f"{name} has dtype {array.dtype} but {first} has dtype {dtype}; mixed precision is not "
+                            "supported, cast both to the same float dtype")
+        if ndim is not None and name == "bias" and array.ndim != 1:
+            raise ValueError(f"bias must be 1-d (out_channels,), got shape {array.shape}")
+    assert dtype is not None, "check_arrays needs at least one array"
+    return dtype
+
+
+def nbytes_of(shape: Sequence[int], dtype: np.dtype) -> int:
+    """Bytes of an array of this shape and dtype, as a Python int (no overflow)."""
+    return math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
