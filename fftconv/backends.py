@@ -3,7 +3,8 @@
 A backend provides two methods, both over an explicit list of axes and an explicit transform size (inputs are
 zero-padded at the end of each transformed axis, exactly like ``numpy.fft.rfftn(x, s=shape, axes=axes)``):
 
-- ``rfftn(x, shape, axes)``: real input, Hermitian half-spectrum out (the last axis in ``axes`` is halved);
+- ``rfftn(x, shape, axes, out=None)``: real input, Hermitian half-spectrum out (the last axis in ``axes`` is
+  halved), written into ``out`` when given (workspaces preallocate it);
 - ``irfftn(X, shape, axes)``: the inverse, real output of size ``shape`` along ``axes``.
 
 Outputs are always fresh arrays owned by the caller; float32 stays complex64/float32 and float64 stays
@@ -57,9 +58,20 @@ class FFTBackend(Protocol):
 
     name: str
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray: ...
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray: ...
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray: ...
+
+
+def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """Return ``result``, or copy it into the caller's preallocated ``out`` (checked, never broadcast)."""
+    if out is None:
+        return result
+    if out.shape != result.shape or out.dtype != result.dtype:
+        raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; the transform needs shape "
+                         f"{result.shape} and dtype {result.dtype}")
+    np.copyto(out, result)
+    return out
 
 
 class NumpyBackend:
@@ -67,8 +79,8 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
-        return np.fft.rfftn(x, s=shape, axes=axes)
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
+        return _into(np.fft.rfftn(x, s=shape, axes=axes), out)
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
         return np.fft.irfftn(spectrum, s=shape, axes=axes)
@@ -85,8 +97,8 @@ class ScipyBackend:
     def __init__(self, workers: int | None = None):
         self.workers = default_threads() if workers is None else int(workers)
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
-        return scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers)
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
+        return _into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), out)
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
         return scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=self.workers)
@@ -136,9 +148,10 @@ class PyfftwBackend:
                 self.plan_seconds += time.perf_counter() - start
         return plan
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         # The plan returns its own output buffer; copy so that callers own the result.
-        return self._plan(pyfftw.builders.rfftn, x, shape, axes)(x).copy()
+        result = self._plan(pyfftw.builders.rfftn, x, shape, axes)(x)
+        return result.copy() if out is None else _into(result, out)
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
         return self._plan(pyfftw.builders.irfftn, spectrum, shape, axes)(spectrum).copy()
@@ -197,10 +210,10 @@ class CountingBackend:
     def _maps(array: np.ndarray, axes: Shape) -> int:
         return int(np.prod([s for i, s in enumerate(array.shape) if i not in set(a % array.ndim for a in axes)]))
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         self.forward_maps += self._maps(x, axes)
         self.calls.append(("rfftn", x.shape))
-        return self.inner.rfftn(x, shape, axes)
+        return self.inner.rfftn(x, shape, axes, out=out)
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
         self.inverse_maps += self._maps(spectrum, axes)

@@ -120,7 +120,8 @@ def _gather(array: np.ndarray, indices: Sequence[np.ndarray]) -> np.ndarray:
 class SpectralPlan:
     """Everything needed to run the three passes of one geometry in the frequency domain.
 
-    The six methods are the paper's building blocks; layers call them directly to reuse spectra between forward and
+    The six methods are the paper's building blocks. The ``transform_*`` methods take an optional ``out``, a
+    preallocated complex array of shape ``spectrum_shapes[name]`` and dtype ``complex_dtype`` (a workspace); layers call them directly to reuse spectra between forward and
     backward (``transform_input`` in forward, reused in ``grad_weight``; ``transform_weight`` reused in
     ``grad_input``). Spectra are opaque, frequency-major arrays; only this class reads them.
 
@@ -188,14 +189,14 @@ class SpectralPlan:
         grouped = maps.reshape(rows, g, cols, *maps.shape[2:])
         return grouped.transpose(*range(3, 3 + nd), 1, 0, 2)
 
-    def transform_input(self, x: np.ndarray) -> np.ndarray:
+    def transform_input(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum of the input maps, ``(*bins, groups, S, f/groups)``; each of the ``S*f`` maps once."""
         g = self.geometry
         used = tuple(slice(0, n) for n in g.used_input_shape)
         frequency_major = self._to_frequency_major(x[(Ellipsis, *used)], g.batch, g.in_channels // g.groups)
-        return self.backend.rfftn(frequency_major, self.fft_shape, self._axes)
+        return self.backend.rfftn(frequency_major, self.fft_shape, self._axes, out=out)
 
-    def transform_weight(self, w: np.ndarray) -> np.ndarray:
+    def transform_weight(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum of the (dilated) kernels, ``(*bins, groups, f'/groups, f/groups)``."""
         g = self.geometry
         kernels = self._to_frequency_major(w.swapaxes(0, 1), g.in_channels // g.groups, g.out_channels // g.groups)
@@ -204,9 +205,9 @@ class SpectralPlan:
             dilated = np.zeros((*g.dilated_kernel_shape, *kernels.shape[g.ndim:]), dtype=kernels.dtype)
             dilated[tuple(slice(None, None, d) for d in g.dilation)] = kernels
             kernels = dilated
-        return self.backend.rfftn(kernels, self.fft_shape, self._axes)
+        return self.backend.rfftn(kernels, self.fft_shape, self._axes, out=out)
 
-    def transform_grad_output(self, grad_output: np.ndarray) -> np.ndarray:
+    def transform_grad_output(self, grad_output: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum of the stride-upsampled output gradient, ``(*bins, groups, S, f'/groups)``."""
         g = self.geometry
         maps = self._to_frequency_major(grad_output, g.batch, g.out_channels // g.groups)
@@ -215,7 +216,7 @@ class SpectralPlan:
             upsampled = np.zeros((*upsampled_shape, *maps.shape[g.ndim:]), dtype=maps.dtype)
             upsampled[tuple(slice(None, None, s) for s in g.stride)] = maps
             maps = upsampled
-        return self.backend.rfftn(maps, self.fft_shape, self._axes)
+        return self.backend.rfftn(maps, self.fft_shape, self._axes, out=out)
 
     # ------------------------------------------------------------------ the three passes
     def _inverse(self, spectrum: np.ndarray) -> np.ndarray:
