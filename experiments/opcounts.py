@@ -1,0 +1,112 @@
+"""Fig. 2 of the paper: operations of one forward pass against input size, direct against FFT.
+
+Analytic (no timing, the same in quick and full mode). The paper's setting is S=128, f=96, f'=256, k=7 and
+n in {8, 16, 32, 64}. Left panel: the paper's own counts (``fftconv.costs.direct_ops`` and ``fft_ops`` with the
+constant C stated). Right panel: the real flops each method executes here, for all three passes: direct/im2col at
+2 flops per multiply-add, and fftconv at the FFT size its default policy chooses (real FFTs at 2.5 N log2 N, complex
+GEMMs at 8 flops per complex multiply-add over the half spectrum).
+"""
+
+from __future__ import annotations
+
+NAME = "opcounts"
+DESCRIPTION = "Fig. 2: operation counts vs input size (paper formulas with C stated, and flops fftconv executes)"
+
+BATCH, IN_MAPS, OUT_MAPS, KERNEL = 128, 96, 256, 7
+INPUT_SIZES = (8, 16, 32, 64)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--fft-constant", type=float, default=5.0,
+                        help="the constant C of the paper's FFT cost 2C n^2 log2 n (not stated by the paper; "
+                             "default 5, the usual 5 N log2 N, which matches its Figure 2)")
+
+
+def measure(ctx) -> None:
+    from fftconv import ConvGeometry, fft_shape_for
+    from fftconv.costs import PASSES, direct_flops, direct_ops, executed_flops, fft_ops
+
+    constant = getattr(ctx.options, "fft_constant", 5.0)
+    for n in ctx.progress(INPUT_SIZES, desc=NAME):
+        key = {"n": n, "fft_constant": constant}
+        if ctx.results.has(key):
+            continue
+        geometry = ConvGeometry.from_shapes((BATCH, IN_MAPS, n, n), (OUT_MAPS, IN_MAPS, KERNEL, KERNEL))
+        row = {**key, "S": BATCH, "f": IN_MAPS, "f_out": OUT_MAPS, "k": KERNEL,
+               "paper_direct_ops": direct_ops(BATCH, IN_MAPS, OUT_MAPS, n, KERNEL),
+               "paper_fft_ops": fft_ops(BATCH, IN_MAPS, OUT_MAPS, n, constant),
+               "direct_flops": direct_flops(geometry)}
+        for policy in ("fast", "pow2"):
+            fft_shape = fft_shape_for(geometry, policy)
+            row[f"fft_size_{policy}"] = fft_shape[0]
+            for pass_name in PASSES:
+                count = executed_flops(geometry, fft_shape, pass_name)
+                row[f"fftconv_{policy}_{pass_name}_transforms"] = count.transforms
+                row[f"fftconv_{policy}_{pass_name}_products"] = count.products
+                row[f"fftconv_{policy}_{pass_name}_total"] = count.total
+        ctx.results.append(row)
+
+
+def _rows(ctx) -> list[dict]:
+    constant = getattr(ctx.options, "fft_constant", 5.0)
+    rows = sorted((row for row in ctx.results.rows() if row["fft_constant"] == constant), key=lambda row: row["n"])
+    if not rows:
+        raise SystemExit(f"{NAME}: no results with fft_constant={constant} in {ctx.results.path}")
+    return rows
+
+
+def plot(ctx) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ._harness import markdown_table, save_figure, write_table
+
+    rows = _rows(ctx)
+    constant = rows[0]["fft_constant"]
+    ns = [row["n"] for row in rows]
+    setting = f"S={BATCH}, f={IN_MAPS}, f'={OUT_MAPS}, k={KERNEL}"
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    left.plot(ns, [row["paper_direct_ops"] for row in rows], "o--", color="tab:blue", label="direct  S f' f (n-k+1)² k²")
+    left.plot(ns, [row["paper_fft_ops"] for row in rows], "s-", color="tab:red",
+              label=f"FFT (paper, Table 1, C={constant:g}, log₂)")
+    left.set(xlabel="n (input size)", ylabel="operations (paper's count)",
+             title="Paper's formulas (reproduces its Fig. 2)")
+    left.legend()
+
+    right.plot(ns, [row["direct_flops"] for row in rows], "o--", color="tab:blue",
+               label="direct / im2col (2 flops per MAC)")
+    # The three passes transform the same S f + S f' + f f' maps and do the same GEMMs: one line covers them.
+    right.plot(ns, [row["fftconv_fast_forward_total"] for row in rows], "s-", color="tab:red",
+               label="fftconv (each of the three passes)")
+    right.plot(ns, [row["fftconv_fast_forward_products"] for row in rows], "^-", color="tab:orange", alpha=0.7,
+               label="fftconv: complex GEMMs only")
+    right.set(xlabel="n (input size)", ylabel="real flops executed", yscale="log",
+              title="Flops executed (fftconv at its default FFT size)")
+    right.legend(fontsize=8)
+    fig.suptitle(f"Operations vs input size, {setting}. Analytic: no timing, machine-independent; "
+                 "the same in quick and full mode.", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, ctx.out_dir, "fig2_opcounts")
+    plt.close(fig)
+
+    header = ["n", "FFT size", "paper direct ops", f"paper FFT ops (C={constant:g})", "paper direct/FFT",
+              "direct flops", "fftconv fwd flops", "of which GEMM", "fftconv bprop flops", "fftconv accGrad flops",
+              "direct/fftconv fwd"]
+    body = []
+    for row in rows:
+        forward = row["fftconv_fast_forward_total"]
+        body.append([row["n"], row["fft_size_fast"], f"{row['paper_direct_ops']:.3e}", f"{row['paper_fft_ops']:.3e}",
+                     f"{row['paper_direct_ops'] / row['paper_fft_ops']:.1f}x", f"{row['direct_flops']:.3e}",
+                     f"{forward:.3e}", f"{row['fftconv_fast_forward_products'] / forward:.0%}",
+                     f"{row['fftconv_fast_grad_input_total']:.3e}", f"{row['fftconv_fast_grad_weight_total']:.3e}",
+                     f"{row['direct_flops'] / forward:.1f}x"])
+    text = (f"# Operation counts (paper Fig. 2), {setting}\n\n"
+            "Analytic, machine-independent, identical in quick and full mode. Paper counts: one operation per "
+            f"multiply-add for direct, its Table 1 forward row with C={constant:g} for FFT. Executed flops: 2 per "
+            "multiply-add for direct/im2col; fftconv at the FFT size of its default `fast` policy (equal to the "
+            "`pow2` size for these n), real FFTs at 2.5 N log2 N, complex GEMMs at 8 flops per complex MAC over the "
+            "half spectrum.\n\n" + markdown_table(header, body))
+    write_table(ctx.out_dir, "opcounts", text)
