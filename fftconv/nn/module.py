@@ -1,0 +1,184 @@
+"""The layer protocol shared by every class in :mod:`fftconv.nn`, in the style of Torch7's ``nn.Module``.
+
+A layer is a thin holder of state around the functional core:
+
+- ``forward(x)`` (Torch's ``updateOutput``) computes the output and, in training mode, keeps what ``backward``
+  needs (the *saved* state: spectra, an argmax, an input reference);
+- ``backward(grad_output)`` returns the gradient with respect to the input (``updateGradInput``) and **adds** the
+  parameter gradients into ``grad_*`` arrays (``accGradParameters``); it consumes the saved state, so each
+  ``forward`` allows one ``backward``;
+- ``parameters()`` lists ``(parameter, gradient)`` pairs of arrays that optimisers update in place.
+
+There is no autograd graph: :class:`~fftconv.nn.Sequential` calls ``backward`` in reverse order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..geometry import SUPPORTED_DTYPES
+
+Parameter = tuple[np.ndarray, np.ndarray]
+
+
+class Module:
+    """Base class of all layers: ``forward``, ``backward``, parameters, gradients and the bytes they hold.
+
+    Subclasses list their parameter attribute names in ``_parameter_names``; for each name ``p`` the layer holds
+    arrays ``p`` and ``grad_p`` (a ``None`` parameter, such as a disabled bias, is skipped).
+    """
+
+    _parameter_names: tuple[str, ...] = ()
+    training: bool = True
+    _saved: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ the two passes
+    def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # ------------------------------------------------------------------ saved state between the passes
+    def _save(self, **state: Any) -> None:
+        """Keep what ``backward`` needs; in evaluation mode keep nothing (no backward will follow)."""
+        self._saved = state if self.training else None
+
+    def _pop_saved(self) -> dict[str, Any]:
+        """Hand the saved state to ``backward`` and drop the layer's reference, as PyTorch frees saved tensors."""
+        saved = self._saved
+        if saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() needs the state saved by forward(); call forward() "
+                               "in training mode first (each forward allows one backward; eval() saves nothing)")
+        self._saved = None
+        return saved
+
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (default): ``forward`` saves state for ``backward``. Returns ``self``."""
+        self.training = bool(mode)
+        if not mode:
+            self._saved = None
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: ``forward`` keeps nothing, so inference holds no spectra or caches."""
+        return self.train(False)
+
+    # ------------------------------------------------------------------ parameters
+    def parameters(self) -> list[Parameter]:
+        """``(parameter, gradient)`` pairs; optimisers update the parameters in place."""
+        pairs = []
+        for name in self._parameter_names:
+            value = getattr(self, name)
+            if value is not None:
+                pairs.append((value, getattr(self, f"grad_{name}")))
+        return pairs
+
+    def zero_grad(self) -> None:
+        """Set every parameter gradient to zero (``backward`` accumulates into them)."""
+        for _, grad in self.parameters():
+            grad.fill(0)
+
+    @classmethod
+    def parameter_shapes(cls, *args: Any, **kwargs: Any) -> dict[str, tuple[int, ...]]:
+        """Shapes of the parameters a layer built with these arguments holds; nothing is allocated."""
+        return {}
+
+    @classmethod
+    def parameter_count(cls, *args: Any, **kwargs: Any) -> int:
+        """Number of scalar parameters of a layer built with these arguments, from :meth:`parameter_shapes`.
+
+        Examples
+        --------
+        >>> from fftconv.nn import Linear
+        >>> Linear.parameter_count(40_000, 40_000, bias=False)  # the lecture's fully connected layer
+        1600000000
+        """
+        return sum(math.prod(shape) for shape in cls.parameter_shapes(*args, **kwargs).values())
+
+    # ------------------------------------------------------------------ memory
+    def held_arrays(self) -> Iterator[np.ndarray]:
+        """Arrays this layer holds on its own: parameters, gradients and saved state."""
+        for parameter, grad in self.parameters():
+            yield parameter
+            yield grad
+        for value in (self._saved or {}).values():
+            if isinstance(value, np.ndarray):
+                yield value
+
+    def workspaces(self) -> list["Any"]:
+        """Shared workspaces this layer writes into (counted once by containers, not by the layer)."""
+        return []
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the layer holds now: parameters, gradients and kept spectra or caches (shared workspaces excluded).
+
+        Saved references to the layer's input are counted too: they keep that array alive until ``backward``.
+        """
+        return _unique_nbytes(self.held_arrays())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+def _unique_nbytes(arrays: Iterable[np.ndarray]) -> int:
+    """Sum of ``nbytes`` over distinct arrays (an array held by two layers counts once)."""
+    seen: dict[int, int] = {}
+    for array in arrays:
+        seen[id(array)] = array.nbytes
+    return sum(seen.values())
+
+
+# ---------------------------------------------------------------------- helpers for parametrised layers
+def resolve_dtype(dtype: Any) -> np.dtype:
+    """The layer's float dtype, or a ``TypeError`` naming the argument."""
+    resolved = np.dtype(dtype)
+    if resolved not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {resolved}; pass dtype=np.float32 or np.float64")
+    return resolved
+
+
+def resolve_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a seed, a Generator (used as is) or ``None`` (fresh entropy)."""
+    if rng is None or isinstance(rng, (int, np.integer, np.random.Generator)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be an int seed, a numpy.random.Generator or None, got {type(rng).__name__}")
+
+
+def fan_in_uniform(rng: np.random.Generator, shape: Sequence[int], fan_in: int, dtype: np.dtype) -> np.ndarray:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: PyTorch's default for weights (kaiming_uniform, a=sqrt(5)) and biases.
+
+    ``kaiming_uniform_(a=sqrt(5))`` has bound ``gain * sqrt(3 / fan_in)`` with ``gain = sqrt(2 / (1 + 5))``, which
+    is exactly ``1 / sqrt(fan_in)``. Drawn in float64, then cast, so float32 and float64 layers built from the same
+    seed start from the same values up to rounding.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=tuple(shape)).astype(dtype)
+
+
+def check_input(x: Any, dtype: np.dtype, ndim: int | None, layer: str, name: str = "input") -> None:
+    """Raise a ``TypeError``/``ValueError`` naming the layer, the argument and the fix."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{layer}: {name} must be a numpy.ndarray, got {type(x).__name__}; wrap it with np.asarray")
+    if x.dtype != dtype:
+        raise TypeError(f"{layer}: {name} has dtype {x.dtype} but the layer was built with dtype={dtype}; cast with "
+                        f"{name}.astype(np.{dtype}) or build the layer with dtype=np.{x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{layer}: {name} must have {ndim} dimensions, got shape {x.shape}")
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an int, or a ``ValueError`` naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
