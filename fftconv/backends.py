@@ -5,7 +5,8 @@ zero-padded at the end of each transformed axis, exactly like ``numpy.fft.rfftn(
 
 - ``rfftn(x, shape, axes, out=None)``: real input, Hermitian half-spectrum out (the last axis in ``axes`` is
   halved), written into ``out`` when given (workspaces preallocate it);
-- ``irfftn(X, shape, axes)``: the inverse, real output of size ``shape`` along ``axes``.
+- ``irfftn(X, shape, axes, overwrite_input=False)``: the inverse, real output of size ``shape`` along ``axes``;
+  ``overwrite_input=True`` lets the backend destroy ``X`` (FFTW's c2r does) instead of copying it first.
 
 Outputs are always fresh arrays owned by the caller; float32 stays complex64/float32 and float64 stays
 complex128/float64.
@@ -17,9 +18,11 @@ export/import). :func:`set_backend` changes the process-wide default; every conv
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, Union, runtime_checkable
 
@@ -60,16 +63,14 @@ class FFTBackend(Protocol):
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray: ...
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray: ...
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray: ...
 
 
 def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     """Return ``result``, or copy it into the caller's preallocated ``out`` (checked, never broadcast)."""
     if out is None:
         return result
-    if out.shape != result.shape or out.dtype != result.dtype:
-        raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; the transform needs shape "
-                         f"{result.shape} and dtype {result.dtype}")
+    _check_out(out, result.shape, result.dtype)
     np.copyto(out, result)
     return out
 
@@ -82,7 +83,7 @@ class NumpyBackend:
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         return _into(np.fft.rfftn(x, s=shape, axes=axes), out)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
         return np.fft.irfftn(spectrum, s=shape, axes=axes)
 
     def __repr__(self) -> str:
@@ -100,15 +101,20 @@ class ScipyBackend:
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         return _into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), out)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
-        return scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=self.workers)
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
+        return scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=self.workers, overwrite_x=overwrite_input)
 
     def __repr__(self) -> str:
         return f"ScipyBackend(workers={self.workers})"
 
 
 class PyfftwBackend:
-    """FFTW through pyFFTW, with one plan per (direction, input shape, dtype, size, axes) built once and cached.
+    """FFTW through pyFFTW, with plans built once per (direction, shapes, strides, dtype, axes) and cached.
+
+    Unlike ``pyfftw.builders``, plans are made for the caller's actual output layout: when ``out`` is a transposed
+    view (fftconv's frequency-major spectra), FFTW writes through the strides directly and no transpose copy is
+    made. Inputs that are not C-contiguous, aligned and already of the transform size are copied once into a
+    zero-padded, aligned buffer owned by the plan.
 
     Parameters
     ----------
@@ -116,7 +122,7 @@ class PyfftwBackend:
         FFTW threads; defaults to :func:`default_threads`.
     planner_effort : str
         ``"FFTW_ESTIMATE"``, ``"FFTW_MEASURE"`` (default), ``"FFTW_PATIENT"`` or ``"FFTW_EXHAUSTIVE"``. Planning
-        time is paid once per cached shape; ``plan_seconds`` accumulates it so benchmarks can report it apart.
+        time is paid once per cached layout; ``plan_seconds`` accumulates it so benchmarks can report it apart.
     """
 
     name = "pyfftw"
@@ -128,33 +134,75 @@ class PyfftwBackend:
         if planner_effort not in self._EFFORTS:
             raise ValueError(f"planner_effort must be one of {self._EFFORTS}, got {planner_effort!r}")
         self.threads = default_threads() if threads is None else int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
         self.planner_effort = planner_effort
-        self._plans: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}
+        self._plans: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
         self.plan_seconds = 0.0
 
-    def _plan(self, builder, x: np.ndarray, shape: Shape, axes: Shape):
-        key = (builder.__name__, x.shape, x.dtype.str, tuple(shape), tuple(axes))
-        plan = self._plans.get(key)
-        if plan is None:
-            import time
+    @staticmethod
+    def empty(shape: Shape, dtype) -> np.ndarray:
+        """An uninitialised array aligned for FFTW's SIMD code."""
+        return pyfftw.empty_aligned(shape, dtype=dtype)
 
-            start = time.perf_counter()
-            template = pyfftw.empty_aligned(x.shape, dtype=x.dtype)
-            plan = builder(template, s=shape, axes=axes, threads=self.threads, planner_effort=self.planner_effort,
-                           avoid_copy=False, auto_align_input=True, auto_contiguous=True)
-            with self._lock:
-                self._plans[key] = plan
-                self.plan_seconds += time.perf_counter() - start
-        return plan
+    def _build(self, in_shape, in_dtype, out_like: np.ndarray, axes: Shape, direction: str) -> tuple:
+        """Plan on scratch arrays with the same layout as the real ones (planning overwrites its arrays)."""
+        start = time.perf_counter()
+        in_buffer = pyfftw.zeros_aligned(in_shape, dtype=in_dtype)
+        out_scratch = _aligned_like(out_like)
+        flags = (self.planner_effort, "FFTW_DESTROY_INPUT") if direction == "FFTW_BACKWARD" else (self.planner_effort,)
+        plan = pyfftw.FFTW(in_buffer, out_scratch, axes=axes, direction=direction, flags=flags, threads=self.threads)
+        in_buffer[...] = 0  # FFTW_MEASURE scribbles on the arrays; the padding must be zero
+        with self._lock:
+            self.plan_seconds += time.perf_counter() - start
+        return plan, in_buffer, out_scratch
+
+    def _plan(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str) -> tuple:
+        key = (direction, x.shape, x.strides, x.dtype.str, in_shape, out.shape, out.strides, axes)
+        entry = self._plans.get(key)
+        if entry is None:
+            entry = self._plans[key] = self._build(in_shape, x.dtype, out, axes, direction)
+        return entry
+
+    def _execute(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
+                 reuse_input: bool) -> np.ndarray:
+        plan, in_buffer, out_scratch = self._plan(x, in_shape, out, axes, direction)
+        source = in_buffer
+        if reuse_input and x.shape == in_shape and x.strides == in_buffer.strides and _is_aligned(x):
+            source = x
+        else:
+            in_buffer[tuple(slice(0, n) for n in x.shape)] = x
+        target = out if out.strides == out_scratch.strides and _is_aligned(out) else out_scratch
+        plan.update_arrays(source, target)
+        plan.execute()
+        if target is not out:
+            np.copyto(out, target)
+        return out
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
-        # The plan returns its own output buffer; copy so that callers own the result.
-        result = self._plan(pyfftw.builders.rfftn, x, shape, axes)(x)
-        return result.copy() if out is None else _into(result, out)
+        axes = _normalise_axes(axes, x.ndim)
+        in_shape = _with_sizes(x.shape, axes, shape)
+        out_shape = _with_sizes(in_shape, axes[-1:], (in_shape[axes[-1]] // 2 + 1,))
+        complex_dtype = np.result_type(x.dtype, np.complex64)
+        if out is None:
+            out = self.empty(out_shape, complex_dtype)
+        _check_out(out, out_shape, complex_dtype)
+        return self._execute(x, in_shape, out, axes, "FFTW_FORWARD", reuse_input=True)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
-        return self._plan(pyfftw.builders.irfftn, spectrum, shape, axes)(spectrum).copy()
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
+        axes = _normalise_axes(axes, spectrum.ndim)
+        out_shape = _with_sizes(spectrum.shape, axes, shape)
+        real_dtype = np.finfo(spectrum.dtype).dtype
+        out = self.empty(out_shape, real_dtype)
+        expected = _with_sizes(out_shape, axes[-1:], (out_shape[axes[-1]] // 2 + 1,))
+        if spectrum.shape != expected:
+            raise ValueError(f"spectrum has shape {spectrum.shape}; irfftn to size {tuple(shape)} over axes {axes} "
+                             f"needs {expected}")
+        # c2r transforms destroy their input: use the caller's array only when it allows that.
+        self._execute(spectrum, spectrum.shape, out, axes, "FFTW_BACKWARD", reuse_input=overwrite_input)
+        out *= 1.0 / math.prod(shape)  # FFTW's inverse is unnormalised; numpy's convention divides by N
+        return out
 
     @property
     def cached_plans(self) -> int:
@@ -167,6 +215,35 @@ class PyfftwBackend:
 
     def __repr__(self) -> str:
         return f"PyfftwBackend(threads={self.threads}, planner_effort={self.planner_effort!r})"
+
+
+def _normalise_axes(axes: Shape, ndim: int) -> Shape:
+    return tuple(a % ndim for a in axes)
+
+
+def _with_sizes(shape: Shape, axes: Shape, sizes: Sequence[int]) -> Shape:
+    """``shape`` with the entries at ``axes`` replaced by ``sizes``."""
+    result = list(shape)
+    for axis, size in zip(axes, sizes):
+        result[axis] = int(size)
+    return tuple(result)
+
+
+def _check_out(out: np.ndarray, shape: Shape, dtype) -> None:
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; the transform needs shape "
+                         f"{tuple(shape)} and dtype {np.dtype(dtype)}")
+
+
+def _is_aligned(array: np.ndarray) -> bool:
+    return array.ctypes.data % pyfftw.simd_alignment == 0
+
+
+def _aligned_like(array: np.ndarray) -> np.ndarray:
+    """An aligned array with the same shape and the same stride order as ``array`` (e.g. a transposed view)."""
+    order = sorted(range(array.ndim), key=lambda axis: -array.strides[axis])
+    base = pyfftw.empty_aligned(tuple(array.shape[axis] for axis in order), dtype=array.dtype)
+    return base.transpose(np.argsort(order))
 
 
 def export_wisdom(path: Union[str, Path]) -> None:
@@ -215,10 +292,10 @@ class CountingBackend:
         self.calls.append(("rfftn", x.shape))
         return self.inner.rfftn(x, shape, axes, out=out)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape) -> np.ndarray:
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
         self.inverse_maps += self._maps(spectrum, axes)
         self.calls.append(("irfftn", spectrum.shape))
-        return self.inner.irfftn(spectrum, shape, axes)
+        return self.inner.irfftn(spectrum, shape, axes, overwrite_input=overwrite_input)
 
 
 _FACTORIES: dict[str, Callable[[], FFTBackend]] = {

@@ -106,14 +106,29 @@ def _half(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[:-1], shape[-1] // 2 + 1)
 
 
-def _cyclic_index(count: int, step: int, offset: int, size: int) -> np.ndarray:
-    """Indices ``(i * step + offset) mod size`` for ``i < count``: strided reads with a cyclic shift."""
+def _cyclic_index(count: int, step: int, offset: int, size: int) -> Union[slice, np.ndarray]:
+    """Indices ``(i * step + offset) mod size`` for ``i < count``; a slice when they do not wrap (cheaper)."""
+    first, last = offset % size, offset % size + (count - 1) * step
+    if step > 0 and last < size:
+        return slice(first, last + 1, step)
     return (np.arange(count) * step + offset) % size
 
 
-def _gather(array: np.ndarray, indices: Sequence[np.ndarray]) -> np.ndarray:
-    """Outer-product fancy indexing over the leading ``len(indices)`` axes."""
-    return array[np.ix_(*indices)] if len(indices) > 1 else array[indices[0]]
+def _gather(array: np.ndarray, indices: Sequence[Union[slice, np.ndarray]]) -> np.ndarray:
+    """Read ``array`` at per-axis indices over its trailing ``len(indices)`` axes (an outer product, like np.ix_)."""
+    lead = (slice(None),) * (array.ndim - len(indices))
+    if all(isinstance(index, slice) for index in indices):
+        return array[lead + tuple(indices)]
+    result = array
+    for axis, index in enumerate(indices, start=len(lead)):  # one axis at a time keeps the outer-product meaning
+        result = result[(slice(None),) * axis + (index,)]
+    return result
+
+
+def _scatter_into(buffer: np.ndarray, indices: Sequence[np.ndarray], values: np.ndarray) -> None:
+    """``buffer[..., ix_(*indices)] = values`` over the trailing axes."""
+    lead = (slice(None),) * (buffer.ndim - len(indices))
+    buffer[lead + np.ix_(*indices)] = values
 
 
 @dataclass
@@ -178,90 +193,110 @@ class SpectralPlan:
             self.geometry.in_channels, self.geometry.out_channels)
         return sum(spectra.values()) + max(spectra.values()) + spatial
 
-    # ------------------------------------------------------------------ forward transforms
+    # ------------------------------------------------------------------ layouts
     @property
     def _axes(self) -> tuple[int, ...]:
-        return tuple(range(self.geometry.ndim))
+        """Spatial axes of the channels-first ``(rows, groups, cols, *space)`` arrays handed to the backend."""
+        return tuple(range(3, 3 + self.geometry.ndim))
 
-    def _to_frequency_major(self, maps: np.ndarray, rows: int, cols: int) -> np.ndarray:
-        """``(rows, groups * cols, *space)`` -> ``(*space, groups, rows, cols)``: the layout the GEMMs want."""
-        g, nd = self.geometry.groups, self.geometry.ndim
-        grouped = maps.reshape(rows, g, cols, *maps.shape[2:])
-        return grouped.transpose(*range(3, 3 + nd), 1, 0, 2)
+    def _empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        return getattr(self.backend, "empty", np.empty)(shape, dtype)
 
+    def _new_spectrum(self, name: str, out: np.ndarray | None) -> np.ndarray:
+        shape = self.spectrum_shapes[name]
+        if out is None:
+            return self._empty(shape, self.complex_dtype)
+        if out.shape != shape or out.dtype != self.complex_dtype:
+            raise ValueError(f"out for the {name} spectrum must have shape {shape} and dtype {self.complex_dtype}, "
+                             f"got {out.shape} and {out.dtype}")
+        return out
+
+    def _channels_first(self, spectrum: np.ndarray) -> np.ndarray:
+        """View a frequency-major ``(*bins, groups, rows, cols)`` array as ``(rows, groups, cols, *bins)``.
+
+        FFTW reads and writes through these strides, so spectra are never transposed in memory.
+        """
+        nd = self.geometry.ndim
+        return spectrum.transpose(nd + 1, nd, nd + 2, *range(nd))
+
+    def _reversed_taps(self, count: Sequence[int], step: Sequence[int]) -> list[np.ndarray]:
+        """Positions ``(-i * step) mod N``: placing a signal there conjugates its spectrum (time reversal)."""
+        return [(-np.arange(c) * s) % n for c, s, n in zip(count, step, self.fft_shape)]
+
+    def _transform(self, maps: np.ndarray, name: str, out: np.ndarray | None) -> np.ndarray:
+        spectrum = self._new_spectrum(name, out)
+        self.backend.rfftn(maps, self.fft_shape, self._axes, out=self._channels_first(spectrum))
+        return spectrum
+
+    # ------------------------------------------------------------------ forward transforms
     def transform_input(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Spectrum of the input maps, ``(*bins, groups, S, f/groups)``; each of the ``S*f`` maps once."""
+        """Spectrum ``X`` of the input maps, ``(*bins, groups, S, f/groups)``; each of the ``S*f`` maps once."""
         g = self.geometry
-        used = tuple(slice(0, n) for n in g.used_input_shape)
-        frequency_major = self._to_frequency_major(x[(Ellipsis, *used)], g.batch, g.in_channels // g.groups)
-        return self.backend.rfftn(frequency_major, self.fft_shape, self._axes, out=out)
+        used = x[(Ellipsis, *(slice(0, n) for n in g.used_input_shape))]
+        return self._transform(used.reshape(g.batch, g.groups, -1, *used.shape[2:]), "input", out)
 
     def transform_weight(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Spectrum of the (dilated) kernels, ``(*bins, groups, f'/groups, f/groups)``."""
+        """Spectrum ``conj(W)`` of the dilated kernels, ``(*bins, groups, f'/groups, f/groups)``.
+
+        The kernel is stored time-reversed, which conjugates its spectrum: the forward pass needs ``conj(W)``, and
+        the input gradient, computed conjugated, needs it too (see :meth:`grad_input`). No pass copies spectra.
+        """
         g = self.geometry
-        kernels = self._to_frequency_major(w.swapaxes(0, 1), g.in_channels // g.groups, g.out_channels // g.groups)
-        kernels = kernels.swapaxes(-1, -2)  # (*k, groups, f'/g, f/g)
-        if any(d != 1 for d in g.dilation):
-            dilated = np.zeros((*g.dilated_kernel_shape, *kernels.shape[g.ndim:]), dtype=kernels.dtype)
-            dilated[tuple(slice(None, None, d) for d in g.dilation)] = kernels
-            kernels = dilated
-        return self.backend.rfftn(kernels, self.fft_shape, self._axes, out=out)
+        kernels = w.reshape(g.groups, g.out_channels // g.groups, *w.shape[1:]).swapaxes(0, 1)
+        reversed_kernels = np.zeros((*kernels.shape[:3], *self.fft_shape), dtype=w.dtype)
+        _scatter_into(reversed_kernels, self._reversed_taps(g.kernel_shape, g.dilation), kernels)
+        return self._transform(reversed_kernels, "weight", out)
 
     def transform_grad_output(self, grad_output: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Spectrum of the stride-upsampled output gradient, ``(*bins, groups, S, f'/groups)``."""
+        """Spectrum ``conj(GY)`` of the stride-upsampled output gradient, ``(*bins, groups, S, f'/groups)``."""
         g = self.geometry
-        maps = self._to_frequency_major(grad_output, g.batch, g.out_channels // g.groups)
-        if any(s != 1 for s in g.stride):
-            upsampled_shape = tuple((m - 1) * s + 1 for m, s in zip(g.output_shape, g.stride))
-            upsampled = np.zeros((*upsampled_shape, *maps.shape[g.ndim:]), dtype=maps.dtype)
-            upsampled[tuple(slice(None, None, s) for s in g.stride)] = maps
-            maps = upsampled
-        return self.backend.rfftn(maps, self.fft_shape, self._axes, out=out)
+        maps = grad_output.reshape(g.batch, g.groups, -1, *g.output_shape)
+        upsampled_reversed = np.zeros((*maps.shape[:3], *self.fft_shape), dtype=grad_output.dtype)
+        _scatter_into(upsampled_reversed, self._reversed_taps(g.output_shape, g.stride), maps)
+        return self._transform(upsampled_reversed, "grad_output", out)
 
     # ------------------------------------------------------------------ the three passes
-    def _inverse(self, spectrum: np.ndarray) -> np.ndarray:
-        return self.backend.irfftn(spectrum, self.fft_shape, self._axes)
-
-    def _to_channels_first(self, result: np.ndarray, rows: int) -> np.ndarray:
-        """``(*space, groups, rows, cols)`` -> contiguous ``(rows, groups * cols, *space)`` in the input dtype."""
-        nd = self.geometry.ndim
-        moved = result.transpose(nd + 1, nd, nd + 2, *range(nd))
-        return np.ascontiguousarray(moved.reshape(rows, -1, *result.shape[:nd]), dtype=self.dtype)
+    def _product_then_inverse(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Per-bin batched GEMM, then the inverse transform of the product (which FFTW may destroy)."""
+        product = self._empty((*left.shape[:-1], right.shape[-1]), self.complex_dtype)
+        np.matmul(left, right, out=product)
+        return self.backend.irfftn(self._channels_first(product), self.fft_shape, self._axes, overwrite_input=True)
 
     def forward(self, input_spectrum: np.ndarray, weight_spectrum: np.ndarray,
                 bias: np.ndarray | None = None) -> np.ndarray:
         """``updateOutput``: ``y = irfft(X conj(W)^T)`` read at stride ``s`` from offset ``-p_before``."""
         g = self.geometry
-        product = np.matmul(input_spectrum, weight_spectrum.conj().swapaxes(-1, -2))
-        circular = self._inverse(product)
+        circular = self._product_then_inverse(input_spectrum, weight_spectrum.swapaxes(-1, -2))
         indices = [_cyclic_index(m, s, -p, n) for m, s, p, n in zip(
             g.output_shape, g.stride, g.padding_before, self.fft_shape)]
-        y = self._to_channels_first(_gather(circular, indices), g.batch)
+        y = np.ascontiguousarray(_gather(circular, indices), dtype=self.dtype).reshape(g.full_output_shape)
         if bias is not None:
             y += bias.reshape(-1, *(1,) * g.ndim)
         return y
 
     def grad_input(self, grad_output_spectrum: np.ndarray, weight_spectrum: np.ndarray) -> np.ndarray:
-        """``updateGradInput``: ``gx = irfft(GY W)`` read from offset ``+p_before``; unread inputs get zero."""
+        """``updateGradInput``: ``conj(GX) = conj(GY) conj(W)``, whose inverse is ``gx`` time-reversed.
+
+        ``gx[j] = circ[(j + p_before) mod N]``, so read the reversed result at ``-(j + p_before) mod N``. Inputs
+        no output reads (a strided tail) get zero.
+        """
         g = self.geometry
-        circular = self._inverse(np.matmul(grad_output_spectrum, weight_spectrum))
-        indices = [_cyclic_index(n, 1, p, size) for n, p, size in zip(
+        reversed_circular = self._product_then_inverse(grad_output_spectrum, weight_spectrum)
+        indices = [_cyclic_index(n, -1, -p, size) for n, p, size in zip(
             g.used_input_shape, g.padding_before, self.fft_shape)]
-        used = self._to_channels_first(_gather(circular, indices), g.batch)
-        if used.shape[2:] == g.input_shape:
+        used = np.ascontiguousarray(_gather(reversed_circular, indices), dtype=self.dtype)
+        used = used.reshape(g.batch, g.in_channels, *g.used_input_shape)
+        if used.shape == g.full_input_shape:
             return used
         grad = np.zeros(g.full_input_shape, dtype=self.dtype)
         grad[(Ellipsis, *(slice(0, n) for n in g.used_input_shape))] = used
         return grad
 
     def grad_weight(self, input_spectrum: np.ndarray, grad_output_spectrum: np.ndarray) -> np.ndarray:
-        """``accGradParameters``: ``gw = irfft(conj(GY)^T X)`` read at the dilated taps ``t*d - p_before``."""
+        """``accGradParameters``: ``GW = conj(GY)^T X``, read at the dilated taps ``t*d - p_before``."""
         g = self.geometry
-        product = np.matmul(grad_output_spectrum.conj().swapaxes(-1, -2), input_spectrum)
-        circular = self._inverse(product)  # (*space, groups, f'/g, f/g)
+        circular = self._product_then_inverse(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)
         indices = [_cyclic_index(k, d, -p, size) for k, d, p, size in zip(
             g.kernel_shape, g.dilation, g.padding_before, self.fft_shape)]
-        taps = _gather(circular, indices)
-        nd = g.ndim
-        moved = taps.transpose(nd, nd + 1, nd + 2, *range(nd))  # (groups, f'/g, f/g, *k)
-        return np.ascontiguousarray(moved.reshape(g.full_weight_shape), dtype=self.dtype)
+        taps = _gather(circular, indices)  # (f'/groups, groups, f/groups, *k)
+        return np.ascontiguousarray(taps.swapaxes(0, 1), dtype=self.dtype).reshape(g.full_weight_shape)
