@@ -1,0 +1,156 @@
+"""Fig. 3 of Mathieu et al. (2014): time of each pass against input size, kernel size and batch size.
+
+Three rows (input size n, kernel size k, batch size S) by three panels (updateOutput, updateGradInput,
+accGradParameters), float32, f = 96 input maps and f' = 256 output maps, stride 1, no padding, with the paper's fixed
+values S = 128, k = 7, n = 32 and its sweeps n in {8, 16, 32, 52}, k in {3, 5, ..., 13}, S in {32, 64, 128}.
+
+Methods: fftconv's FFT algorithm (one line per ``--backends``), its im2col + GEMM algorithm, its float64 direct
+reference (only where one call takes under a second or so: it is not a speed contender) and PyTorch's CPU
+convolution (``F.conv2d``, ``torch.nn.grad.conv2d_input``, ``conv2d_weight``) in place of the paper's GPU
+baselines (cuda-convnet, Torch7). Each method runs in its own process; see ``experiments/_timing.py``.
+
+Quick mode shrinks only the batch: S = 8 instead of 128, and the batch row uses S in {2, 4, 8} instead of
+{32, 64, 128}. Everything else keeps the paper's values.
+"""
+
+from __future__ import annotations
+
+from . import _timing
+from ._harness import markdown_table, save_figure, write_table
+
+NAME = "sweeps"
+DESCRIPTION = "Fig. 3: time of the three passes vs input size, kernel size and batch size (FFT vs im2col/PyTorch)"
+
+#: The paper's fixed values (Fig. 3): 96 -> 256 maps, batch 128, 7x7 kernels, 32x32 inputs.
+PAPER = {"S": 128, "k": 7, "n": 32, "f": 96, "fp": 256}
+#: The three rows of Fig. 3: the varied parameter and its values (full mode).
+SWEEPS = {"n": (8, 16, 32, 52), "k": (3, 5, 7, 9, 11, 13), "S": (32, 64, 128)}
+#: Quick mode: the batch only.
+QUICK_BATCH = 8
+QUICK_BATCH_SWEEP = (2, 4, 8)
+#: Paper's axis names.
+AXIS_NAMES = {"n": "inputSize", "k": "kernelSize", "S": "batchSize"}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--batch", type=int, default=None,
+                        help=f"fixed batch size of the n and k rows (default: {PAPER['S']} full, {QUICK_BATCH} quick)")
+
+
+def settings(ctx) -> tuple[dict, dict]:
+    """The fixed values and the sweeps of this run (quick mode shrinks the batch only)."""
+    fixed = dict(PAPER)
+    sweeps = {name: tuple(values) for name, values in SWEEPS.items()}
+    if ctx.quick:
+        fixed["S"], sweeps["S"] = QUICK_BATCH, QUICK_BATCH_SWEEP
+    batch = getattr(ctx.options, "batch", None)
+    if batch:
+        fixed["S"] = batch
+        sweeps["S"] = tuple(sorted({max(1, batch // 4), max(1, batch // 2), batch}))
+    return fixed, sweeps
+
+
+def row_points(fixed: dict, sweeps: dict, parameter: str) -> list[dict]:
+    """The conv points of one row of the figure (``parameter`` varies, the rest stay at ``fixed``)."""
+    return [_timing.conv_point(**{**fixed, parameter: value}) for value in sweeps[parameter]]
+
+
+def all_points(fixed: dict, sweeps: dict) -> list[dict]:
+    """Every distinct point of the three rows, cheapest first (so a short run covers most of the figure)."""
+    points = {}
+    for parameter in SWEEPS:
+        for point in row_points(fixed, sweeps, parameter):
+            points[tuple(point.values())] = point
+    return sorted(points.values(), key=_timing.direct_flops)
+
+
+def measure(ctx) -> None:
+    fixed, sweeps = settings(ctx)
+    methods = _timing.select_methods(ctx)
+    _timing.measure_conv(ctx, methods, all_points(fixed, sweeps), desc="sweeps")
+
+
+def _scaling(ctx, fixed: dict, sweeps: dict) -> str:
+    if ctx.quick:
+        return (f"batch shrunk to S={fixed['S']} (paper 128), batch row S in {set(sweeps['S'])} "
+                f"(paper {{32, 64, 128}}); other values as in the paper")
+    return "the paper's sizes"
+
+
+def plot(ctx) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fixed, sweeps = settings(ctx)
+    results = _timing.ConvResults(ctx.results.rows())
+    methods = results.methods()
+    fig = plt.figure(figsize=(15, 12.5), layout="constrained")
+    row_figures = fig.subfigures(3, 1)
+    table_lines = []
+    axes = []
+    for row_index, parameter in enumerate(SWEEPS):
+        points = row_points(fixed, sweeps, parameter)
+        others = ", ".join(f"{AXIS_NAMES.get(name, name)}={fixed[name]}" for name in ("S", "k", "n") if name != parameter)
+        row_title = (f"Time (seconds) versus {AXIS_NAMES[parameter]} - {others}, "
+                     f"nInputPlanes={fixed['f']}, nOutputPlanes={fixed['fp']}")
+        row_axes = row_figures[row_index].subplots(1, 3)
+        axes.append(row_axes)
+        row_figures[row_index].suptitle(row_title, fontsize=10, weight="bold")
+        for column, pass_ in enumerate(_timing.PASSES):
+            ax = row_axes[column]
+            medians = []
+            for method in methods:
+                xs, ys, low, high = [], [], [], []
+                for point in points:
+                    row = results.row(point, method, pass_)
+                    if row and "median_s" in row:
+                        xs.append(point[parameter])
+                        ys.append(row["median_s"])
+                        low.append(row["median_s"] - row["min_s"])
+                        high.append(row["max_s"] - row["median_s"])
+                medians += ys
+                if xs:
+                    style = _timing.method_style(method)
+                    ax.errorbar(xs, ys, yerr=[low, high], capsize=2, linewidth=1.5, markersize=4, **style)
+            ax.set_title(f"{_timing.PAPER_NAMES[pass_]}", fontsize=10)
+            ax.set_xlabel(AXIS_NAMES[parameter])
+            ax.set_ylabel("time (s)")
+            if medians:  # scale to the medians: one slow outlier repeat must not flatten every line
+                ax.set_ylim(0, 1.2 * max(medians))
+            ax.grid(alpha=0.3)
+        table_lines.append(_row_table(results, methods, points, parameter, row_title))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+    fig.suptitle(ctx.describe("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv im2col/direct "
+                              "and PyTorch; median of repeats, bars min-max (clipped at 1.2x the largest median)", _scaling(ctx, fixed, sweeps)),
+                 fontsize=11)
+    save_figure(fig, ctx.out_dir, "fig3_sweeps")
+    plt.close(fig)
+    skipped = sorted({row["skipped"] for row in ctx.results.rows() if "skipped" in row})
+    errors = sorted({f"{row['method']}: {row['error']}" for row in ctx.results.rows() if "error" in row})
+    notes = [f"- not timed: {reason}" for reason in skipped] + [f"- failed: {error}" for error in errors]
+    header = (f"# Fig. 3 sweeps ({ctx.mode} mode)\n\n{ctx.describe('Times in ms (median); speedup = method / FFT.', _scaling(ctx, fixed, sweeps))}\n\n")
+    write_table(ctx.out_dir, "fig3_sweeps", header + "\n".join(table_lines) + ("\n" + "\n".join(notes) if notes else ""))
+
+
+def _row_table(results: _timing.ConvResults, methods: list[str], points: list[dict], parameter: str,
+               title: str) -> str:
+    """One markdown table per figure row: times (ms) of each method and pass, and each baseline's time over FFT's."""
+    ffts = [m for m in methods if _timing.parse_method(m)["algo"] == "fft"]
+    reference = ffts[0] if ffts else None
+    header = [AXIS_NAMES[parameter], "pass", *methods]
+    if reference:
+        header += [f"{m} / {reference}" for m in methods if m != reference]
+    rows = []
+    for point in points:
+        for pass_ in _timing.PASSES:
+            cells = [point[parameter], _timing.PAPER_NAMES[pass_]]
+            cells += [_timing.fmt_ms(results.seconds(point, m, pass_)) for m in methods]
+            if reference:
+                base = results.seconds(point, reference, pass_)
+                cells += [_timing.fmt_ratio(results.seconds(point, m, pass_), base) for m in methods if m != reference]
+            rows.append(cells)
+    return f"## {title}\n\n" + markdown_table(header, rows)
