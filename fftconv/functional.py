@@ -14,9 +14,9 @@ from typing import Sequence, Union
 import numpy as np
 
 from . import direct, im2col
-from .backends import FFTBackend
+from .backends import FFTBackend, get_backend
 from .geometry import ConvGeometry, IntOrTuple, Padding, check_arrays, parse_size
-from .spectral import FFTSizePolicy, SpectralPlan
+from .spectral import FFTSizePolicy, SpectralPlan, fft_shape_for
 
 BackendArg = Union[str, FFTBackend, None]
 FFTSizeArg = Union[FFTSizePolicy, Sequence[int], None]
@@ -41,19 +41,28 @@ class _FFTAlgorithm:
         return plan.grad_weight(plan.transform_input(x), plan.transform_grad_output(grad_output))
 
 
+def _check_fft_options(g: ConvGeometry, backend: BackendArg, fft_size: FFTSizeArg) -> None:
+    """Validate FFT-only options that a spatial algorithm ignores: a typo must not pass silently."""
+    get_backend(backend)
+    fft_shape_for(g, fft_size)
+
+
 class _SpatialAlgorithm:
-    """A spatial-domain algorithm module; FFT-only options are accepted and ignored."""
+    """A spatial-domain algorithm module; FFT-only options are validated, then ignored."""
 
     def __init__(self, module: ModuleType):
         self.module = module
 
     def forward(self, x, w, bias, g, backend=None, fft_size=None):
+        _check_fft_options(g, backend, fft_size)
         return self.module.forward(x, w, bias, g)
 
     def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
+        _check_fft_options(g, backend, fft_size)
         return self.module.grad_input(grad_output, w, g)
 
     def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
+        _check_fft_options(g, backend, fft_size)
         return self.module.grad_weight(x, grad_output, g)
 
 
@@ -69,7 +78,8 @@ def _algorithm(algo: str):
 
 def _check_ndim(ndim: int | None, array: np.ndarray, name: str) -> None:
     if ndim is not None and array.ndim != ndim + 2:
-        raise ValueError(f"{name} must have {ndim + 2} dimensions (batch, channels, {ndim} spatial) for a "
+        layout = "out_channels, in_channels // groups" if name == "weight" else "batch, channels"
+        raise ValueError(f"{name} must have {ndim + 2} dimensions ({layout}, {ndim} spatial) for a "
                          f"{ndim}-d convolution, got shape {array.shape}")
 
 

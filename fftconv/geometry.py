@@ -11,6 +11,7 @@ Conventions follow ``torch.nn.functional.convNd``: channels-first arrays ``(batc
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -233,8 +234,8 @@ class ConvGeometry:
 
 def parse_size(size: Sequence[int], expected_ndim: int, name: str) -> tuple[int, ...]:
     """Validate an ``input_size`` / ``weight_size`` argument of a gradient pass."""
-    try:
-        values = tuple(int(v) for v in size)
+    try:  # operator.index accepts Python and numpy ints but not floats: 8.5 must not become 8
+        values = tuple(operator.index(v) for v in size)
     except TypeError:
         raise TypeError(f"{name} must be a sequence of {expected_ndim} ints, got {size!r}") from None
     if len(values) != expected_ndim:

@@ -217,3 +217,20 @@ def test_oracle_matches_scipy_correlate(rng):
     spread = np.zeros((4, 3, 5, 3))
     spread[:, :, ::2, ::2] = w
     np.testing.assert_allclose(oracle.forward(x, w, dilation=2), oracle.forward(x, spread), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("algo", [
+    pytest.param(algo, marks=pytest.mark.xfail(strict=True, reason=(
+        "spectral.py transform_input reshapes the empty used-input slice with -1 (ValueError: cannot reshape array "
+        "of size 0)")) if algo == "fft" else ()) for algo in fftconv.ALGORITHMS])
+def test_input_read_only_through_padding(algo, rng):
+    """Every output reads padding only (n=1, padding 1, stride 3): the forward pass is the bias, the gradients zero.
+
+    Found by hypothesis in test_adjoint.py; kept as an explicit case because derandomized runs may not draw it.
+    """
+    x, w, b = rng.standard_normal((2, 2, 1)), rng.standard_normal((3, 2, 1)), rng.standard_normal(3)
+    options = dict(stride=3, padding=1)
+    gy = rng.standard_normal((2, 3, 1))
+    for pass_name in PASSES:
+        result = run_pass(pass_name, x, w, b, gy, options, algo=algo)
+        assert_close(result, run_oracle(pass_name, x, w, b, gy, options), tolerance(np.float64, 4, 2), pass_name)
