@@ -40,10 +40,12 @@ def tolerance(dtype, fft_points: int = 1, reduction_length: int = 1) -> float:
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """``max|actual - expected| / max|expected|`` in float64 (the max norm the tolerances are stated in)."""
-    expected = np.asarray(expected, dtype=np.float64)
+    """``max|actual - expected| / max|expected|`` in double precision (the max norm the tolerances are stated in);
+    complex arrays (spectra) compare by complex modulus."""
+    wide = np.result_type(actual, expected, np.float64)
+    expected = np.asarray(expected, dtype=wide)
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    error = float(np.max(np.abs(np.asarray(actual, dtype=np.float64) - expected))) if expected.size else 0.0
+    error = float(np.max(np.abs(np.asarray(actual, dtype=wide) - expected))) if expected.size else 0.0
     return error / scale if scale > 0 else error
 
 
