@@ -152,7 +152,7 @@ class _ConvNd(Module):
     # ------------------------------------------------------------------ updateOutput
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``updateOutput``: ``y = conv(x, weight) + bias``; keeps the spectra (``"reuse"``) or ``x``."""
-        check_input(x, self.dtype, self.ndim + 2, repr(self))
+        check_input(x, self.dtype, self.ndim + 2, self)
         geometry, plan = self._geometry_and_plan(x.shape)
         if plan is None:
             y = functional.conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
@@ -172,7 +172,7 @@ class _ConvNd(Module):
     # ------------------------------------------------------------------ updateGradInput + accGradParameters
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         """Return ``dL/dx`` and add ``dL/dw``, ``dL/db`` into ``grad_weight``, ``grad_bias``."""
-        check_input(grad_output, self.dtype, self.ndim + 2, repr(self), "grad_output")
+        check_input(grad_output, self.dtype, self.ndim + 2, self, "grad_output")
         saved = self._pop_saved()
         geometry: ConvGeometry = saved["geometry"]
         geometry.check_grad_output(grad_output.shape)

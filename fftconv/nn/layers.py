@@ -74,7 +74,7 @@ class Linear(Module):
                      if self.grad_bias is not None else None)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_input(x, self.dtype, 2, repr(self))
+        check_input(x, self.dtype, 2, self)
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: input has {x.shape[1]} features (shape {x.shape}), expected "
                              f"{self.in_features}; put a Flatten() before Linear for image inputs")
@@ -85,7 +85,7 @@ class Linear(Module):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        check_input(grad_output, self.dtype, 2, repr(self), "grad_output")
+        check_input(grad_output, self.dtype, 2, self, "grad_output")
         x = self._pop_saved()["input"]
         if grad_output.shape != (x.shape[0], self.out_features):
             raise ValueError(f"{self!r}: grad_output has shape {grad_output.shape}, expected "
@@ -203,7 +203,7 @@ class _LocallyConnectedNd(Module):
 
     # ------------------------------------------------------------------ the passes
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_input(x, self.dtype, self.ndim + 2, repr(self))
+        check_input(x, self.dtype, self.ndim + 2, self)
         if x.shape[1:] != (self.in_channels, *self.input_size):
             raise ValueError(f"{self!r}: input has shape {x.shape}, expected (batch, {self.in_channels}, "
                              f"{', '.join(map(str, self.input_size))}); a locally connected layer is built for one "
@@ -219,7 +219,7 @@ class _LocallyConnectedNd(Module):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        check_input(grad_output, self.dtype, self.ndim + 2, repr(self), "grad_output")
+        check_input(grad_output, self.dtype, self.ndim + 2, self, "grad_output")
         saved = self._pop_saved()
         g: ConvGeometry = saved["geometry"]
         g.check_grad_output(grad_output.shape)

@@ -166,15 +166,15 @@ def fan_in_uniform(rng: np.random.Generator, shape: Sequence[int], fan_in: int, 
     return rng.uniform(-bound, bound, size=tuple(shape)).astype(dtype)
 
 
-def check_input(x: Any, dtype: np.dtype, ndim: int | None, layer: str, name: str = "input") -> None:
-    """Raise a ``TypeError``/``ValueError`` naming the layer, the argument and the fix."""
+def check_input(x: Any, dtype: np.dtype, ndim: int | None, layer: "Module", name: str = "input") -> None:
+    """Raise a ``TypeError``/``ValueError`` naming the layer, the argument and the fix (the repr is built lazily)."""
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{layer}: {name} must be a numpy.ndarray, got {type(x).__name__}; wrap it with np.asarray")
+        raise TypeError(f"{layer!r}: {name} must be a numpy.ndarray, got {type(x).__name__}; wrap it with np.asarray")
     if x.dtype != dtype:
-        raise TypeError(f"{layer}: {name} has dtype {x.dtype} but the layer was built with dtype={dtype}; cast with "
-                        f"{name}.astype(np.{dtype}) or build the layer with dtype=np.{x.dtype}")
+        raise TypeError(f"{layer!r}: {name} has dtype {x.dtype} but the layer was built with dtype={dtype}; cast "
+                        f"with {name}.astype(np.{dtype}) or build the layer with dtype=np.{x.dtype}")
     if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{layer}: {name} must have {ndim} dimensions, got shape {x.shape}")
+        raise ValueError(f"{layer!r}: {name} must have {ndim} dimensions, got shape {x.shape}")
 
 
 def positive_int(value: Any, name: str) -> int:
