@@ -318,3 +318,17 @@ def test_counting_backend_passes_results_through(rng):
     assert counter.inverse_maps == 6 and counter.name == "counting[numpy]"
     counter.reset()
     assert (counter.forward_maps, counter.inverse_maps, counter.calls) == (0, 0, [])
+
+
+@pytest.mark.usefixtures("restore_global_backend")
+def test_scipy_workers_are_honoured(monkeypatch, rng):
+    import scipy.fft
+
+    seen = []
+    for name in ("rfftn", "irfftn"):
+        real = getattr(scipy.fft, name)
+        monkeypatch.setattr(scipy.fft, name, lambda *a, _real=real, **k: seen.append(k["workers"]) or _real(*a, **k))
+    backend = fftconv.ScipyBackend(workers=2)
+    backend.irfftn(backend.rfftn(rng.standard_normal((3, 8)), (8,), (1,)), (8,), (1,))
+    assert seen == [2, 2]
+    assert fftconv.configure_scipy(workers=1).workers == 1
