@@ -312,8 +312,8 @@ def _table(runs, settings: dict, markdown_table) -> str:
                             f"{pair['parameters']:.1e}" if pair["parameters"] is not None else "-"])
     return (
         "# LeNet-5 on sklearn digits: FFT vs direct convolution layers\n\n"
-        f"{settings['epochs']} epochs, batch {settings['batch_size']}, SGD lr {settings['lr']} with cosine decay, momentum "
-        f"{settings['momentum']}, seed {settings['seed']}, {settings['train_threads']} training thread(s). All "
+        f"{settings['epochs']} epochs, batch {settings['batch_size']}, SGD lr {settings['lr']} with cosine decay, "
+        f"momentum {settings['momentum']}, seed {settings['seed']}, {settings['train_threads']} training thread(s). All "
         "models start from the same weights and see the same batches; they differ only in the conv layers' "
         "algorithm (and dtype).\n\n## Models\n\n"
         "Seconds: forward + backward + SGD step of that model only, summed over all epochs (the models alternate "

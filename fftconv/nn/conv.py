@@ -84,7 +84,7 @@ class _ConvNd(Module):
         self.kernel_size = shapes["weight"][2:]
         # A probe input just large enough for the kernel lets ConvGeometry check stride, padding, dilation and
         # groups now, with its usual messages, instead of at the first forward.
-        probe = ConvGeometry.from_shapes((1, self.in_channels, *(d * (k - 1) + 1 for k, d in zip(
+        probe = ConvGeometry.from_shapes((1, self.in_channels, *(max(1, d * (k - 1) + 1) for k, d in zip(
             self.kernel_size, _expand(dilation, self.ndim, "dilation")))), shapes["weight"], stride, padding,
             dilation, groups)
         self.stride, self.dilation = probe.stride, probe.dilation
@@ -190,9 +190,10 @@ class _ConvNd(Module):
         else:
             buffers = self.workspace.spectra(plan)
             grad_output_spectrum = plan.transform_grad_output(grad_output, out=buffers["grad_output"])
-            grad_input = plan.grad_input(grad_output_spectrum, plan.transform_weight(self.weight, out=buffers["weight"]))
-            grad_weight = plan.grad_weight(plan.transform_input(saved["input"], out=buffers["input"]),
-                                           grad_output_spectrum)
+            weight_spectrum = plan.transform_weight(self.weight, out=buffers["weight"])
+            grad_input = plan.grad_input(grad_output_spectrum, weight_spectrum)
+            input_spectrum = plan.transform_input(saved["input"], out=buffers["input"])
+            grad_weight = plan.grad_weight(input_spectrum, grad_output_spectrum)
         self.grad_weight += grad_weight
         if self.has_bias:
             self.grad_bias += grad_output.sum(axis=(0, *range(2, 2 + self.ndim)))

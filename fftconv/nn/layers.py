@@ -7,7 +7,7 @@ gradient and adds the parameter gradients.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
