@@ -287,6 +287,14 @@ class CountingBackend:
     def _maps(array: np.ndarray, axes: Shape) -> int:
         return int(np.prod([s for i, s in enumerate(array.shape) if i not in set(a % array.ndim for a in axes)]))
 
+    def record(self, direction: str, maps: int) -> None:
+        """Count transforms a plan did without this backend (kernel DFTs by matrix product)."""
+        if direction == "forward":
+            self.forward_maps += maps
+        else:
+            self.inverse_maps += maps
+        self.calls.append(("rfftn" if direction == "forward" else "irfftn", ("dft by gemm", maps)))
+
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         self.forward_maps += self._maps(x, axes)
         self.calls.append(("rfftn", x.shape))

@@ -36,7 +36,7 @@ from typing import Literal, Sequence, Union
 
 import numpy as np
 
-from . import _memory
+from . import _kernel_dft, _memory
 from .backends import FFTBackend, get_backend, smooth_sizes_between
 from .geometry import ConvGeometry
 
@@ -155,12 +155,23 @@ class SpectralPlan:
     dtype: np.dtype
     fft_shape: tuple[int, ...]
     backend: FFTBackend
+    kernel_transform: str = "auto"
     spectrum_shapes: dict = field(init=False, repr=False)
 
     @classmethod
     def create(cls, geometry: ConvGeometry, dtype, backend: Union[str, FFTBackend, None] = None,
-               fft_size: Union[FFTSizePolicy, Sequence[int], None] = None, check_memory: bool = True) -> "SpectralPlan":
-        plan = cls(geometry, np.dtype(dtype), fft_shape_for(geometry, fft_size), get_backend(backend))
+               fft_size: Union[FFTSizePolicy, Sequence[int], None] = None, check_memory: bool = True,
+               kernel_transform: str = "auto") -> "SpectralPlan":
+        """Validate options and estimate memory before anything is allocated.
+
+        ``kernel_transform`` chooses how kernels and weight gradients (maps of kernel size in an FFT-size buffer)
+        are transformed: ``"fft"`` with the backend, ``"gemm"`` as DFT-matrix products (much faster for small
+        kernels, see :mod:`fftconv._kernel_dft`), or ``"auto"`` (by operation count).
+        """
+        if kernel_transform not in ("auto", "fft", "gemm"):
+            raise ValueError(f"kernel_transform must be 'auto', 'fft' or 'gemm', got {kernel_transform!r}")
+        plan = cls(geometry, np.dtype(dtype), fft_shape_for(geometry, fft_size), get_backend(backend),
+                   kernel_transform)
         if check_memory:
             _memory.check_fits(plan.peak_bytes(), f"the FFT convolution {geometry} at FFT size {plan.fft_shape}",
                                "use a smaller batch, fft_size='minimal', or algo='im2col'")
@@ -175,6 +186,19 @@ class SpectralPlan:
             "weight": (*bins, g.groups, fg, cg),
             "grad_output": (*bins, g.groups, g.batch, fg),
         }
+
+    @property
+    def kernels_by_gemm(self) -> bool:
+        """Whether kernel-domain transforms use DFT matrices instead of the FFT backend."""
+        if self.kernel_transform == "auto":
+            return _kernel_dft.gemm_is_cheaper(self.geometry.kernel_shape, self.fft_shape)
+        return self.kernel_transform == "gemm"
+
+    def _record(self, direction: str, maps: int) -> None:
+        """Tell a counting backend about transforms done here rather than by its FFT."""
+        record = getattr(self.backend, "record", None)
+        if record is not None:
+            record(direction, maps)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -242,6 +266,13 @@ class SpectralPlan:
         the input gradient, computed conjugated, needs it too (see :meth:`grad_input`). No pass copies spectra.
         """
         g = self.geometry
+        if self.kernels_by_gemm:
+            spectrum = self._new_spectrum("weight", out)
+            taps_first = w.reshape(g.out_channels * w.shape[1], -1).T.reshape(*g.kernel_shape, -1)  # (*k, f'*f/g)
+            _kernel_dft.forward(taps_first, self._reversed_taps(g.kernel_shape, g.dilation), self.fft_shape,
+                                spectrum.reshape(*spectrum.shape[:g.ndim], -1))
+            self._record("forward", taps_first.shape[-1])
+            return spectrum
         kernels = w.reshape(g.groups, g.out_channels // g.groups, *w.shape[1:]).swapaxes(0, 1)
         reversed_kernels = np.zeros((*kernels.shape[:3], *self.fft_shape), dtype=w.dtype)
         _scatter_into(reversed_kernels, self._reversed_taps(g.kernel_shape, g.dilation), kernels)
@@ -295,6 +326,14 @@ class SpectralPlan:
     def grad_weight(self, input_spectrum: np.ndarray, grad_output_spectrum: np.ndarray) -> np.ndarray:
         """``accGradParameters``: ``GW = conj(GY)^T X``, read at the dilated taps ``t*d - p_before``."""
         g = self.geometry
+        if self.kernels_by_gemm:
+            product = np.matmul(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)  # (*bins, groups, f'/g, f/g)
+            positions = [(np.arange(k) * d - p) % n for k, d, p, n in zip(
+                g.kernel_shape, g.dilation, g.padding_before, self.fft_shape)]
+            taps = _kernel_dft.inverse(product.reshape(*product.shape[:g.ndim], -1), positions, self.fft_shape,
+                                       self.dtype)  # (*k, f'*f/g)
+            self._record("inverse", taps.shape[-1])
+            return np.ascontiguousarray(taps.reshape(-1, taps.shape[-1]).T).reshape(g.full_weight_shape)
         circular = self._product_then_inverse(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)
         indices = [_cyclic_index(k, d, -p, size) for k, d, p, size in zip(
             g.kernel_shape, g.dilation, g.padding_before, self.fft_shape)]
