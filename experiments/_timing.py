@@ -34,7 +34,7 @@ methods measured in one run, and treat differences under ~15 % as noise (``cpu-b
 
 Examples
 --------
->>> ticks = iter([0.0, 1.0, 1.0, 3.0, 3.0, 4.0])           # a fake clock: calls take 1, 2 and 1 seconds
+>>> ticks = iter([0.0, 0.0, 0.0, 1.0, 1.0, 3.0, 3.0, 4.0])  # fake clock: no warm-up, calls take 1, 2 and 1 s
 >>> t = time_function(lambda: None, warmup=0, min_repeats=3, max_repeats=3, clock=lambda: next(ticks))
 >>> t.median, t.min, t.max, t.repeats
 (1.0, 1.0, 2.0, 3)
@@ -153,6 +153,49 @@ def time_function(fn: Callable[[], Any], *, warmup: int = 1, min_repeats: int = 
         if len(samples) >= min_repeats and sum(samples) >= budget_seconds:
             break
     return Timing.from_samples(samples, warmup, warmup_seconds)
+
+
+def time_phases(phases: Sequence[Callable[[], Any]], *, warmup: int = 1, min_repeats: int = 3,
+                max_repeats: int = 7, budget_seconds: float = 1.0,
+                clock: Callable[[], float] = time.perf_counter) -> tuple[list[Timing], Timing]:
+    """Time consecutive phases of one iteration (e.g. forward then backward), each call of each phase separately.
+
+    Every repeat runs ``phases`` in order, reading the clock between them, so phases that depend on each other
+    (backward needs the forward's saved state) are timed as they run in training. Same repeat rule as
+    :func:`time_function`; returns one :class:`Timing` per phase and one for the whole iteration.
+
+    Examples
+    --------
+    >>> ticks = iter([0.0, 0.0, 0.0, 1.0, 3.0, 3.0, 4.0, 6.0])  # no warm-up; then phases take 1 s and 2 s, twice
+    >>> (first, second), whole = time_phases([lambda: 0, lambda: 1], warmup=0, min_repeats=2, max_repeats=2,
+    ...                                      clock=lambda: next(ticks))
+    >>> first.median, second.median, whole.median
+    (1.0, 2.0, 3.0)
+    """
+    if not phases:
+        raise ValueError("phases must hold at least one callable")
+    if warmup < 0 or not 1 <= min_repeats <= max_repeats:
+        raise ValueError(f"need warmup >= 0 and 1 <= min_repeats <= max_repeats, got warmup={warmup}, "
+                         f"min_repeats={min_repeats}, max_repeats={max_repeats}")
+    start = clock()
+    for _ in range(warmup):
+        for phase in phases:
+            phase()
+    warmup_seconds = clock() - start
+    samples: list[list[float]] = [[] for _ in phases]
+    totals: list[float] = []
+    while len(totals) < max_repeats:
+        marks = [clock()]
+        for phase in phases:
+            phase()
+            marks.append(clock())
+        for index in range(len(phases)):
+            samples[index].append(marks[index + 1] - marks[index])
+        totals.append(marks[-1] - marks[0])
+        if len(totals) >= min_repeats and sum(totals) >= budget_seconds:
+            break
+    return ([Timing.from_samples(s, warmup, warmup_seconds) for s in samples],
+            Timing.from_samples(totals, warmup, warmup_seconds))
 
 
 @dataclass(frozen=True)
@@ -386,6 +429,14 @@ def measure_jobs(ctx, jobs: Sequence[Job], task: str, settings: TimingSettings |
             except WorkerError as error:
                 # The point in flight is the first whose rows are not all saved: record the failure there.
                 print(f"{ctx.name}: {error}", file=sys.stderr)
+                if not worker_info:  # it died before measuring anything: every point would fail the same way
+                    for job, todo in remaining:
+                        for subkey in todo:
+                            ctx.results.append({**job.row_key(subkey), **common,
+                                                "error": f"worker failed to start: {str(error).splitlines()[0]}"})
+                            next(bar, None)
+                    remaining = []
+                    continue
                 in_flight = next((i for i, (job, todo) in enumerate(remaining)
                                   if not all(ctx.results.has(job.row_key(s)) for s in todo)), None)
                 if in_flight is None:

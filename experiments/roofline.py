@@ -1,0 +1,357 @@
+"""Issue 5's benchmark: fftconv against PyTorch on the paper's five layers at batch 32, and against a roofline.
+
+Three parts, all measured by this script on this machine (``experiments/_timing.py`` describes the methodology):
+
+1. **Rates.** The batched real-FFT rate of fftconv's default backend, in GFLOP/s at ``2.5 N log2 N`` flops per real
+   map of ``N = n^2`` points (float32 in, complex64 out, written into a preallocated output), for n = 16 and 32, in
+   the map-major layout ``(B, n, n)`` and in the frequency-major layout ``(n, n, B)`` that fftconv's spectra use;
+   and the complex64 GEMM rate (8 flops per complex multiply-add) of ``numpy.matmul`` for a square 1024 product and
+   for the three batched per-frequency-bin products of each layer.
+2. **Layers.** For (k, n, f, f') in the paper's table at S = 32, float32: the time of each pass (the functional
+   API: each call transforms what it needs) and of a training step, for fftconv (default backend) and PyTorch CPU.
+   The step is one layer forward + backward: ``fftconv.nn.Conv2d`` (bias off, ``memory="reuse"``: every input map,
+   kernel and output-gradient map transformed once, the paper's scheme) against a PyTorch autograd
+   ``F.conv2d`` + ``backward`` with the input gradient required, so both compute all three passes.
+3. **Forward sweep.** S = 32, f = 16, f' = 32, n in {32, 64}, k in {3, 5, ..., 13}: fftconv vs PyTorch forward.
+
+The roofline model of one step (``cpu-baseline.md`` section 6): each of the S f input maps, f f' kernels and S f'
+output-gradient maps is transformed once forward and its result set once inverse, i.e. ``2 (S f + f f' + S f')``
+real 2-d FFTs of size n at the best measured batched FFT rate for that n, plus three per-bin complex GEMMs,
+``3 * 8 S f f' n (n/2 + 1)`` flops, at the measured square cgemm rate ("peak" model). The "attainable" model uses
+instead the rates measured at each layer's own per-bin GEMM shapes. Fraction of roofline = model time / fftconv's
+step time (1 = at the roofline; issue 5 asks for at least 0.5).
+
+Quick mode keeps S = 32 and the paper's layers and only lowers the number of repeats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+from . import _timing
+from ._harness import markdown_table, save_figure, write_table
+
+NAME = "roofline"
+DESCRIPTION = "Issue 5: fftconv vs PyTorch on the five layers at S=32, fraction of the measured FFT/GEMM roofline"
+
+LAYERS = ((11, 32, 3, 96), (7, 32, 96, 256), (5, 16, 256, 384), (5, 16, 384, 384), (3, 16, 384, 384))
+BATCH = 32
+SWEEP = {"S": 32, "f": 16, "fp": 32, "n": (32, 64), "k": (3, 5, 7, 9, 11, 13)}
+#: Input bytes of a batched FFT rate measurement: large enough to leave the caches of one core behind.
+FFT_RATE_BYTES = 16 * 2**20
+SQUARE_GEMM = 1024
+#: Issue 5's targets: PyTorch step time / fftconv step time at least this much.
+TARGETS = {(7, 32, 96, 256): 3.0, (5, 16, 256, 384): 2.0, (5, 16, 384, 384): 2.0, (3, 16, 384, 384): 1.0,
+           (11, 32, 3, 96): 1.0}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--batch", type=int, default=None, help=f"batch of the layer part (default {BATCH})")
+
+
+def timing_settings(quick: bool) -> _timing.TimingSettings:
+    return (_timing.TimingSettings(warmup=1, min_repeats=3, max_repeats=5, budget_seconds=0.3) if quick
+            else _timing.TimingSettings(warmup=1, min_repeats=5, max_repeats=11, budget_seconds=2.0))
+
+
+def layer_points(batch: int) -> list[dict]:
+    return [_timing.conv_point(S=batch, f=f, fp=fp, n=n, k=k) for k, n, f, fp in LAYERS]
+
+
+def sweep_points() -> list[dict]:
+    return [_timing.conv_point(S=SWEEP["S"], f=SWEEP["f"], fp=SWEEP["fp"], n=n, k=k)
+            for n in SWEEP["n"] for k in SWEEP["k"]]
+
+
+def bins(n: int) -> int:
+    """Frequency bins of a real n x n transform (Hermitian half)."""
+    return n * (n // 2 + 1)
+
+
+def gemm_shapes(point: dict) -> dict[str, tuple[int, int, int, int]]:
+    """``(batch of bins, M, K, N)`` of the per-bin complex product of each pass (fftconv's frequency-major GEMMs)."""
+    b, S, f, fp = bins(point["n"]), point["S"], point["f"], point["fp"]
+    return {"forward": (b, S, f, fp), "grad_input": (b, S, fp, f), "grad_weight": (b, fp, S, f)}
+
+
+def fft_flops_per_map(n: int) -> float:
+    points = n * n
+    return 2.5 * points * math.log2(points)
+
+
+def rate_jobs(method: str, sizes: tuple[int, ...], points: list[dict]) -> list[_timing.Job]:
+    jobs = []
+    for n in sizes:
+        for layout in ("map-major", "frequency-major"):
+            for direction in ("forward", "inverse"):
+                key = {"measure": "fft_rate", "n": n, "layout": layout, "direction": direction,
+                       "bytes": FFT_RATE_BYTES}
+                jobs.append(_timing.Job(method, key, [{}], case=key))
+    square = {"measure": "gemm_rate", "shape": [1, SQUARE_GEMM, SQUARE_GEMM, SQUARE_GEMM]}
+    jobs.append(_timing.Job(method, square, [{}], case=square))
+    for point in points:
+        for pass_, shape in gemm_shapes(point).items():
+            key = {"measure": "gemm_rate", "shape": list(shape)}
+            if not any(job.key == key for job in jobs):
+                jobs.append(_timing.Job(method, key, [{}], case=key))
+    return jobs
+
+
+def measure(ctx) -> None:
+    settings = timing_settings(ctx.quick)
+    batch = getattr(ctx.options, "batch", None) or BATCH
+    fft = f"fft-{_timing.default_backend_name()}"
+    methods = [fft] + (["torch"] if _timing.torch_available() else [])
+    layers = layer_points(batch)
+    _timing.measure_jobs(ctx, rate_jobs(fft, (16, 32), layers), "experiments.roofline:rates", settings,
+                         desc="roofline rates")
+    passes_and_step = [*_timing.PASSES, "step"]
+    jobs = _timing.conv_jobs(methods, layers, ctx.quick, passes_and_step)
+    _timing.measure_jobs(ctx, jobs, "experiments.roofline:passes_and_step", settings, desc="roofline layers")
+    jobs = _timing.conv_jobs(methods, sweep_points(), ctx.quick, ("forward",))
+    _timing.measure_jobs(ctx, jobs, "experiments._timing:conv_passes", settings, desc="roofline sweep")
+
+
+# ---------------------------------------------------------------------------------------------------- worker tasks
+def rates(case: dict, session: _timing.Session) -> Iterator[dict]:
+    """Task: one FFT or GEMM rate (GFLOP/s from the median and from the best repeat)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if case["measure"] == "gemm_rate":
+        batch, m, k, n = case["shape"]
+        a = (rng.standard_normal((batch, m, k)) + 1j * rng.standard_normal((batch, m, k))).astype(np.complex64)
+        b = (rng.standard_normal((batch, k, n)) + 1j * rng.standard_normal((batch, k, n))).astype(np.complex64)
+        out = np.empty((batch, m, n), dtype=np.complex64)
+        row = session.measure(lambda: np.matmul(a, b, out=out))
+        flops = 8.0 * batch * m * k * n
+    else:
+        size = case["n"]
+        maps = max(1, case["bytes"] // (4 * size * size))
+        backend = session.backend
+        frequency_major = case["layout"] == "frequency-major"
+        real_shape = (size, size, maps) if frequency_major else (maps, size, size)
+        axes = (0, 1) if frequency_major else (1, 2)
+        half = (size, size // 2 + 1, maps) if frequency_major else (maps, size, size // 2 + 1)
+        empty = getattr(backend, "empty", lambda shape, dtype: np.empty(shape, dtype))
+        x = empty(real_shape, np.float32)
+        x[...] = rng.standard_normal(real_shape, dtype=np.float32)
+        spectrum = empty(half, np.complex64)
+        backend.rfftn(x, (size, size), axes, out=spectrum)
+        if case["direction"] == "forward":
+            row = session.measure(lambda: backend.rfftn(x, (size, size), axes, out=spectrum))
+        else:
+            row = session.measure(lambda: backend.irfftn(spectrum, (size, size), axes))
+        flops = maps * fft_flops_per_map(size)
+        row["maps"] = maps
+    row["gflops"] = flops / row["median_s"] / 1e9
+    row["gflops_best"] = flops / row["min_s"] / 1e9
+    yield row
+
+
+def step_function(session: _timing.Session, case: dict):
+    """One training step of a bias-free conv layer, forward + backward, for fftconv or PyTorch."""
+    arrays = _timing.conv_inputs(case)
+    if session.torch is not None:
+        torch = session.torch
+        x = torch.from_numpy(arrays["x"]).requires_grad_(True)
+        w = torch.from_numpy(arrays["w"]).requires_grad_(True)
+        gy = torch.from_numpy(arrays["gy"])
+
+        def step():
+            x.grad, w.grad = None, None
+            torch.nn.functional.conv2d(x, w).backward(gy)
+        return step
+    from fftconv import nn
+
+    layer = nn.Conv2d(case["f"], case["fp"], case["k"], bias=False, algo=session.parsed["algo"],
+                      backend=session.backend)
+    layer.weight = arrays["w"]
+    x, gy = arrays["x"], arrays["gy"]
+
+    def step():
+        layer.forward(x)
+        return layer.backward(gy)
+    return step
+
+
+def passes_and_step(case: dict, session: _timing.Session) -> Iterator[dict]:
+    """Task: the three passes (functional API) and a layer step (forward + backward), as listed in ``todo``."""
+    todo = case["todo"]
+    passes = [s for s in todo if s["pass"] != "step"]
+    if passes:
+        yield from _timing.conv_passes({**case, "todo": passes}, session)
+    if any(s["pass"] == "step" for s in todo):
+        row = session.measure(step_function(session, case))
+        row["gflops"] = 3 * _timing.direct_flops(case) / row["median_s"] / 1e9
+        yield {"pass": "step", **row}
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def rate_table(rows: list[dict]) -> tuple[dict, dict, float | None]:
+    """Best forward FFT GFLOP/s per n (over layouts), every rate row by key, and the square cgemm GFLOP/s."""
+    fft_best: dict[int, float] = {}
+    by_key: dict[tuple, dict] = {}
+    square = None
+    for row in _timing.timed_rows(rows):
+        if row.get("measure") == "fft_rate":
+            by_key[("fft", row["n"], row["layout"], row["direction"])] = row
+            if row["direction"] == "forward":
+                fft_best[row["n"]] = max(fft_best.get(row["n"], 0.0), row["gflops"])
+        elif row.get("measure") == "gemm_rate":
+            by_key[("gemm", *row["shape"])] = row
+            if row["shape"] == [1, SQUARE_GEMM, SQUARE_GEMM, SQUARE_GEMM]:
+                square = row["gflops"]
+    return fft_best, by_key, square
+
+
+def model_seconds(point: dict, fft_rate: float | None, gemm_rates: dict[str, float | None]) -> dict | None:
+    """Roofline seconds of one step: transforms at ``fft_rate`` plus the three GEMMs at their rates (GFLOP/s)."""
+    if not fft_rate or any(not rate for rate in gemm_rates.values()):
+        return None
+    S, f, fp, n = point["S"], point["f"], point["fp"], point["n"]
+    fft = 2 * (S * f + f * fp + S * fp) * fft_flops_per_map(n) / (fft_rate * 1e9)
+    gemm = sum(8.0 * S * f * fp * bins(n) / (gemm_rates[p] * 1e9) for p in _timing.PASSES)
+    return {"fft": fft, "gemm": gemm, "total": fft + gemm}
+
+
+def summarise(ctx) -> dict:
+    """Everything the tables and the figure show, from the results rows only."""
+    rows = ctx.results.rows()
+    batch = getattr(ctx.options, "batch", None) or BATCH
+    fft_best, by_key, square = rate_table(rows)
+    results = _timing.ConvResults(rows)
+    methods = results.methods()
+    fft = next((m for m in methods if _timing.parse_method(m)["algo"] == "fft"), None)
+    layers = []
+    for point in layer_points(batch):
+        shape_rates = {p: by_key.get(("gemm", *s), {}).get("gflops") for p, s in gemm_shapes(point).items()}
+        peak = model_seconds(point, fft_best.get(point["n"]), {p: square for p in _timing.PASSES})
+        attainable = model_seconds(point, fft_best.get(point["n"]), shape_rates)
+        entry = {"point": point, "peak": peak, "attainable": attainable, "shape_rates": shape_rates}
+        for method, name in ((fft, "fftconv"), ("torch", "torch")):
+            entry[name] = {p: results.seconds(point, method, p) for p in (*_timing.PASSES, "step")} if method else {}
+            entry[name]["sum"] = results.total(point, method) if method else None
+        layers.append(entry)
+    sweep = [{"point": p, "fftconv": results.seconds(p, fft, "forward") if fft else None,
+              "torch": results.seconds(p, "torch", "forward")} for p in sweep_points()]
+    return {"fft_method": fft, "fft_best": fft_best, "square": square, "rates": by_key, "layers": layers,
+            "sweep": sweep, "batch": batch}
+
+
+def _ratio(a, b) -> str:
+    return _timing.fmt_ratio(a, b)
+
+
+def _fraction(model, measured) -> str:
+    return f"{model / measured:.0%}" if model and measured else "-"
+
+
+def tables(ctx, summary: dict) -> str:
+    fft = summary["fft_method"] or "fftconv"
+    lines = [f"# Roofline benchmark (issue 5), {ctx.mode} mode\n",
+             ctx.describe(f"{fft} vs PyTorch CPU, float32, batch S={summary['batch']}; times in ms (median)") + "\n"]
+    rate_rows = []
+    for key, row in sorted(summary["rates"].items(), key=lambda item: str(item[0])):
+        if key[0] == "fft":
+            what = f"rfft n={key[1]}, {key[2]}, {key[3]} ({row['maps']} maps)"
+        else:
+            what = f"cgemm batch {key[1]} x ({key[2]} x {key[3]}) @ ({key[3]} x {key[4]})"
+        rate_rows.append([what, f"{row['gflops']:.1f}", f"{row['gflops_best']:.1f}", _timing.fmt_ms(row["median_s"])])
+    lines.append("## Measured rates\n\n" + markdown_table(["operation", "GFLOP/s (median)", "GFLOP/s (best)",
+                                                             "ms"], rate_rows))
+    square = summary["square"]
+    lines.append(f"Model rates: FFT = best forward rate per n over the two layouts "
+                 f"({', '.join(f'n={n}: {r:.1f}' for n, r in sorted(summary['fft_best'].items())) or '-'} GFLOP/s); "
+                 f"GEMM = square {SQUARE_GEMM} cgemm ({f'{square:.1f}' if square else '-'} GFLOP/s) for the peak "
+                 "model, each layer's own per-bin shapes for the attainable model.\n")
+    header = ["(k,n,f,f')", "fftconv fwd", "bprop", "accGrad", "sum of passes", "step", "torch fwd", "bprop",
+              "accGrad", "sum of passes", "step", "torch step / fftconv step", "target",
+              "model (peak)", "fraction of roofline", "model (attainable)", "fraction (attainable)"]
+    rows = []
+    for entry in summary["layers"]:
+        p, mine, theirs = entry["point"], entry["fftconv"], entry["torch"]
+        key = (p["k"], p["n"], p["f"], p["fp"])
+        ratio = theirs.get("step") / mine.get("step") if mine.get("step") and theirs.get("step") else None
+        target = TARGETS.get(key)
+        verdict = "-" if ratio is None or target is None else ("met" if ratio >= target else "missed")
+        peak, attainable = entry["peak"], entry["attainable"]
+        rows.append([f"({p['k']},{p['n']},{p['f']},{p['fp']})",
+                     *(_timing.fmt_ms(mine.get(x)) for x in (*_timing.PASSES, "sum", "step")),
+                     *(_timing.fmt_ms(theirs.get(x)) for x in (*_timing.PASSES, "sum", "step")),
+                     _ratio(theirs.get("step"), mine.get("step")),
+                     f">= {target:g}x: {verdict}" if target else "-",
+                     _timing.fmt_ms(peak["total"] if peak else None),
+                     _fraction(peak["total"] if peak else None, mine.get("step")),
+                     _timing.fmt_ms(attainable["total"] if attainable else None),
+                     _fraction(attainable["total"] if attainable else None, mine.get("step"))])
+    lines.append("## The five layers: passes, steps, ratio, roofline\n\n" + markdown_table(header, rows)
+                 + "\nstep = one layer forward + backward (fftconv.nn.Conv2d with transform reuse; PyTorch "
+                   "autograd), all three passes. Fraction of roofline = model time / fftconv step time.\n")
+    model_rows = []
+    for entry in summary["layers"]:
+        p, peak = entry["point"], entry["peak"]
+        model_rows.append([f"({p['k']},{p['n']},{p['f']},{p['fp']})", _timing.fmt_ms(peak["fft"] if peak else None),
+                           _timing.fmt_ms(peak["gemm"] if peak else None),
+                           *(f"{entry['shape_rates'][x]:.0f}" if entry["shape_rates"][x] else "-"
+                             for x in _timing.PASSES)])
+    lines.append("## Model details\n\n" + markdown_table(
+        ["(k,n,f,f')", "FFT ms (peak model)", "GEMM ms (peak model)", "per-bin cgemm GFLOP/s fwd", "bprop",
+         "accGrad"], model_rows))
+    sweep_rows = []
+    for entry in summary["sweep"]:
+        p = entry["point"]
+        sweep_rows.append([p["n"], p["k"], _timing.fmt_ms(entry["fftconv"]), _timing.fmt_ms(entry["torch"]),
+                           _ratio(entry["torch"], entry["fftconv"])])
+    lines.append(f"## Forward sweep, S={SWEEP['S']}, f={SWEEP['f']}, f'={SWEEP['fp']}\n\n"
+                 + markdown_table(["n", "k", "fftconv ms", "torch ms", "torch / fftconv"], sweep_rows)
+                 + "\nIssue 5's target: fftconv faster than PyTorch (ratio > 1) at n=32 from k=7 up.\n")
+    errors = sorted({f"{row.get('method')}: {row['error']}" for row in ctx.results.rows() if "error" in row})
+    if errors:
+        lines.append("Failed points:\n\n" + "\n".join(f"- {e}" for e in errors) + "\n")
+    return "\n".join(lines)
+
+
+def plot(ctx) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    summary = summarise(ctx)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 5.2), layout="constrained")
+    labels = [f"({e['point']['k']},{e['point']['n']},{e['point']['f']},{e['point']['fp']})" for e in summary["layers"]]
+    positions = np.arange(len(labels))
+    series = [("PyTorch step", [e["torch"].get("step") for e in summary["layers"]], "#d62728"),
+              ("fftconv step", [e["fftconv"].get("step") for e in summary["layers"]], "#1b9e3e"),
+              ("roofline model (peak)", [e["peak"]["total"] if e["peak"] else None for e in summary["layers"]],
+               "#bbbbbb")]
+    width = 0.27
+    for index, (label, values, color) in enumerate(series):
+        heights = [v * 1e3 if v else 0.0 for v in values]
+        left.bar(positions + (index - 1) * width, heights, width, label=label, color=color, edgecolor="black",
+                 linewidth=0.5)
+    left.set_xticks(positions, labels, fontsize=8)
+    left.set_ylabel("ms per training step (forward + backward)")
+    left.set_title(f"Paper's layers, batch {summary['batch']}", fontsize=10)
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    for n, marker in zip(SWEEP["n"], ("o", "s")):
+        data = [(e["point"]["k"], e["torch"] / e["fftconv"]) for e in summary["sweep"]
+                if e["point"]["n"] == n and e["fftconv"] and e["torch"]]
+        if data:
+            right.plot(*zip(*data), marker=marker, label=f"n={n}")
+    right.axhline(1.0, color="black", linewidth=1)
+    right.set_xlabel("kernel size k")
+    right.set_ylabel("PyTorch time / fftconv time (above 1: fftconv faster)")
+    right.set_title(f"Forward, S={SWEEP['S']}, f={SWEEP['f']}, f'={SWEEP['fp']}", fontsize=10)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(ctx.describe(f"Issue 5 benchmark, float32: {summary['fft_method']} vs PyTorch CPU and the "
+                              "roofline model measured on this machine", "quick mode only lowers the repeats"
+                              if ctx.quick else None), fontsize=11)
+    save_figure(fig, ctx.out_dir, "roofline")
+    plt.close(fig)
+    write_table(ctx.out_dir, "roofline", tables(ctx, summary))
