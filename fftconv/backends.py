@@ -97,6 +97,8 @@ class ScipyBackend:
 
     def __init__(self, workers: int | None = None):
         self.workers = default_threads() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         return _into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), out)
@@ -312,7 +314,7 @@ _FACTORIES: dict[str, Callable[[], FFTBackend]] = {
     "pyfftw": PyfftwBackend,
 }
 _instances: dict[str, FFTBackend] = {}
-_default_name: str | None = None
+_default: Union[str, FFTBackend, None] = None
 
 
 def available_backends() -> list[str]:
@@ -337,7 +339,7 @@ def get_backend(backend: Union[str, FFTBackend, None] = None) -> FFTBackend:
     'numpy'
     """
     if backend is None:
-        backend = _default_name or os.environ.get("FFTCONV_BACKEND") or _fastest_installed()
+        backend = _default or os.environ.get("FFTCONV_BACKEND") or _fastest_installed()
     if isinstance(backend, str):
         if backend not in _FACTORIES:
             raise ValueError(f"backend {backend!r} is unknown; valid names: {sorted(_FACTORIES)}")
@@ -352,7 +354,7 @@ def get_backend(backend: Union[str, FFTBackend, None] = None) -> FFTBackend:
 
 
 def set_backend(backend: Union[str, FFTBackend, None]) -> None:
-    """Set the process-wide default backend (``None`` restores the built-in choice).
+    """Set the process-wide default backend: a name, an instance, or ``None`` to restore the built-in choice.
 
     Examples
     --------
@@ -360,15 +362,12 @@ def set_backend(backend: Union[str, FFTBackend, None]) -> None:
     'scipy'
     >>> set_backend(None)
     """
-    global _default_name
-    if backend is None or isinstance(backend, str):
-        if backend is not None:
-            get_backend(backend)  # validate now, not at first use
-        _default_name = backend
-        return
-    instance = get_backend(backend)
-    _instances[instance.name] = instance
-    _default_name = instance.name
+    global _default
+    if backend is not None:
+        instance = get_backend(backend)  # validate now, not at first use
+        if not isinstance(backend, str) and instance.name in _FACTORIES:
+            _instances[instance.name] = instance  # a configured "scipy" instance also answers to "scipy"
+    _default = backend
 
 
 def configure_pyfftw(threads: int | None = None, planner_effort: str = "FFTW_MEASURE") -> PyfftwBackend:

@@ -14,6 +14,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from . import direct, im2col
+from ._spatial import check_spatial_memory
 from .backends import FFTBackend, get_backend
 from .geometry import ConvGeometry, IntOrTuple, Padding, check_arrays, parse_size
 from .spectral import FFTSizePolicy, SpectralPlan, fft_shape_for
@@ -41,33 +42,37 @@ class _FFTAlgorithm:
         return plan.grad_weight(plan.transform_input(x), plan.transform_grad_output(grad_output))
 
 
-def _check_fft_options(g: ConvGeometry, backend: BackendArg, fft_size: FFTSizeArg) -> None:
-    """Validate FFT-only options that a spatial algorithm ignores: a typo must not pass silently."""
-    get_backend(backend)
-    fft_shape_for(g, fft_size)
-
-
 class _SpatialAlgorithm:
-    """A spatial-domain algorithm module; FFT-only options are validated, then ignored."""
+    """A spatial-domain algorithm module, with its memory estimate checked before it allocates.
 
-    def __init__(self, module: ModuleType):
-        self.module = module
+    ``working_dtype`` is the precision it computes in (``None``: the input's); ``direct`` always uses float64.
+    """
+
+    def __init__(self, module: ModuleType, name: str, working_dtype=None):
+        self.module, self.name, self.working_dtype = module, name, working_dtype
+
+    def _check(self, g: ConvGeometry, dtype, backend: BackendArg, fft_size: FFTSizeArg) -> None:
+        """FFT-only options are validated (a typo must not pass silently), then ignored; memory is estimated."""
+        get_backend(backend)
+        fft_shape_for(g, fft_size)
+        check_spatial_memory(g, self.working_dtype or dtype, self.name)
 
     def forward(self, x, w, bias, g, backend=None, fft_size=None):
-        _check_fft_options(g, backend, fft_size)
+        self._check(g, x.dtype, backend, fft_size)
         return self.module.forward(x, w, bias, g)
 
     def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
-        _check_fft_options(g, backend, fft_size)
+        self._check(g, grad_output.dtype, backend, fft_size)
         return self.module.grad_input(grad_output, w, g)
 
     def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
-        _check_fft_options(g, backend, fft_size)
+        self._check(g, x.dtype, backend, fft_size)
         return self.module.grad_weight(x, grad_output, g)
 
 
 #: The algorithms every pass offers. Tests parametrise over this registry.
-ALGORITHMS = {"fft": _FFTAlgorithm(), "im2col": _SpatialAlgorithm(im2col), "direct": _SpatialAlgorithm(direct)}
+ALGORITHMS = {"fft": _FFTAlgorithm(), "im2col": _SpatialAlgorithm(im2col, "im2col"),
+              "direct": _SpatialAlgorithm(direct, "direct", np.float64)}
 
 
 def _algorithm(algo: str):

@@ -194,8 +194,8 @@ class ConvGeometry:
     @property
     def used_input_shape(self) -> tuple[int, ...]:
         """Leading part of the (unpadded) input that any output reads; strides can leave a tail unread."""
-        return tuple(min(n, extent - b) for n, extent, b in zip(self.input_shape, self.receptive_extent,
-                                                                  self.padding_before))
+        return tuple(max(0, min(n, extent - b)) for n, extent, b in zip(self.input_shape, self.receptive_extent,
+                                                                         self.padding_before))
 
     @property
     def minimal_fft_shape(self) -> tuple[int, ...]:
@@ -203,12 +203,12 @@ class ConvGeometry:
 
         The input is transformed unpadded; leading padding becomes a cyclic shift of the result (the ``before``
         rows land at the end of the cyclic buffer, which must then hold zeros). That needs
-        ``N >= n_used + p_before`` for the shifted reads and ``N >= L - p_before`` for the last read. The kernel and
-        the stride-upsampled output gradient must also fit unaliased: ``N >= d*(k-1)+1`` and ``N >= (m-1)*s+1``.
+        ``N >= n_used + p_before`` for the shifted reads and ``N >= L - p_before`` for the last read. Kernel taps
+        or upsampled output-gradient entries that wrap around are summed into the buffer (aliasing), which is exact
+        for the kept coefficients under the same two conditions.
         """
-        return tuple(max(n_used + b, extent - b, kd, (m - 1) * s + 1) for n_used, b, extent, kd, m, s in zip(
-            self.used_input_shape, self.padding_before, self.receptive_extent, self.dilated_kernel_shape,
-            self.output_shape, self.stride))
+        return tuple(max(n_used + b, extent - b, 1) for n_used, b, extent in zip(
+            self.used_input_shape, self.padding_before, self.receptive_extent))
 
     # ------------------------------------------------------------------ gradient-pass validation
     def check_grad_output(self, grad_output_shape: Sequence[int], name: str = "grad_output") -> None:
@@ -243,7 +243,7 @@ def parse_size(size: Sequence[int], expected_ndim: int, name: str) -> tuple[int,
     return values
 
 
-def check_arrays(ndim: int | None = None, **arrays: np.ndarray) -> np.dtype:
+def check_arrays(**arrays: np.ndarray) -> np.dtype:
     """Check that the named arrays are ndarrays of one supported float dtype; return it.
 
     Integer, complex, half and mixed dtypes raise ``TypeError`` naming the offending argument: converting silently
@@ -264,8 +264,6 @@ def check_arrays(ndim: int | None = None, **arrays: np.ndarray) -> np.dtype:
         elif array.dtype != dtype:
             raise TypeError(f"{name} has dtype {array.dtype} but {first} has dtype {dtype}; mixed precision is not "
                             "supported, cast both to the same float dtype")
-        if ndim is not None and name == "bias" and array.ndim != 1:
-            raise ValueError(f"bias must be 1-d (out_channels,), got shape {array.shape}")
     assert dtype is not None, "check_arrays needs at least one array"
     return dtype
 

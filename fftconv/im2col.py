@@ -11,14 +11,12 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _memory
-from ._spatial import crop_padding, im2col_bytes, pad_input, tap_windows
+from ._spatial import crop_padding, pad_input, tap_windows
 from .geometry import ConvGeometry
 
 
 def _columns(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """The unfolded input, ``(groups, S * prod(m), f/groups * prod(k))``, as one contiguous copy."""
-    _memory.check_fits(im2col_bytes(g, x.dtype), f"im2col for {g}", "use a smaller batch or algo='fft'")
     nd = g.ndim
     windows = sliding_window_view(pad_input(x, g), g.dilated_kernel_shape, axis=tuple(range(2, 2 + nd)))
     # (S, f, *m_full, *kd) -> keep every stride-th window and every dilation-th tap

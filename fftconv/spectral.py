@@ -96,7 +96,9 @@ def fft_shape_for(geometry: ConvGeometry, policy: Union[FFTSizePolicy, Sequence[
             return tuple(next_fast_size(n) for n in minimal)
         raise ValueError(f"fft_size must be one of {FFT_SIZE_POLICIES} or a tuple of ints, got {policy!r}")
     shape = tuple(int(n) for n in policy)
-    if len(shape) != geometry.ndim or any(n < m for n, m in zip(shape, minimal)):
+    if len(shape) != geometry.ndim:
+        raise ValueError(f"fft_size={shape} must have one entry per spatial dimension ({geometry.ndim})")
+    if any(n < m for n, m in zip(shape, minimal)):
         raise ValueError(f"fft_size={shape} is too small for this convolution; every dimension must be at least "
                          f"{minimal} to avoid wrap-around")
     return shape
@@ -126,9 +128,16 @@ def _gather(array: np.ndarray, indices: Sequence[Union[slice, np.ndarray]]) -> n
 
 
 def _scatter_into(buffer: np.ndarray, indices: Sequence[np.ndarray], values: np.ndarray) -> None:
-    """``buffer[..., ix_(*indices)] = values`` over the trailing axes."""
-    lead = (slice(None),) * (buffer.ndim - len(indices))
-    buffer[lead + np.ix_(*indices)] = values
+    """``buffer[..., ix_(*indices)] += values`` over the trailing axes of a zeroed buffer.
+
+    Positions that wrap onto each other (a kernel or upsampled gradient longer than a minimal FFT size) are
+    summed, which is what the circular products need.
+    """
+    index = (slice(None),) * (buffer.ndim - len(indices)) + np.ix_(*indices)
+    if all(len(np.unique(i)) == len(i) for i in indices):
+        buffer[index] = values
+    else:
+        np.add.at(buffer, index, values)
 
 
 @dataclass
@@ -257,7 +266,8 @@ class SpectralPlan:
         """Spectrum ``X`` of the input maps, ``(*bins, groups, S, f/groups)``; each of the ``S*f`` maps once."""
         g = self.geometry
         used = x[(Ellipsis, *(slice(0, n) for n in g.used_input_shape))]
-        return self._transform(used.reshape(g.batch, g.groups, -1, *used.shape[2:]), "input", out)
+        maps = used.reshape(g.batch, g.groups, g.in_channels // g.groups, *used.shape[2:])
+        return self._transform(maps, "input", out)
 
     def transform_weight(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum ``conj(W)`` of the dilated kernels, ``(*bins, groups, f'/groups, f/groups)``.

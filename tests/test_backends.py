@@ -27,9 +27,9 @@ def fresh(name: str):
 @pytest.fixture
 def restore_global_backend():
     """Save and restore the module's default-backend state, which set_backend / configure_* change."""
-    saved = (backends._default_name, dict(backends._instances))
+    saved = (backends._default, dict(backends._instances))
     yield
-    backends._default_name = saved[0]
+    backends._default = saved[0]
     backends._instances.clear()
     backends._instances.update(saved[1])
 
@@ -265,8 +265,6 @@ def test_set_backend_with_a_configured_instance(rng):
 
 
 @pytest.mark.usefixtures("restore_global_backend")
-@pytest.mark.xfail(strict=True, reason="set_backend stores a custom instance under its .name, which get_backend() "
-                                       "then looks up as an unknown factory name ('counting[numpy]')")
 def test_set_backend_with_a_custom_instance_is_used_by_convolutions(rng):
     counter = fftconv.CountingBackend(fftconv.NumpyBackend())
     fftconv.set_backend(counter)

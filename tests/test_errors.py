@@ -188,8 +188,7 @@ PASS_CALLS = {
 }
 MEMORY_CHECKED = [pytest.param("fft", name, id=f"fft-{name}") for name in PASS_CALLS] + [
     pytest.param("im2col", "forward", id="im2col-forward"),
-    pytest.param("im2col", "input", id="im2col-input", marks=pytest.mark.xfail(
-        strict=True, reason="im2col.grad_input allocates its (S*m, f*k) column gradient without check_fits")),
+    pytest.param("im2col", "input", id="im2col-input"),
     pytest.param("im2col", "weight", id="im2col-weight"),
 ]
 BUDGET_MESSAGE = r"needs about \d+\.\d\d GiB of buffers but only \d+\.\d\d GiB is available; use "
@@ -231,5 +230,5 @@ def test_memory_error_names_the_problem_and_the_fix(monkeypatch):
     monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", "1000")
     with pytest.raises(MemoryError, match=literal("input=(2, 3, 8, 8), weight=(4, 3, 3, 3)") + ".*algo='im2col'"):
         fftconv.conv2d(X, W, algo="fft")
-    with pytest.raises(MemoryError, match=literal("im2col for ConvGeometry(input=(2, 3, 8, 8)") + ".*algo='fft'"):
+    with pytest.raises(MemoryError, match=literal("algo='im2col' for ConvGeometry(input=(2, 3, 8, 8)") + ".*algo='fft'"):
         fftconv.conv2d(X, W, algo="im2col")

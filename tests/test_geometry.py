@@ -104,8 +104,8 @@ MINIMAL_CASES = [
 ]
 
 # Where padding reaches further than any kernel tap needs, some outputs (or kernel taps) read padding only and
-# contribute nothing; the exact minimum is then n_used + max(before, after) = max(n_used + b, L - b), smaller than
-# what minimal_fft_shape asks for (it also requires the dilated kernel and the upsampled gradient to fit).
+# contribute nothing; the exact minimum is then max(n_used + b, L - b), smaller than the dilated kernel or the
+# upsampled gradient, whose wrapped entries the implementation sums (aliasing).
 NOT_TIGHT_CASES = [
     # 9 outputs of a 1-tap kernel; outputs 0, 1, 7, 8 read padding only: 5 + 2 = 7 is exact (formula: 9)
     (dict(n=5, k=1, padding=2), 7),
@@ -128,16 +128,14 @@ def test_minimal_fft_shape_hand_computed(spec, expected):
         fft_shape_for(g, (expected - 1,))
 
 
-@pytest.mark.xfail(strict=True, reason="minimal_fft_shape also requires d*(k-1)+1 and (m-1)*s+1, which are not "
-                                       "needed when those taps / outputs read padding only (see NOT_TIGHT_CASES)")
 @pytest.mark.parametrize("spec,expected", NOT_TIGHT_CASES)
 def test_minimal_fft_shape_when_padding_exceeds_the_kernel_reach(spec, expected, rng):
     g = geometry_1d(**spec)
     x, w = rng.standard_normal((1, 1, spec["n"])), rng.standard_normal((1, 1, spec["k"]))
     gy = rng.standard_normal(g.full_output_shape)
     options = {"padding": spec["padding"]}
-    assert worst_error_at(g, (expected,), x, w, gy, options) < 1e-12  # exact at the smaller size (holds today)
-    assert g.minimal_fft_shape == (expected,)  # fails today: the formula asks for more
+    assert worst_error_at(g, (expected,), x, w, gy, options) < 1e-12  # exact at the smaller size
+    assert g.minimal_fft_shape == (expected,)
 
 
 def run_three_passes(plan: SpectralPlan, x, w, gy) -> dict:
