@@ -78,14 +78,3 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20140102)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def quick_fftw_planning():
-    """Plan pyFFTW transforms with FFTW_ESTIMATE during the tests.
-
-    The default FFTW_MEASURE times candidate plans for every new transform shape (seconds each for 3-d shapes), and
-    the suite builds hundreds of distinct shapes. ESTIMATE computes the same transform with a plan picked without
-    timing; test_backends.py still builds FFTW_MEASURE plans explicitly and checks them against numpy.fft.
-    """
-    if "pyfftw" in fftconv.available_backends():
-        fftconv.configure_pyfftw(threads=1, planner_effort="FFTW_ESTIMATE")
-    yield
