@@ -11,7 +11,8 @@ stride-1 convolution has circular size n whatever k is (k=3 is used). Analytic: 
 from __future__ import annotations
 
 NAME = "memory"
-DESCRIPTION = "Memory table: the paper's formula and printed MB vs the spectrum bytes fftconv holds, per FFT size policy"
+DESCRIPTION = ("Memory table: the paper's formula and printed MB vs the spectrum bytes fftconv holds, per FFT size "
+               "policy")
 
 #: (S, n, f, f', the paper's printed MB); None for rows the paper does not have.
 ROWS = [
@@ -75,7 +76,8 @@ def plot(ctx) -> None:
         "MB = 10^6 bytes. The formula is the paper's `4n(n+1)(Sf + Sf' + ff')`: S f + S f' + f f' half spectra of "
         "n(n+1)/2 complex floats. fftconv keeps the same three spectra (complex64) at the circular size N of each "
         "FFT size policy, with the standard half spectrum N(floor(N/2)+1), hence the ratio (n+2)/(n+1) to the "
-        "formula at an even N = n (exactly 1 at an odd N = n). The peak of one pass (`SpectralPlan.peak_bytes`) adds a product spectrum and a spatial result. "
+        "formula at an even N = n (exactly 1 at an odd N = n). The peak of one pass (`SpectralPlan.peak_bytes`) "
+        "adds a product spectrum and a spatial result. "
         f"k={KERNEL}; k does not change these sizes for a valid stride-1 convolution.\n\n"
         + markdown_table(header, body) + "\n"
         f"**The paper's own rows disagree with its formula** in {len(mismatched)} of 8 rows (bold ratio): "

@@ -11,8 +11,9 @@ images of ``f`` input maps of size ``n x n``, ``f'`` output maps and ``k x k`` k
 - memory for the spectra: ``4 n (n + 1) (S f + S f' + f f')`` bytes (half spectra of float complex numbers).
 
 :func:`executed_flops` counts what fftconv runs instead, in real floating-point operations (a multiply and an add
-count as two): a real FFT of ``N`` points costs about ``2.5 N log2 N`` flops (half a complex FFT) and the per-bin
-complex GEMMs cost 8 flops per complex multiply-add over the Hermitian half spectrum that fftconv keeps.
+count as two): a real FFT of ``N`` points costs about ``2.5 N log2 N`` flops (half a complex FFT), small kernels
+may instead be transformed by DFT-matrix products (:func:`kernel_dft_flops`), and the per-bin complex GEMMs cost 8
+flops per complex multiply-add over the Hermitian half spectrum that fftconv keeps.
 """
 
 from __future__ import annotations
@@ -105,13 +106,35 @@ def real_fft_flops(fft_shape: Sequence[int]) -> float:
     return 2.5 * points * math.log2(points)
 
 
+def kernel_dft_flops(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> float:
+    """Flops of transforming one kernel-size map by DFT-matrix products (fftconv's alternative to an FFT).
+
+    Applied one axis at a time, the half spectrum of a ``k``-support map costs ``sum_i prod(k[:i+1]) *
+    prod(bins[i:])`` complex multiply-adds (8 flops each), with ``bins`` the half-spectrum shape; the inverse that
+    reads only ``k`` outputs per axis costs the same.
+
+    Examples
+    --------
+    >>> kernel_dft_flops((3, 3), (8, 8))  # 8 * (3*8*5 + 3*3*5)
+    1320.0
+    """
+    bins = (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
+    multiply_adds = sum(math.prod(kernel_shape[:i + 1]) * math.prod(bins[i:]) for i in range(len(bins)))
+    return 8.0 * multiply_adds
+
+
 @dataclass(frozen=True)
 class FlopCount:
-    """Real flops of one FFT convolution pass, split by stage."""
+    """Real flops of one FFT convolution pass, split by stage.
+
+    ``forward_transforms`` and ``inverse_transforms`` include kernel-size maps transformed by DFT-matrix products
+    when ``kernels_by_gemm`` is true.
+    """
 
     forward_transforms: float
     products: float
     inverse_transforms: float
+    kernels_by_gemm: bool = False
 
     @property
     def transforms(self) -> float:
@@ -122,7 +145,8 @@ class FlopCount:
         return self.forward_transforms + self.products + self.inverse_transforms
 
 
-def executed_flops(geometry: ConvGeometry, fft_shape: Sequence[int], pass_name: str = "forward") -> FlopCount:
+def executed_flops(geometry: ConvGeometry, fft_shape: Sequence[int], pass_name: str = "forward",
+                   kernels_by_gemm: bool | None = None) -> FlopCount:
     """Flops fftconv executes for one pass of ``geometry`` at circular size ``fft_shape``.
 
     Every pass transforms its two operands and inverse-transforms its result (the paper's memory-saving choice:
@@ -136,12 +160,15 @@ def executed_flops(geometry: ConvGeometry, fft_shape: Sequence[int], pass_name: 
     grad_weight   ``S f + S f'``             ``f' f/g``           ``f'/g x S x f/g``
     ============  =========================  ===================  ==================
 
-    with ``g`` groups. Cropping, layout copies and conjugation are not counted (they move data, no arithmetic).
+    with ``g`` groups. The ``f' f/g`` kernel-size maps (kernels, and the weight gradient's inverse) are done by
+    DFT-matrix products (:func:`kernel_dft_flops`) when ``kernels_by_gemm`` is true; ``None`` asks
+    :class:`~fftconv.spectral.SpectralPlan` which way fftconv goes. Cropping, layout copies and conjugation are not
+    counted (they move data, no arithmetic).
 
     Examples
     --------
     >>> g = ConvGeometry.from_shapes((128, 96, 32, 32), (256, 96, 7, 7))
-    >>> count = executed_flops(g, (32, 32), "forward")
+    >>> count = executed_flops(g, (32, 32), "forward", kernels_by_gemm=False)
     >>> f"{count.total:.4g}", f"{count.products / count.total:.2f}"
     ('1.547e+10', '0.88')
     """
@@ -150,17 +177,24 @@ def executed_flops(geometry: ConvGeometry, fft_shape: Sequence[int], pass_name: 
     fft_shape = tuple(int(n) for n in fft_shape)
     if len(fft_shape) != geometry.ndim:
         raise ValueError(f"fft_shape={fft_shape} must have one size per spatial dimension ({geometry.ndim})")
+    if kernels_by_gemm is None:
+        from .spectral import SpectralPlan  # here: spectral needs nothing from this module
+
+        kernels_by_gemm = SpectralPlan.create(geometry, "float32", fft_size=fft_shape,
+                                              check_memory=False).kernels_by_gemm
     batch, f_in, f_out = geometry.batch, geometry.in_channels, geometry.out_channels
     kernels = f_out * (f_in // geometry.groups)
     bins = math.prod(fft_shape[:-1]) * (fft_shape[-1] // 2 + 1)
     gemm = 8 * bins * batch * (f_in // geometry.groups) * (f_out // geometry.groups) * geometry.groups
-    maps_in, maps_out = {
-        "forward": (batch * f_in + kernels, batch * f_out),
-        "grad_input": (batch * f_out + kernels, batch * f_in),
-        "grad_weight": (batch * f_in + batch * f_out, kernels),
-    }[pass_name]
     one = real_fft_flops(fft_shape)
-    return FlopCount(forward_transforms=maps_in * one, products=float(gemm), inverse_transforms=maps_out * one)
+    kernel_map = kernel_dft_flops(geometry.kernel_shape, fft_shape) if kernels_by_gemm else one
+    forward_flops, inverse_flops = {
+        "forward": ((batch * f_in) * one + kernels * kernel_map, batch * f_out * one),
+        "grad_input": ((batch * f_out) * one + kernels * kernel_map, batch * f_in * one),
+        "grad_weight": ((batch * f_in + batch * f_out) * one, kernels * kernel_map),
+    }[pass_name]
+    return FlopCount(forward_transforms=forward_flops, products=float(gemm), inverse_transforms=inverse_flops,
+                     kernels_by_gemm=bool(kernels_by_gemm))
 
 
 def direct_flops(geometry: ConvGeometry) -> int:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fftconv import ConvGeometry, CountingBackend, NumpyBackend, SpectralPlan
-from fftconv.costs import (PASSES, direct_flops, direct_ops, executed_flops, fft_ops, paper_memory_bytes,
-                           real_fft_flops)
+from fftconv.costs import (PASSES, direct_flops, direct_ops, executed_flops, fft_ops, kernel_dft_flops,
+                           paper_memory_bytes, real_fft_flops)
 
 # The paper's memory table (section 2.3): S, n, f, f', printed "MB".
 PAPER_MEMORY_ROWS = [
@@ -61,10 +61,12 @@ def test_real_fft_flops():
 
 @pytest.mark.parametrize("pass_name", PASSES)
 @pytest.mark.parametrize("groups", [1, 2])
-def test_executed_flops_count_the_transforms_fftconv_runs(pass_name, groups):
-    """An independent oracle: count the maps a real SpectralPlan transforms in each pass."""
+@pytest.mark.parametrize("kernel_transform", ["fft", "gemm"])
+def test_executed_flops_count_the_transforms_fftconv_runs(pass_name, groups, kernel_transform):
+    """An independent oracle: count the maps a real SpectralPlan transforms in each pass, and how."""
     geometry = ConvGeometry.from_shapes((3, 4, 9, 7), (6, 4 // groups, 3, 2), groups=groups)
-    plan = SpectralPlan.create(geometry, np.float64, backend=CountingBackend(NumpyBackend()), fft_size="fast")
+    plan = SpectralPlan.create(geometry, np.float64, backend=CountingBackend(NumpyBackend()), fft_size="fast",
+                               kernel_transform=kernel_transform)
     counter = plan.backend
     rng = np.random.default_rng(0)
     x = rng.standard_normal(geometry.full_input_shape)
@@ -76,13 +78,25 @@ def test_executed_flops_count_the_transforms_fftconv_runs(pass_name, groups):
         plan.grad_input(plan.transform_grad_output(gy), plan.transform_weight(w))
     else:
         plan.grad_weight(plan.transform_input(x), plan.transform_grad_output(gy))
-    count = executed_flops(geometry, plan.fft_shape, pass_name)
-    one = real_fft_flops(plan.fft_shape)
-    assert count.forward_transforms == counter.forward_maps * one
-    assert count.inverse_transforms == counter.inverse_maps * one
-    bins = plan.fft_shape[0] * (plan.fft_shape[1] // 2 + 1)
-    assert count.products == 8 * bins * 3 * 4 * 6 // groups  # S x f x f' multiply-adds per bin, split in groups
+    by_gemm = kernel_transform == "gemm"
+    count = executed_flops(geometry, plan.fft_shape, pass_name, kernels_by_gemm=by_gemm)
+    fft_points = plan.fft_shape[0] * plan.fft_shape[1]
+    one = 2.5 * fft_points * math.log2(fft_points)
+    b0, b1 = plan.fft_shape[0], plan.fft_shape[1] // 2 + 1
+    kernel_map = 8 * (3 * b0 * b1 + 3 * 2 * b1) if by_gemm else one  # per-axis DFT matrices on a 3x2 kernel
+    # The counter logs maps done by DFT-matrix products as ("dft by gemm", maps); the rest went through the FFT.
+    by_matrix = {"rfftn": 0, "irfftn": 0}
+    for direction, shape in counter.calls:
+        if shape[0] == "dft by gemm":
+            by_matrix[direction] += shape[1]
+    assert (by_matrix["rfftn"] + by_matrix["irfftn"] > 0) == by_gemm
+    expected = {"forward": (counter.forward_maps - by_matrix["rfftn"]) * one + by_matrix["rfftn"] * kernel_map,
+                "inverse": (counter.inverse_maps - by_matrix["irfftn"]) * one + by_matrix["irfftn"] * kernel_map}
+    assert count.forward_transforms == pytest.approx(expected["forward"])
+    assert count.inverse_transforms == pytest.approx(expected["inverse"])
+    assert count.products == 8 * b0 * b1 * 3 * 4 * 6 // groups  # S x f x f' multiply-adds per bin, in groups
     assert count.total == count.forward_transforms + count.products + count.inverse_transforms
+    assert count.kernels_by_gemm is by_gemm
 
 
 def test_direct_flops_are_two_per_multiply_add():
@@ -102,3 +116,18 @@ def test_direct_flops_are_two_per_multiply_add():
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_executed_flops_follow_fftconvs_own_choice_of_kernel_transform():
+    small = ConvGeometry.from_shapes((2, 3, 32, 32), (4, 3, 3, 3))
+    large = ConvGeometry.from_shapes((2, 3, 32, 32), (4, 3, 31, 31))
+    for geometry in (small, large):
+        chosen = SpectralPlan.create(geometry, np.float32, fft_size=(32, 32), check_memory=False).kernels_by_gemm
+        assert executed_flops(geometry, (32, 32)) == executed_flops(geometry, (32, 32), kernels_by_gemm=chosen)
+    assert executed_flops(small, (32, 32), kernels_by_gemm=True) != executed_flops(small, (32, 32),
+                                                                                  kernels_by_gemm=False)
+
+
+def test_kernel_dft_flops_by_hand():
+    assert kernel_dft_flops((3, 3), (8, 8)) == 8 * (3 * 8 * 5 + 3 * 3 * 5)
+    assert kernel_dft_flops((4,), (10,)) == 8 * 4 * 6
