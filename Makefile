@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 FIGURES_FLAGS ?= --quick
 
-.PHONY: test figures figures-full install clean
+.PHONY: test figures figures-full figures-redraw install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ figures: install
 
 figures-full:
 	$(MAKE) figures FIGURES_FLAGS=--full
+
+# Redraw every figure and table from the saved results (paper_figures/*/results.jsonl); measures nothing.
+figures-redraw: install
+	$(PY) -m experiments all --plot-only $(FIGURES_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

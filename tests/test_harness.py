@@ -258,3 +258,25 @@ def test_cli_rejects_unknown_experiments_and_bad_threads():
         done = subprocess.run([sys.executable, "-m", "experiments", *argv], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=60)
         assert done.returncode != 0 and message in done.stderr
+
+
+def test_all_skips_missing_modules_runs_each_in_its_own_process_and_reports_failures(monkeypatch, capsys):
+    from experiments import __main__ as cli
+
+    launched = []
+
+    def fake_run(command, cwd):
+        launched.append(command)
+        return subprocess.CompletedProcess(command, 1 if command[3] == "memory" else 0)
+
+    monkeypatch.setattr(cli, "EXPERIMENTS", ["opcounts", "not_written_yet", "memory"])
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    status = cli.run_all(build_parser().parse_args(["all", "--quick", "--threads", "1"]), [])
+    assert [command[1:4] for command in launched] == [["-m", "experiments", "opcounts"],
+                                                       ["-m", "experiments", "memory"]]
+    assert launched[0][4:] == ["--quick", "--threads", "1"]
+    err = capsys.readouterr().err
+    assert "not_written_yet: skipped" in err and "memory: FAILED" in err
+    assert status == 1
+    with pytest.raises(SystemExit, match="only the common options"):
+        cli.run_all(build_parser().parse_args(["all"]), ["--sizes", "8"])
