@@ -328,6 +328,17 @@ class Context:
         self._metadata = metadata
         return metadata
 
+    def record_settings(self, **fields) -> None:
+        """Add or replace metadata fields once ``measure`` has configured something (e.g. FFT planner effort).
+
+        ``record_settings(fft_backends=fft_backend_settings())`` after reconfiguring a backend keeps the metadata
+        true to what was measured.
+        """
+        metadata = dict(self.metadata)
+        metadata.update(fields)
+        write_atomic(self.metadata_path, json.dumps(metadata, indent=2, default=str) + "\n")
+        self._metadata = metadata
+
     @property
     def metadata(self) -> dict:
         """The metadata recorded with the results (so that a redraw names the machine that measured)."""

@@ -268,6 +268,8 @@ def measure(ctx) -> None:
     import fftconv
     from fftconv import fft_shape_for
 
+    from ._harness import fft_backend_settings
+
     options = ctx.options
     fft_size = getattr(options, "fft_size", "fast")
     effort = getattr(options, "planner_effort", "FFTW_ESTIMATE")
@@ -275,6 +277,7 @@ def measure(ctx) -> None:
     if "pyfftw" in fftconv.available_backends():
         fftconv.configure_pyfftw(threads=threads, planner_effort=effort)
     fftconv.configure_scipy(workers=threads)
+    ctx.record_settings(fft_backends=fft_backend_settings())
     torch_available = torch_installed()
     if not torch_available:
         print(f"{NAME}: torch is not installed; no torch column, and the oracle is fftconv's direct algorithm in "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -68,6 +69,9 @@ def test_measure_with_torch_oracle_and_resume(tmp_path, monkeypatch):
     for name in ("accuracy.md", "accuracy_paper_layers.png", "accuracy_vs_kernel_size.svg",
                  "accuracy_vs_input_size.png"):
         assert (ctx.out_dir / name).exists()
+    metadata = json.loads((ctx.out_dir / "metadata.json").read_text())
+    if "pyfftw" in metadata["fft_backends"]:
+        assert "FFTW_ESTIMATE" in metadata["fft_backends"]["pyfftw"]  # what measure configured, not the default
     again = run_tiny(tmp_path, monkeypatch, "--backends", "numpy", "scipy")
     assert len(again.results.rows()) == len(rows)  # resumed: nothing measured twice
 

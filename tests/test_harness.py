@@ -213,6 +213,9 @@ def test_metadata_records_versions_machine_threads_and_commit(tmp_path):
     ctx = _harness.Context("toy", quick=True, options=opts, output_root=tmp_path)
     assert ctx.machine.startswith(metadata["cpu"]["model"])
     assert "quick mode (batch 2)" in ctx.describe("fft vs im2col", "batch 2")
+    ctx.record_settings(fft_backends={"pyfftw": "changed by measure"})
+    reread = json.loads((tmp_path / "toy" / "metadata.json").read_text())
+    assert reread["fft_backends"] == {"pyfftw": "changed by measure"} and reread["date"] == metadata["date"]
 
 
 def test_selected_names_the_option_when_nothing_applies():
