@@ -37,6 +37,7 @@ from typing import Literal, Sequence, Union
 import numpy as np
 
 from . import _kernel_dft, _memory
+from ._cyclic import gather, progressions, scatter
 from .backends import FFTBackend, get_backend, smooth_sizes_between
 from .geometry import ConvGeometry
 
@@ -106,38 +107,6 @@ def fft_shape_for(geometry: ConvGeometry, policy: Union[FFTSizePolicy, Sequence[
 
 def _half(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[:-1], shape[-1] // 2 + 1)
-
-
-def _cyclic_index(count: int, step: int, offset: int, size: int) -> Union[slice, np.ndarray]:
-    """Indices ``(i * step + offset) mod size`` for ``i < count``; a slice when they do not wrap (cheaper)."""
-    first, last = offset % size, offset % size + (count - 1) * step
-    if step > 0 and last < size:
-        return slice(first, last + 1, step)
-    return (np.arange(count) * step + offset) % size
-
-
-def _gather(array: np.ndarray, indices: Sequence[Union[slice, np.ndarray]]) -> np.ndarray:
-    """Read ``array`` at per-axis indices over its trailing ``len(indices)`` axes (an outer product, like np.ix_)."""
-    lead = (slice(None),) * (array.ndim - len(indices))
-    if all(isinstance(index, slice) for index in indices):
-        return array[lead + tuple(indices)]
-    result = array
-    for axis, index in enumerate(indices, start=len(lead)):  # one axis at a time keeps the outer-product meaning
-        result = result[(slice(None),) * axis + (index,)]
-    return result
-
-
-def _scatter_into(buffer: np.ndarray, indices: Sequence[np.ndarray], values: np.ndarray) -> None:
-    """``buffer[..., ix_(*indices)] += values`` over the trailing axes of a zeroed buffer.
-
-    Positions that wrap onto each other (a kernel or upsampled gradient longer than a minimal FFT size) are
-    summed, which is what the circular products need.
-    """
-    index = (slice(None),) * (buffer.ndim - len(indices)) + np.ix_(*indices)
-    if all(len(np.unique(i)) == len(i) for i in indices):
-        buffer[index] = values
-    else:
-        np.add.at(buffer, index, values)
 
 
 @dataclass
@@ -252,9 +221,36 @@ class SpectralPlan:
         nd = self.geometry.ndim
         return spectrum.transpose(nd + 1, nd, nd + 2, *range(nd))
 
-    def _reversed_taps(self, count: Sequence[int], step: Sequence[int]) -> list[np.ndarray]:
-        """Positions ``(-i * step) mod N``: placing a signal there conjugates its spectrum (time reversal)."""
-        return [(-np.arange(c) * s) % n for c, s, n in zip(count, step, self.fft_shape)]
+    @property
+    def _kernel_shift(self) -> tuple[int, ...]:
+        """Kernels are stored flipped: tap ``t`` at ``d*(k-1) - t*d``, i.e. time-reversed and shifted by this."""
+        return tuple(kd - 1 for kd in self.geometry.dilated_kernel_shape)
+
+    @property
+    def _grad_shift(self) -> tuple[int, ...]:
+        """Output gradients are stored flipped and upsampled: output ``i`` at ``(m-1)*s - i*s``."""
+        return tuple((m - 1) * s for m, s in zip(self.geometry.output_shape, self.geometry.stride))
+
+    def _flipped(self, maps: np.ndarray, steps: Sequence[int]) -> np.ndarray:
+        """``maps`` reversed along its trailing axes and spread ``steps`` apart (zeros between), ready to transform.
+
+        Reversal conjugates the spectrum (times a phase for the shift, which the reads below undo). When the spread
+        maps are longer than the FFT size (minimal sizes with heavy padding), wrapped entries are summed instead.
+        """
+        nd = self.geometry.ndim
+        counts = maps.shape[-nd:]
+        extents = [(c - 1) * s + 1 for c, s in zip(counts, steps)]
+        if any(e > n for e, n in zip(extents, self.fft_shape)):
+            buffer = np.zeros((*maps.shape[:-nd], *self.fft_shape), dtype=maps.dtype)
+            shifts = [e - 1 for e in extents]
+            scatter(buffer, progressions(counts, [-s for s in steps], shifts, self.fft_shape), maps)
+            return buffer
+        flipped = maps[(Ellipsis, *(slice(None, None, -1),) * nd)]  # a view: the backend pads while copying
+        if all(s == 1 for s in steps):
+            return flipped
+        spread = np.zeros((*maps.shape[:-nd], *extents), dtype=maps.dtype)
+        spread[(Ellipsis, *(slice(None, None, s) for s in steps))] = flipped
+        return spread
 
     def _transform(self, maps: np.ndarray, name: str, out: np.ndarray | None) -> np.ndarray:
         spectrum = self._new_spectrum(name, out)
@@ -279,22 +275,20 @@ class SpectralPlan:
         if self.kernels_by_gemm:
             spectrum = self._new_spectrum("weight", out)
             taps_first = w.reshape(g.out_channels * w.shape[1], -1).T.reshape(*g.kernel_shape, -1)  # (*k, f'*f/g)
-            _kernel_dft.forward(taps_first, self._reversed_taps(g.kernel_shape, g.dilation), self.fft_shape,
+            stored = progressions(g.kernel_shape, [-d for d in g.dilation], self._kernel_shift, self.fft_shape)
+            positions = [p.positions() for p in stored]
+            _kernel_dft.forward(taps_first, positions, self.fft_shape,
                                 spectrum.reshape(*spectrum.shape[:g.ndim], -1))
             self._record("forward", taps_first.shape[-1])
             return spectrum
         kernels = w.reshape(g.groups, g.out_channels // g.groups, *w.shape[1:]).swapaxes(0, 1)
-        reversed_kernels = np.zeros((*kernels.shape[:3], *self.fft_shape), dtype=w.dtype)
-        _scatter_into(reversed_kernels, self._reversed_taps(g.kernel_shape, g.dilation), kernels)
-        return self._transform(reversed_kernels, "weight", out)
+        return self._transform(self._flipped(kernels, g.dilation), "weight", out)
 
     def transform_grad_output(self, grad_output: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum ``conj(GY)`` of the stride-upsampled output gradient, ``(*bins, groups, S, f'/groups)``."""
         g = self.geometry
         maps = grad_output.reshape(g.batch, g.groups, -1, *g.output_shape)
-        upsampled_reversed = np.zeros((*maps.shape[:3], *self.fft_shape), dtype=grad_output.dtype)
-        _scatter_into(upsampled_reversed, self._reversed_taps(g.output_shape, g.stride), maps)
-        return self._transform(upsampled_reversed, "grad_output", out)
+        return self._transform(self._flipped(maps, g.stride), "grad_output", out)
 
     # ------------------------------------------------------------------ the three passes
     def _product_then_inverse(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -305,12 +299,12 @@ class SpectralPlan:
 
     def forward(self, input_spectrum: np.ndarray, weight_spectrum: np.ndarray,
                 bias: np.ndarray | None = None) -> np.ndarray:
-        """``updateOutput``: ``y = irfft(X conj(W)^T)`` read at stride ``s`` from offset ``-p_before``."""
+        """``updateOutput``: ``y = irfft(X conj(W)^T)`` read at stride ``s`` from ``kernel_shift - p_before``."""
         g = self.geometry
         circular = self._product_then_inverse(input_spectrum, weight_spectrum.swapaxes(-1, -2))
-        indices = [_cyclic_index(m, s, -p, n) for m, s, p, n in zip(
-            g.output_shape, g.stride, g.padding_before, self.fft_shape)]
-        y = np.ascontiguousarray(_gather(circular, indices), dtype=self.dtype).reshape(g.full_output_shape)
+        offsets = [shift - p for shift, p in zip(self._kernel_shift, g.padding_before)]
+        reads = progressions(g.output_shape, g.stride, offsets, self.fft_shape)
+        y = gather(circular, reads, self.dtype).reshape(g.full_output_shape)
         if bias is not None:
             y += bias.reshape(-1, *(1,) * g.ndim)
         return y
@@ -318,15 +312,15 @@ class SpectralPlan:
     def grad_input(self, grad_output_spectrum: np.ndarray, weight_spectrum: np.ndarray) -> np.ndarray:
         """``updateGradInput``: ``conj(GX) = conj(GY) conj(W)``, whose inverse is ``gx`` time-reversed.
 
-        ``gx[j] = circ[(j + p_before) mod N]``, so read the reversed result at ``-(j + p_before) mod N``. Inputs
-        no output reads (a strided tail) get zero.
+        ``gx[j] = circ[j + p_before]``; with both operands stored flipped and shifted, ``gx[j]`` sits at
+        ``grad_shift + kernel_shift - p_before - j`` of the inverse. Inputs no output reads (a strided tail) get
+        zero.
         """
         g = self.geometry
         reversed_circular = self._product_then_inverse(grad_output_spectrum, weight_spectrum)
-        indices = [_cyclic_index(n, -1, -p, size) for n, p, size in zip(
-            g.used_input_shape, g.padding_before, self.fft_shape)]
-        used = np.ascontiguousarray(_gather(reversed_circular, indices), dtype=self.dtype)
-        used = used.reshape(g.batch, g.in_channels, *g.used_input_shape)
+        offsets = [gs + ks - p for gs, ks, p in zip(self._grad_shift, self._kernel_shift, g.padding_before)]
+        reads = progressions(g.used_input_shape, [-1] * g.ndim, offsets, self.fft_shape)
+        used = gather(reversed_circular, reads, self.dtype).reshape(g.batch, g.in_channels, *g.used_input_shape)
         if used.shape == g.full_input_shape:
             return used
         grad = np.zeros(g.full_input_shape, dtype=self.dtype)
@@ -334,18 +328,17 @@ class SpectralPlan:
         return grad
 
     def grad_weight(self, input_spectrum: np.ndarray, grad_output_spectrum: np.ndarray) -> np.ndarray:
-        """``accGradParameters``: ``GW = conj(GY)^T X``, read at the dilated taps ``t*d - p_before``."""
+        """``accGradParameters``: ``GW = conj(GY)^T X``, read at the dilated taps ``t*d - p_before + grad_shift``."""
         g = self.geometry
+        offsets = [shift - p for shift, p in zip(self._grad_shift, g.padding_before)]
+        reads = progressions(g.kernel_shape, g.dilation, offsets, self.fft_shape)
         if self.kernels_by_gemm:
+            positions = [p.positions() for p in reads]
             product = np.matmul(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)  # (*bins, groups, f'/g, f/g)
-            positions = [(np.arange(k) * d - p) % n for k, d, p, n in zip(
-                g.kernel_shape, g.dilation, g.padding_before, self.fft_shape)]
             taps = _kernel_dft.inverse(product.reshape(*product.shape[:g.ndim], -1), positions, self.fft_shape,
                                        self.dtype)  # (*k, f'*f/g)
             self._record("inverse", taps.shape[-1])
             return np.ascontiguousarray(taps.reshape(-1, taps.shape[-1]).T).reshape(g.full_weight_shape)
         circular = self._product_then_inverse(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)
-        indices = [_cyclic_index(k, d, -p, size) for k, d, p, size in zip(
-            g.kernel_shape, g.dilation, g.padding_before, self.fft_shape)]
-        taps = _gather(circular, indices)  # (f'/groups, groups, f/groups, *k)
+        taps = gather(circular, reads)  # (f'/groups, groups, f/groups, *k)
         return np.ascontiguousarray(taps.swapaxes(0, 1), dtype=self.dtype).reshape(g.full_weight_shape)
