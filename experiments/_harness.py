@@ -63,12 +63,16 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
 def save_figure(fig, out_dir: str | os.PathLike, stem: str) -> list[Path]:
     """Save a matplotlib figure as ``stem.png`` (for the README) and ``stem.svg`` (vector), each atomically.
 
-    SVG metadata has no date, so redrawing unchanged results gives byte-identical files.
+    The SVG gets no date and a fixed salt for its element ids (matplotlib otherwise salts them randomly), so
+    redrawing unchanged results gives byte-identical files and committed figures can be compared with a redraw.
     """
+    import matplotlib
+
     written = []
     for fmt, extra in (("png", {"dpi": 120}), ("svg", {"metadata": {"Date": None}})):
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, bbox_inches="tight", **extra)
+        with matplotlib.rc_context({"svg.hashsalt": "fftconv"}):
+            fig.savefig(buffer, format=fmt, bbox_inches="tight", **extra)
         written.append(write_atomic(Path(out_dir) / f"{stem}.{fmt}", buffer.getvalue()))
     return written
 

@@ -130,10 +130,13 @@ def test_save_figure_writes_png_and_svg(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([1, 2], [3, 4])
     paths = _harness.save_figure(fig, tmp_path, "line")
-    plt.close(fig)
     assert [p.name for p in paths] == ["line.png", "line.svg"]
     assert (tmp_path / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (tmp_path / "line.svg").read_text()
+    first = {p.name: p.read_bytes() for p in paths}
+    _harness.save_figure(fig, tmp_path, "line")
+    assert {p.name: p.read_bytes() for p in paths} == first  # a redraw of the same figure is byte-identical
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ run / resume
