@@ -7,6 +7,7 @@ Functional API (numpy arrays, PyTorch semantics): :func:`conv1d`, :func:`conv2d`
 from .backends import (CountingBackend, FFTBackend, NumpyBackend, PyfftwBackend, ScipyBackend, available_backends,
                        configure_pyfftw, configure_scipy, export_wisdom, get_backend, import_wisdom, set_backend)
 from . import nn
+from .choose import calibrate, explain
 from .functional import (ALGORITHMS, conv, conv1d, conv1d_input, conv1d_weight, conv2d, conv2d_input, conv2d_weight,
                          conv3d, conv3d_input, conv3d_weight, conv_input, conv_weight)
 from .geometry import ConvGeometry
@@ -20,4 +21,5 @@ __all__ = [
     "ConvGeometry", "SpectralPlan", "FFT_SIZE_POLICIES", "fft_shape_for", "next_fast_size", "next_power_of_two",
     "FFTBackend", "NumpyBackend", "ScipyBackend", "PyfftwBackend", "CountingBackend", "available_backends",
     "get_backend", "set_backend", "configure_pyfftw", "configure_scipy", "export_wisdom", "import_wisdom",
+    "explain", "calibrate", "nn",
 ]

@@ -49,6 +49,12 @@ def _bins(fft_shape: Sequence[int]) -> tuple[int, ...]:
     return (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
 
 
+def multiply_adds(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> int:
+    """Complex multiply-adds per map of :func:`forward` (and of :func:`inverse`)."""
+    bins = _bins(fft_shape)
+    return sum(math.prod(kernel_shape[:i + 1]) * math.prod(bins[i:]) for i in range(len(bins)))
+
+
 def gemm_is_cheaper(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> bool:
     """Whether the DFT-matrix transform of a ``kernel_shape`` map beats an FFT of size ``fft_shape``.
 
@@ -57,11 +63,9 @@ def gemm_is_cheaper(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> bo
     >>> gemm_is_cheaper((5, 5), (32, 32)), gemm_is_cheaper((31, 31), (32, 32))
     (True, False)
     """
-    bins = _bins(fft_shape)
-    multiply_adds = sum(math.prod(kernel_shape[:i + 1]) * math.prod(bins[i:]) for i in range(len(bins)))
     points = math.prod(fft_shape)
     fft_flops = 2.5 * points * math.log2(max(points, 2))
-    return 8 * multiply_adds < GEMM_OVER_FFT_RATE * fft_flops
+    return 8 * multiply_adds(kernel_shape, fft_shape) < GEMM_OVER_FFT_RATE * fft_flops
 
 
 def forward(maps: np.ndarray, positions: Sequence[Sequence[int]], fft_shape: Sequence[int],

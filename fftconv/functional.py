@@ -75,9 +75,34 @@ ALGORITHMS = {"fft": _FFTAlgorithm(), "im2col": _SpatialAlgorithm(im2col, "im2co
               "direct": _SpatialAlgorithm(direct, "direct", np.float64)}
 
 
+class _AutoAlgorithm:
+    """``algo="auto"``: per pass, the algorithm :func:`fftconv.choose.choose` picks for this geometry."""
+
+    @staticmethod
+    def _pick(g, pass_name, dtype, backend, fft_size):
+        from .choose import choose  # choose imports this module to time candidates
+
+        return ALGORITHMS[choose(g, pass_name, dtype, backend=backend, fft_size=fft_size).algo]
+
+    def forward(self, x, w, bias, g, backend=None, fft_size=None):
+        return self._pick(g, "forward", x.dtype, backend, fft_size).forward(x, w, bias, g, backend, fft_size)
+
+    def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
+        chosen = self._pick(g, "input", grad_output.dtype, backend, fft_size)
+        return chosen.grad_input(grad_output, w, g, backend, fft_size)
+
+    def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
+        return self._pick(g, "weight", x.dtype, backend, fft_size).grad_weight(x, grad_output, g, backend, fft_size)
+
+
+_AUTO = _AutoAlgorithm()
+
+
 def _algorithm(algo: str):
+    if algo == "auto":
+        return _AUTO
     if algo not in ALGORITHMS:
-        raise ValueError(f"algo={algo!r} is unknown; valid: {sorted(ALGORITHMS)}")
+        raise ValueError(f"algo={algo!r} is unknown; valid: {sorted([*ALGORITHMS, 'auto'])}")
     return ALGORITHMS[algo]
 
 
@@ -136,9 +161,10 @@ dilation : int or tuple of int, default 1
     Spacing between kernel taps.
 groups : int, default 1
     Split channels into this many independent groups; must divide both channel counts.
-algo : {"fft", "im2col", "direct"}, default "fft"
+algo : {"fft", "im2col", "direct", "auto"}, default "fft"
     ``"fft"``: Mathieu et al.'s per-frequency complex GEMM; ``"im2col"``: unfold + one GEMM in the input dtype;
-    ``"direct"``: a readable loop accumulated in float64.
+    ``"direct"``: a readable loop accumulated in float64; ``"auto"``: per pass, the cheapest by a cost model
+    calibrated on the machine (or by timing, with ``FFTCONV_AUTO=measure``); see :func:`fftconv.explain`.
 backend : str or FFTBackend, optional
     FFT library for ``algo="fft"`` (``"pyfftw"``, ``"scipy"``, ``"numpy"``); default :func:`fftconv.get_backend`.
 fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional

@@ -1,0 +1,259 @@
+"""``algo="auto"``: choose an algorithm per pass from a cost model calibrated on this machine, or by measuring.
+
+The model counts what each algorithm does (FFT flops, complex GEMM flops over the half spectrum, im2col bytes
+and GEMM flops, the direct loop's flops) and divides by rates measured on the machine (:func:`calibrate`). A
+measure mode times the candidates once per geometry and caches the decision, like Theano's meta-optimiser and
+fbcunn's autotuner. :func:`explain` prints the estimates and the choice, in the spirit of opt_einsum's ``PathInfo``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import _kernel_dft
+from .geometry import ConvGeometry
+from .spectral import fft_shape_for
+
+PASSES = ("forward", "input", "weight")
+CANDIDATES = ("fft", "im2col", "direct")
+
+
+@dataclass(frozen=True)
+class MachineRates:
+    """Throughputs the cost model divides by (flop/s and byte/s).
+
+    The defaults were measured on the project's 2-core AMD EPYC (Zen 4) machine with 2 threads
+    (``cpu-baseline.md``, 2026-11-25); :func:`calibrate` replaces them with this machine's.
+    """
+
+    fft_flops: float = 25e9           # batched real FFT, 2.5 N log2 N per map
+    complex_gemm_flops: float = 60e9  # many small per-bin complex GEMMs (8 flops per complex multiply-add)
+    real_gemm_flops: float = 150e9    # one large real GEMM (im2col)
+    copy_bytes: float = 3e9           # strided copies and transposes (im2col unfold, col2im, crops)
+    direct_flops: float = 2e9         # the float64 einsum loop of algo="direct"
+    source: str = "defaults measured on the project's 2-core AMD EPYC Zen 4 machine (cpu-baseline.md)"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The decision for one pass: estimated (and optionally measured) seconds per candidate, and the winner."""
+
+    pass_name: str
+    algo: str
+    estimates: dict
+    measured: dict = field(default_factory=dict)
+    fft_shape: tuple = ()
+    reason: str = ""
+
+    def __str__(self) -> str:
+        lines = [f"{self.pass_name}: {self.algo}  ({self.reason})"]
+        best = min(self.estimates.values())
+        for algo, seconds in sorted(self.estimates.items(), key=lambda item: item[1]):
+            measured = f"   measured {self.measured[algo] * 1e3:9.3f} ms" if algo in self.measured else ""
+            lines.append(f"  {algo:7s} estimated {seconds * 1e3:9.3f} ms  ({seconds / best:5.2f}x){measured}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- calibration
+_CALIBRATION_FILE = Path(os.environ.get("FFTCONV_CACHE", Path.home() / ".cache" / "fftconv")) / "rates.json"
+_rates: MachineRates | None = None
+
+
+def _best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def calibrate(save: bool = True) -> MachineRates:
+    """Measure this machine's rates (a few seconds) and, by default, save them for later processes.
+
+    The measurements use the configured default FFT backend and BLAS threads, float32, at shapes typical of
+    convolution layers (32x32 maps, per-bin GEMMs of 32x96x256).
+    """
+    from .backends import get_backend
+
+    rng = np.random.default_rng(0)
+    backend = get_backend()
+    maps = rng.standard_normal((512, 8, 32, 32)).astype(np.float32)
+    fft_seconds = _best_seconds(lambda: backend.rfftn(maps, (32, 32), (2, 3)))
+    left = (rng.standard_normal((272, 32, 96)) + 1j * rng.standard_normal((272, 32, 96))).astype(np.complex64)
+    right = (rng.standard_normal((272, 96, 256)) + 1j * rng.standard_normal((272, 96, 256))).astype(np.complex64)
+    cgemm_seconds = _best_seconds(lambda: np.matmul(left, right))
+    a, b = rng.standard_normal((4096, 1024), dtype=np.float32), rng.standard_normal((1024, 256), dtype=np.float32)
+    sgemm_seconds = _best_seconds(lambda: a @ b)
+    strided = rng.standard_normal((64, 64, 64, 64), dtype=np.float32)
+    copy_seconds = _best_seconds(lambda: np.ascontiguousarray(strided.transpose(0, 2, 1, 3)))
+    x64, w64 = rng.standard_normal((8, 16, 32, 32)), rng.standard_normal((16, 16))
+    direct_seconds = _best_seconds(lambda: np.einsum("scxy,fc->sfxy", x64, w64))
+    rates = MachineRates(
+        fft_flops=maps.shape[0] * maps.shape[1] * 2.5 * 1024 * 10 / fft_seconds,
+        complex_gemm_flops=8 * 272 * 32 * 96 * 256 / cgemm_seconds,
+        real_gemm_flops=2 * 4096 * 1024 * 256 / sgemm_seconds,
+        copy_bytes=2 * strided.nbytes / copy_seconds,
+        direct_flops=2 * 8 * 16 * 16 * 1024 / direct_seconds,
+        source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} with backend {backend.name}",
+    )
+    if save:
+        _CALIBRATION_FILE.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _CALIBRATION_FILE.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(rates), indent=1))
+        os.replace(temporary, _CALIBRATION_FILE)
+    set_rates(rates)
+    return rates
+
+
+def set_rates(rates: MachineRates | None) -> None:
+    """Use these rates for ``algo="auto"`` (``None``: reload the saved calibration or the defaults)."""
+    global _rates
+    _rates = rates
+    _decisions.clear()
+
+
+def get_rates() -> MachineRates:
+    """The rates in use: set explicitly, else saved by :func:`calibrate`, else the documented defaults."""
+    global _rates
+    if _rates is None:
+        try:
+            _rates = MachineRates(**json.loads(_CALIBRATION_FILE.read_text()))
+        except (OSError, ValueError, TypeError):
+            _rates = MachineRates()
+    return _rates
+
+
+# ---------------------------------------------------------------------- the cost model
+def _fft_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates, fft_size=None) -> float:
+    fft_shape = fft_shape_for(g, fft_size)
+    points = math.prod(fft_shape)
+    bins = math.prod((*fft_shape[:-1], fft_shape[-1] // 2 + 1))
+    per_map = 2.5 * points * math.log2(max(points, 2)) / rates.fft_flops
+    kernels = g.out_channels * g.in_channels // g.groups
+    if _kernel_dft.gemm_is_cheaper(g.kernel_shape, fft_shape):
+        kernel_map = 8 * _kernel_dft.multiply_adds(g.kernel_shape, fft_shape) / rates.complex_gemm_flops
+    else:
+        kernel_map = per_map
+    inputs, grads = g.batch * g.in_channels, g.batch * g.out_channels
+    maps = {"forward": (inputs * per_map + kernels * kernel_map, grads * per_map),
+            "input": (grads * per_map + kernels * kernel_map, inputs * per_map),
+            "weight": (inputs * per_map + grads * per_map, kernels * kernel_map)}[pass_name]
+    gemm = 8 * bins * g.batch * g.in_channels * g.out_channels / g.groups / rates.complex_gemm_flops
+    spectrum_bytes = 8 * bins * (inputs + grads + kernels)
+    return sum(maps) + gemm + spectrum_bytes / rates.copy_bytes
+
+
+def _spatial_work(g: ConvGeometry) -> tuple[float, float]:
+    """Multiply-add flops of one direct pass, and bytes of the unfolded input."""
+    outputs = g.batch * math.prod(g.output_shape)
+    reduction = g.in_channels // g.groups * math.prod(g.kernel_shape)
+    return 2.0 * outputs * g.out_channels * reduction, 4.0 * outputs * g.in_channels * math.prod(g.kernel_shape)
+
+
+def _im2col_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates) -> float:
+    flops, column_bytes = _spatial_work(g)
+    copies = 2 if pass_name == "input" else 1  # col2im reads and adds back
+    return flops / rates.real_gemm_flops + copies * column_bytes / rates.copy_bytes
+
+
+def _direct_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates) -> float:
+    flops, column_bytes = _spatial_work(g)
+    return flops / rates.direct_flops + 2 * column_bytes / rates.copy_bytes
+
+
+def estimate(g: ConvGeometry, pass_name: str, rates: MachineRates | None = None, fft_size=None) -> dict[str, float]:
+    """Estimated seconds of each algorithm for one pass of ``g``.
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((32, 96, 32, 32), (256, 96, 7, 7))
+    >>> costs = estimate(g, "forward")
+    >>> sorted(costs) == sorted(CANDIDATES) and costs["fft"] < costs["im2col"] < costs["direct"]
+    True
+    """
+    if pass_name not in PASSES:
+        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    rates = rates or get_rates()
+    return {"fft": _fft_seconds(g, pass_name, rates, fft_size), "im2col": _im2col_seconds(g, pass_name, rates),
+            "direct": _direct_seconds(g, pass_name, rates)}
+
+
+# ---------------------------------------------------------------------- decisions
+_decisions: dict[tuple, Choice] = {}
+
+
+def _measure_mode() -> bool:
+    mode = os.environ.get("FFTCONV_AUTO", "model")
+    if mode not in ("model", "measure"):
+        raise ValueError(f"FFTCONV_AUTO must be 'model' or 'measure', got {mode!r}")
+    return mode == "measure"
+
+
+def _time_candidates(g: ConvGeometry, pass_name: str, dtype, candidates: Sequence[str], backend, fft_size) -> dict:
+    from .functional import ALGORITHMS
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(g.full_input_shape).astype(dtype)
+    w = rng.standard_normal(g.full_weight_shape).astype(dtype)
+    gy = rng.standard_normal(g.full_output_shape).astype(dtype)
+    runners = {
+        "forward": lambda algo: ALGORITHMS[algo].forward(x, w, None, g, backend, fft_size),
+        "input": lambda algo: ALGORITHMS[algo].grad_input(gy, w, g, backend, fft_size),
+        "weight": lambda algo: ALGORITHMS[algo].grad_weight(x, gy, g, backend, fft_size),
+    }
+    return {algo: _best_seconds(lambda: runners[pass_name](algo), repeats=3) for algo in candidates}
+
+
+def choose(g: ConvGeometry, pass_name: str, dtype=np.float32, *, measure: bool | None = None, backend=None,
+           fft_size=None) -> Choice:
+    """Pick the algorithm for one pass; cached per (geometry, pass, dtype, backend, fft_size, mode).
+
+    With ``measure=True`` (or ``FFTCONV_AUTO=measure``) the candidates the model ranks within 4x of its best are
+    timed once on random data and the fastest wins; ``direct`` is never timed beyond that window because it is a
+    slow float64 reference.
+    """
+    measure = _measure_mode() if measure is None else measure
+    key = (g, pass_name, np.dtype(dtype).str, repr(backend), repr(fft_size), measure)
+    if key in _decisions:
+        return _decisions[key]
+    estimates = estimate(g, pass_name, fft_size=fft_size)
+    best_estimate = min(estimates.values())
+    measured: dict = {}
+    if measure:
+        close = [algo for algo, seconds in estimates.items() if seconds <= 4 * best_estimate]
+        measured = _time_candidates(g, pass_name, dtype, close, backend, fft_size)
+        algo, reason = min(measured, key=measured.get), "fastest when timed"
+    else:
+        algo, reason = min(estimates, key=estimates.get), f"lowest model estimate ({get_rates().source})"
+    choice = Choice(pass_name, algo, estimates, measured, fft_shape_for(g, fft_size), reason)
+    _decisions[key] = choice
+    return choice
+
+
+def explain(input_shape: Sequence[int], weight_shape: Sequence[int], stride=1, padding=0, dilation=1,
+            groups: int = 1, *, dtype=np.float32, measure: bool = False, backend=None,
+            fft_size=None) -> list[Choice]:
+    """Estimated cost of each algorithm for each pass of a convolution, and what ``algo="auto"`` picks.
+
+    Examples
+    --------
+    >>> choices = explain((32, 96, 32, 32), (256, 96, 7, 7))
+    >>> [c.pass_name for c in choices]
+    ['forward', 'input', 'weight']
+    >>> print(choices[0])  # doctest: +ELLIPSIS
+    forward: fft  (lowest model estimate ...)
+      fft     estimated ...
+    """
+    g = ConvGeometry.from_shapes(input_shape, weight_shape, stride, padding, dilation, groups)
+    return [choose(g, name, dtype, measure=measure, backend=backend, fft_size=fft_size) for name in PASSES]

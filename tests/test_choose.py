@@ -1,0 +1,98 @@
+"""algo="auto", the cost model and explain(): decisions are explainable, cached, and never change results."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fftconv
+from fftconv import choose
+from fftconv.geometry import ConvGeometry
+
+import oracle
+
+
+@pytest.fixture(autouse=True)
+def default_rates():
+    """Each test starts from the documented default rates, with no cached decisions."""
+    choose.set_rates(choose.MachineRates())
+    yield
+    choose.set_rates(None)
+
+
+def test_auto_matches_the_oracle_in_every_pass(rng):
+    x, w = rng.standard_normal((2, 4, 11, 9)), rng.standard_normal((6, 2, 3, 4))
+    gy = rng.standard_normal((2, 6, 6, 4))
+    options = dict(stride=(2, 2), padding=1, groups=2)
+    np.testing.assert_allclose(fftconv.conv2d(x, w, algo="auto", **options), oracle.forward(x, w, **options),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fftconv.conv2d_input(x.shape, w, gy, algo="auto", **options),
+                               oracle.grad_input(x.shape, w, gy, **options), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fftconv.conv2d_weight(x, w.shape, gy, algo="auto", **options),
+                               oracle.grad_weight(x, w.shape, gy, **options), rtol=1e-10, atol=1e-12)
+
+
+def test_model_prefers_fft_for_large_kernels_on_many_maps_and_im2col_for_small_strided_ones():
+    # The paper's second layer: FFT's reuse pays off (Mathieu et al., Table 1) ...
+    big = ConvGeometry.from_shapes((32, 96, 32, 32), (256, 96, 7, 7))
+    # ... while a 3x3 stride-2 first layer with 3 input maps has nothing to reuse.
+    small = ConvGeometry.from_shapes((8, 3, 64, 64), (16, 3, 3, 3), stride=2)
+    for pass_name in choose.PASSES:
+        assert choose.choose(big, pass_name).algo == "fft"
+        assert choose.choose(small, pass_name).algo == "im2col"
+
+
+def test_explain_reports_every_candidate_and_the_choice():
+    choices = fftconv.explain((4, 8, 16, 16), (8, 8, 5, 5), padding="same")
+    assert [c.pass_name for c in choices] == list(choose.PASSES)
+    for choice in choices:
+        assert set(choice.estimates) == set(choose.CANDIDATES)
+        assert choice.algo == min(choice.estimates, key=choice.estimates.get)
+        text = str(choice)
+        assert text.startswith(f"{choice.pass_name}: {choice.algo}")
+        assert all(algo in text for algo in choose.CANDIDATES)
+
+
+def test_measure_mode_times_candidates_and_caches_the_decision(monkeypatch):
+    calls = []
+
+    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size):
+        calls.append(tuple(candidates))
+        return {algo: (0.001 if algo == "im2col" else 0.5) for algo in candidates}
+
+    monkeypatch.setattr(choose, "_time_candidates", fake_timer)
+    g = ConvGeometry.from_shapes((32, 96, 32, 32), (256, 96, 7, 7))
+    first = choose.choose(g, "forward", measure=True)
+    assert first.algo == "im2col" and first.reason == "fastest when timed"  # measurement overrides the model
+    assert "direct" not in first.measured  # 190x slower by the model: never timed
+    assert choose.choose(g, "forward", measure=True) is first and len(calls) == 1
+
+
+def test_measure_mode_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FFTCONV_AUTO", "measure")
+    g = ConvGeometry.from_shapes((1, 2, 8, 8), (2, 2, 3, 3))
+    choice = choose.choose(g, "weight", np.float64)
+    assert choice.measured and choice.algo == min(choice.measured, key=choice.measured.get)
+    monkeypatch.setenv("FFTCONV_AUTO", "sometimes")
+    with pytest.raises(ValueError, match="FFTCONV_AUTO must be 'model' or 'measure', got 'sometimes'"):
+        choose.choose(g, "input")
+
+
+def test_unknown_pass_and_algo_are_rejected():
+    g = ConvGeometry.from_shapes((1, 1, 8), (1, 1, 3))
+    with pytest.raises(ValueError, match="pass_name must be one of .*got 'backward'"):
+        choose.estimate(g, "backward")
+    with pytest.raises(ValueError, match=r"algo='fast' is unknown; valid: \['auto', 'direct', 'fft', 'im2col'\]"):
+        fftconv.conv1d(np.ones((1, 1, 8)), np.ones((1, 1, 3)), algo="fast")
+
+
+def test_calibrate_measures_positive_rates_and_saves_them_atomically(tmp_path, monkeypatch):
+    target = tmp_path / "rates.json"
+    monkeypatch.setattr(choose, "_CALIBRATION_FILE", target)
+    rates = fftconv.calibrate()
+    saved = json.loads(target.read_text())
+    assert saved == choose.asdict(rates) and not list(tmp_path.glob("*.tmp"))
+    for name in ("fft_flops", "complex_gemm_flops", "real_gemm_flops", "copy_bytes", "direct_flops"):
+        assert getattr(rates, name) > 1e6
+    choose.set_rates(None)  # reload: comes back from the file
+    assert choose.get_rates() == rates
