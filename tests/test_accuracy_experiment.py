@@ -102,6 +102,8 @@ def test_plot_reads_only_the_results_file(tmp_path, monkeypatch):
                            output_root=tmp_path)
     for row in fixture_rows():
         ctx.results.append(row)
+    ctx.results.append({**tiny_cases(True)[0].fields, "pass": "forward", "method": "im2col", "algo": "im2col",
+                        "oracle": "torch float64", "skipped": "MemoryError: im2col needs 9 GiB"})
 
     def no_measuring(*args, **kwargs):
         raise AssertionError("plot must not compute convolutions")
@@ -113,5 +115,6 @@ def test_plot_reads_only_the_results_file(tmp_path, monkeypatch):
     table = (ctx.out_dir / "accuracy.md").read_text()
     assert "| (3,8,4,6) | updateOutput | 1.00e-06 (1.00e-07) | 2.00e-06 (2.00e-07) | 3.00e-06 (3.00e-07) |" in table
     assert "| 1.2 | 4->4, 6x6 (VGG: 224) | 4.01e-05 | 1.00e-06 | 2.00e-06 | 3.00e-06 |" in table
+    assert "updateOutput im2col: MemoryError: im2col needs 9 GiB" in table
     for stem in ("accuracy_paper_layers", "accuracy_vs_kernel_size", "accuracy_vs_input_size"):
         assert (ctx.out_dir / f"{stem}.png").exists() and (ctx.out_dir / f"{stem}.svg").exists()
