@@ -17,4 +17,5 @@ EXPERIMENTS = [
     "network",
     "kernel_window",
     "roofline",
+    "defaults",
 ]
