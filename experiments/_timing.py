@@ -21,6 +21,8 @@ Methodology (``experiments/README_timing.md`` says the same for users):
    before and after it is reported as ``plan_s`` (and any planning during the timed calls as
    ``plan_s_in_timing``, which should be 0). FFTW wisdom is loaded from and saved to a cache file
    (:func:`wisdom_path`) so that later workers plan faster; the load time is reported as ``wisdom_load_s``.
+   ``FFTCONV_BENCH_PLANNER=FFTW_ESTIMATE`` (for example) overrides the planner effort; the backend's settings,
+   recorded in every row, show which one ran.
 5. **Memory behaviour controlled.** Workers run with glibc's ``MALLOC_MMAP_THRESHOLD_`` and
    ``MALLOC_TRIM_THRESHOLD_`` raised (:data:`TUNED_MALLOC`), so that large temporaries freed by one call are
    reused by the next instead of being unmapped and page-faulted in again; ``cpu-baseline.md`` measured that this
@@ -74,6 +76,8 @@ DIRECT_FLOPS_PER_SECOND = 1.5e9
 DIRECT_MAX_SECONDS_PER_CALL = {True: 0.5, False: 5.0}
 #: Set to a path to choose where FFTW wisdom is cached, or to "off" to neither load nor save wisdom.
 WISDOM_VARIABLE = "FFTCONV_BENCH_WISDOM"
+#: Set to an FFTW planner effort (e.g. "FFTW_ESTIMATE") to override the pyfftw backend's default in the workers.
+PLANNER_VARIABLE = "FFTCONV_BENCH_PLANNER"
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -580,7 +584,8 @@ class Session:
         threadpool_limits(self.threads)  # BLAS pools (OpenBLAS from numpy and scipy); also OpenMP
         fftconv.configure_scipy(workers=self.threads)
         if "pyfftw" in fftconv.available_backends():
-            fftconv.configure_pyfftw(threads=self.threads)
+            effort = os.environ.get(PLANNER_VARIABLE)
+            fftconv.configure_pyfftw(threads=self.threads, **({"planner_effort": effort} if effort else {}))
         info: dict[str, Any] = {"method": self.method, "pid": os.getpid(),
                                 "malloc": {k: os.environ.get(k) for k in TUNED_MALLOC}}
         if self.parsed["library"] == "torch":

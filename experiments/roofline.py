@@ -16,7 +16,8 @@ Three parts, all measured by this script on this machine (``experiments/_timing.
 
 The roofline model of one step (``cpu-baseline.md`` section 6): each of the S f input maps, f f' kernels and S f'
 output-gradient maps is transformed once forward and its result set once inverse, i.e. ``2 (S f + f f' + S f')``
-real 2-d FFTs of size n at the best measured batched FFT rate for that n, plus three per-bin complex GEMMs,
+real 2-d FFTs of size n at the best measured batched forward FFT rate for that n (over the two layouts; the
+inverse rates are reported too), plus three per-bin complex GEMMs,
 ``3 * 8 S f f' n (n/2 + 1)`` flops, at the measured square cgemm rate ("peak" model). The "attainable" model uses
 instead the rates measured at each layer's own per-bin GEMM shapes. Fraction of roofline = model time / fftconv's
 step time (1 = at the roofline; issue 5 asks for at least 0.5).
@@ -138,7 +139,10 @@ def rates(case: dict, session: _timing.Session) -> Iterator[dict]:
         x = empty(real_shape, np.float32)
         x[...] = rng.standard_normal(real_shape, dtype=np.float32)
         spectrum = empty(half, np.complex64)
-        backend.rfftn(x, (size, size), axes, out=spectrum)
+        # Any values do for timing; no transform runs before session.measure, so its warm-up pays (and reports)
+        # the planning.
+        spectrum.real[...] = rng.standard_normal(half, dtype=np.float32)
+        spectrum.imag[...] = rng.standard_normal(half, dtype=np.float32)
         if case["direction"] == "forward":
             row = session.measure(lambda: backend.rfftn(x, (size, size), axes, out=spectrum))
         else:
@@ -258,9 +262,11 @@ def tables(ctx, summary: dict) -> str:
             what = f"rfft n={key[1]}, {key[2]}, {key[3]} ({row['maps']} maps)"
         else:
             what = f"cgemm batch {key[1]} x ({key[2]} x {key[3]}) @ ({key[3]} x {key[4]})"
-        rate_rows.append([what, f"{row['gflops']:.1f}", f"{row['gflops_best']:.1f}", _timing.fmt_ms(row["median_s"])])
+        plan = row.get("plan_s")
+        rate_rows.append([what, f"{row['gflops']:.1f}", f"{row['gflops_best']:.1f}", _timing.fmt_ms(row["median_s"]),
+                          f"{plan:.2f}" if key[0] == "fft" and plan is not None else "-"])
     lines.append("## Measured rates\n\n" + markdown_table(["operation", "GFLOP/s (median)", "GFLOP/s (best)",
-                                                             "ms"], rate_rows))
+                                                             "ms (median)", "FFTW plan s (excluded)"], rate_rows))
     square = summary["square"]
     lines.append(f"Model rates: FFT = best forward rate per n over the two layouts "
                  f"({', '.join(f'n={n}: {r:.1f}' for n, r in sorted(summary['fft_best'].items())) or '-'} GFLOP/s); "
@@ -286,9 +292,12 @@ def tables(ctx, summary: dict) -> str:
                      _fraction(peak["total"] if peak else None, mine.get("step")),
                      _timing.fmt_ms(attainable["total"] if attainable else None),
                      _fraction(attainable["total"] if attainable else None, mine.get("step"))])
+    plans = [row["plan_s"] for row in ctx.results.rows() if row.get("plan_s") and "pass" in row]
     lines.append("## The five layers: passes, steps, ratio, roofline\n\n" + markdown_table(header, rows)
                  + "\nstep = one layer forward + backward (fftconv.nn.Conv2d with transform reuse; PyTorch "
-                   "autograd), all three passes. Fraction of roofline = model time / fftconv step time.\n")
+                   "autograd), all three passes. Fraction of roofline = model time / fftconv step time."
+                 + (f" FFT planning in the warm-up calls (excluded) took {sum(plans):.1f} s in all."
+                    if plans else "") + "\n")
     model_rows = []
     for entry in summary["layers"]:
         p, peak = entry["point"], entry["peak"]
@@ -348,7 +357,8 @@ def plot(ctx) -> None:
     right.set_ylabel("PyTorch time / fftconv time (above 1: fftconv faster)")
     right.set_title(f"Forward, S={SWEEP['S']}, f={SWEEP['f']}, f'={SWEEP['fp']}", fontsize=10)
     right.grid(alpha=0.3)
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8)
     fig.suptitle(ctx.describe(f"Issue 5 benchmark, float32: {summary['fft_method']} vs PyTorch CPU and the "
                               "roofline model measured on this machine", "quick mode only lowers the repeats"
                               if ctx.quick else None), fontsize=11)

@@ -72,7 +72,8 @@ def measure(ctx) -> None:
 
 def _scaling(ctx, fixed: dict, sweeps: dict) -> str:
     if ctx.quick:
-        return (f"batch shrunk to S={fixed['S']} (paper 128), batch row S in {set(sweeps['S'])} "
+        batches = ", ".join(str(b) for b in sorted(set(sweeps["S"])))
+        return (f"batch shrunk to S={fixed['S']} (paper 128), batch row S in {{{batches}}} "
                 f"(paper {{32, 64, 128}}); other values as in the paper")
     return "the paper's sizes"
 
