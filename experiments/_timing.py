@@ -30,8 +30,9 @@ Methodology (``experiments/README_timing.md`` says the same for users):
    per point, inside the worker, from a seed (nothing big is pickled) and reused by every call. The setting is
    recorded in every row (``malloc``).
 
-Rows carry ``median_s``, ``min_s``, ``max_s``, ``repeats``, ``samples_s``, ``warmup_s``, ``plan_s``, ``threads``
-and a ``worker`` description. Noise: another process using the CPU at the same time slows every method; compare
+Rows carry ``median_s``, ``min_s``, ``max_s``, ``repeats``, ``samples_s``, ``warmup_s``, ``plan_s``, ``threads``,
+the git commit that measured them (a resumed run may mix commits: ``--force`` measures everything again) and a
+``worker`` description. Noise: another process using the CPU at the same time slows every method; compare
 methods measured in one run, and treat differences under ~15 % as noise (``cpu-baseline.md`` section 4).
 
 Examples
@@ -411,8 +412,9 @@ def measure_jobs(ctx, jobs: Sequence[Job], task: str, settings: TimingSettings |
     if not total:
         return
     bar = ctx.progress(range(total), total=total, desc=desc or ctx.name)
+    git = (getattr(ctx, "metadata", None) or {}).get("git") or {}
     common = {"threads": threads, "malloc": TUNED_MALLOC if malloc is None else malloc,
-              "timing": settings.as_dict()}
+              "timing": settings.as_dict(), "git_commit": git.get("commit"), "git_dirty": git.get("dirty")}
     for method, items in pending.items():
         remaining = list(items)
         while remaining:
@@ -544,6 +546,18 @@ def method_style(label: str) -> dict[str, Any]:
               "direct": {"color": "#7f7f7f", "marker": "x", "label": "fftconv direct (float64 reference)"},
               "auto": {"color": "#1f77b4", "marker": "D", "label": "fftconv auto"}}
     return styles.get(algo, {"color": "#9467bd", "marker": "v", "label": f"fftconv {algo}"})
+
+
+def provenance(rows: Iterable[dict]) -> str:
+    """A line naming the git commit(s) the timed rows were measured at (more than one: a resumed, mixed run)."""
+    commits = sorted({(row.get("git_commit") or "unknown")[:10] + ("+changes" if row.get("git_dirty") else "")
+                      for row in rows if "median_s" in row})
+    if not commits:
+        return ""
+    if len(commits) == 1:
+        return f"Measured at commit {commits[0]}.\n"
+    return (f"Measured at {len(commits)} commits ({', '.join(commits)}): the rows come from runs of different code; "
+            "rerun with --force for a consistent set.\n")
 
 
 def fmt_ms(seconds: float | None) -> str:

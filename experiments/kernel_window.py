@@ -149,6 +149,7 @@ def plot(ctx) -> None:
              *(_timing.fmt_ms(results.total(p, m)) for m in methods)] for p in grid]
     text = (f"# Kernel-size window ({ctx.mode} mode)\n\n"
             f"{ctx.describe('Times in ms (median of repeats); step = all three passes.', _scaling(ctx, config))}\n\n"
+            + _timing.provenance(results.rows) + "\n"
             + markdown_table(header, rows)
             + "\n## Kernel sizes where the FFT method is faster\n\n"
             + markdown_table(["FFT method", "vs", "forward", "training step"], windows(results, grid)))

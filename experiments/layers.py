@@ -137,5 +137,6 @@ def plot(ctx) -> None:
                               "method (median of repeats)", _scaling(ctx, batch)), fontsize=11)
     save_figure(fig, ctx.out_dir, "layers")
     plt.close(fig)
-    header = f"# Layer table ({ctx.mode} mode)\n\n{ctx.describe('fftconv FFT vs im2col/direct and PyTorch, float32', _scaling(ctx, batch))}\n\n"
-    write_table(ctx.out_dir, "layers", header + tables(ctx, results, points))
+    caption = ctx.describe("fftconv FFT vs im2col/direct and PyTorch, float32", _scaling(ctx, batch))
+    header = f"# Layer table ({ctx.mode} mode)\n\n{caption}\n\n"
+    write_table(ctx.out_dir, "layers", header + _timing.provenance(results.rows) + "\n" + tables(ctx, results, points))

@@ -246,10 +246,10 @@ def plot(ctx) -> None:
     plans = {m: timed[(m, "iteration")].get("plan_s") for m in ffts if (m, "iteration") in timed}
     notes = sorted({f"- {r['method']}: {r.get('skipped') or 'failed: ' + r['error']}" for r in rows
                     if "skipped" in r or "error" in r})
-    text = (f"# Whole-network training iteration ({ctx.mode} mode)\n\n"
-            f"{ctx.describe('fftconv layers vs PyTorch autograd, float32; times in ms (median)', _scaling(ctx, batch))}"
-            "\n\n" + markdown_table(["method", "forward", "backward", "iteration (forward + backward)",
-                                     *(f"iteration / {f}'s" for f in ffts)], table_rows)
+    caption = ctx.describe("fftconv layers vs PyTorch autograd, float32; times in ms (median)", _scaling(ctx, batch))
+    header = ["method", "forward", "backward", "iteration (forward + backward)", *(f"iteration / {f}'s" for f in ffts)]
+    text = (f"# Whole-network training iteration ({ctx.mode} mode)\n\n{caption}\n\n" + _timing.provenance(rows)
+            + "\n" + markdown_table(header, table_rows)
             + "\nBackward = updateGradInput + accGradParameters of every layer (each library computes both in one "
               "call per layer, so the paper's split of the backward is not available).\n"
             + "".join(f"\n{m}: FFT planning in the warm-up iteration took {s:.1f} s (excluded).\n"

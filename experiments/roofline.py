@@ -255,7 +255,8 @@ def _fraction(model, measured) -> str:
 def tables(ctx, summary: dict) -> str:
     fft = summary["fft_method"] or "fftconv"
     lines = [f"# Roofline benchmark (issue 5), {ctx.mode} mode\n",
-             ctx.describe(f"{fft} vs PyTorch CPU, float32, batch S={summary['batch']}; times in ms (median)") + "\n"]
+             ctx.describe(f"{fft} vs PyTorch CPU, float32, batch S={summary['batch']}; times in ms (median)") + "\n",
+             _timing.provenance(ctx.results.rows())]
     rate_rows = []
     for key, row in sorted(summary["rates"].items(), key=lambda item: str(item[0])):
         if key[0] == "fft":

@@ -93,7 +93,7 @@ def plot(ctx) -> None:
     axes = []
     for row_index, parameter in enumerate(SWEEPS):
         points = row_points(fixed, sweeps, parameter)
-        others = ", ".join(f"{AXIS_NAMES.get(name, name)}={fixed[name]}" for name in ("S", "k", "n") if name != parameter)
+        others = ", ".join(f"{AXIS_NAMES[name]}={fixed[name]}" for name in ("S", "k", "n") if name != parameter)
         row_title = (f"Time (seconds) versus {AXIS_NAMES[parameter]} - {others}, "
                      f"nInputPlanes={fixed['f']}, nOutputPlanes={fixed['fp']}")
         row_axes = row_figures[row_index].subplots(1, 3)
@@ -125,16 +125,19 @@ def plot(ctx) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
-    fig.suptitle(ctx.describe("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv im2col/direct "
-                              "and PyTorch; median of repeats, bars min-max (clipped at 1.2x the largest median)", _scaling(ctx, fixed, sweeps)),
-                 fontsize=11)
+    compares = ("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv im2col/direct and PyTorch; "
+                "median of repeats, bars min-max (clipped at 1.2x the largest median)")
+    fig.suptitle(ctx.describe(compares, _scaling(ctx, fixed, sweeps)), fontsize=11)
     save_figure(fig, ctx.out_dir, "fig3_sweeps")
     plt.close(fig)
     skipped = sorted({row["skipped"] for row in ctx.results.rows() if "skipped" in row})
     errors = sorted({f"{row['method']}: {row['error']}" for row in ctx.results.rows() if "error" in row})
     notes = [f"- not timed: {reason}" for reason in skipped] + [f"- failed: {error}" for error in errors]
-    header = (f"# Fig. 3 sweeps ({ctx.mode} mode)\n\n{ctx.describe('Times in ms (median); speedup = method / FFT.', _scaling(ctx, fixed, sweeps))}\n\n")
-    write_table(ctx.out_dir, "fig3_sweeps", header + "\n".join(table_lines) + ("\n" + "\n".join(notes) if notes else ""))
+    caption = ctx.describe("Times in ms (median); ratio = the method's time / FFT's time.",
+                           _scaling(ctx, fixed, sweeps))
+    header = f"# Fig. 3 sweeps ({ctx.mode} mode)\n\n{caption}\n\n"
+    write_table(ctx.out_dir, "fig3_sweeps", header + _timing.provenance(results.rows) + "\n" + "\n".join(table_lines)
+                + ("\n" + "\n".join(notes) if notes else ""))
 
 
 def _row_table(results: _timing.ConvResults, methods: list[str], points: list[dict], parameter: str,
