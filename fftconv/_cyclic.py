@@ -23,7 +23,7 @@ class Progression:
     >>> Progression(count=4, step=-1, offset=0, size=6).positions().tolist()
     [0, 5, 4, 3]
     >>> [(a.start, a.stop, b.start, b.stop, b.step) for a, b in Progression(4, -1, 0, 6).pieces()]
-    [(0, 1, 0, 1, -1), (1, 4, 5, 2, -1)]
+    [(0, 1, 0, None, -1), (1, 4, 5, 2, -1)]
     """
 
     count: int

@@ -171,7 +171,7 @@ def test_bad_input_raises_naming_argument_and_values(call, error, pattern, algo)
 def test_unknown_algorithm_lists_the_valid_ones():
     for call in (lambda: fftconv.conv2d(X, W, algo="fftt"), lambda: fftconv.conv2d_input(X.shape, W, GY, algo="FFT"),
                  lambda: fftconv.conv2d_weight(X, W.shape, GY, algo=None)):
-        with pytest.raises(ValueError, match=r"algo=.* is unknown; valid: \['direct', 'fft', 'im2col'\]"):
+        with pytest.raises(ValueError, match=r"algo=.* is unknown; valid: \['auto', 'direct', 'fft', 'im2col'\]"):
             call()
 
 

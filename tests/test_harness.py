@@ -234,9 +234,14 @@ def test_selected_names_the_option_when_nothing_applies():
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def test_registry_order():
-    assert EXPERIMENTS == ["param_counts", "opcounts", "memory", "accuracy", "lenet", "sweeps", "layers", "network",
-                           "kernel_window", "roofline"]
+def test_every_registered_experiment_follows_the_interface():
+    import importlib
+
+    assert len(EXPERIMENTS) == len(set(EXPERIMENTS))
+    for name in EXPERIMENTS:
+        module = importlib.import_module(f"experiments.{name}")
+        assert module.NAME == name and module.DESCRIPTION
+        assert callable(module.measure) and callable(module.plot)
 
 
 def test_all_forwards_the_common_options():
