@@ -1,0 +1,73 @@
+"""The two building blocks behind the spectral crops and the small-kernel transforms, against numpy oracles."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fftconv import _cyclic, _kernel_dft
+from fftconv.geometry import ConvGeometry
+from fftconv.spectral import SpectralPlan
+
+
+progression_args = st.tuples(st.integers(0, 9), st.integers(-4, 4).filter(bool), st.integers(-12, 12),
+                             st.integers(1, 12))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(progression_args)
+def test_pieces_cover_the_progression_exactly(args):
+    p = _cyclic.Progression(*args)
+    if p.repeats():
+        return
+    rebuilt = np.empty(p.count, dtype=int)
+    for in_progression, in_buffer in p.pieces():
+        rebuilt[in_progression] = np.arange(p.size)[in_buffer]
+    np.testing.assert_array_equal(rebuilt, p.positions())
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(progression_args, min_size=1, max_size=3))
+def test_gather_and_scatter_match_fancy_indexing(args):
+    progressions = [_cyclic.Progression(*a) for a in args]
+    rng = np.random.default_rng(0)
+    buffer = rng.standard_normal((2, *(p.size for p in progressions)))
+    index = (slice(None), *np.ix_(*(p.positions() for p in progressions)))
+    np.testing.assert_array_equal(_cyclic.gather(buffer, progressions), buffer[index])
+    values = rng.standard_normal((2, *(p.count for p in progressions)))
+    expected = np.zeros_like(buffer)
+    np.add.at(expected, index, values)  # wrapped positions add up
+    scattered = np.zeros_like(buffer)
+    _cyclic.scatter(scattered, progressions, values)
+    np.testing.assert_allclose(scattered, expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("kernel,fft_shape,step,offset", [
+    ((3,), (8,), -1, 2), ((3, 4), (7, 10), -2, 0), ((5, 5), (4, 6), -1, 4), ((2, 1, 3), (5, 4, 6), 3, -1)])
+def test_dft_by_gemm_equals_rfftn_of_the_placed_maps(kernel, fft_shape, step, offset, rng):
+    maps = rng.standard_normal((*kernel, 5))
+    positions = [(np.arange(k) * step + offset) % n for k, n in zip(kernel, fft_shape)]
+    buffer = np.zeros((*fft_shape, 5))
+    np.add.at(buffer, np.ix_(*positions), maps)  # positions may wrap onto each other (kernel longer than N)
+    axes = tuple(range(len(kernel)))
+    expected = np.fft.rfftn(buffer, axes=axes)
+    out = np.empty(expected.shape, complex)
+    np.testing.assert_allclose(_kernel_dft.forward(maps, positions, fft_shape, out), expected, atol=1e-12)
+    spectrum = np.fft.rfftn(rng.standard_normal((*fft_shape, 5)), axes=axes)
+    read = np.fft.irfftn(spectrum, fft_shape, axes=axes)[np.ix_(*positions)]
+    np.testing.assert_allclose(_kernel_dft.inverse(spectrum, positions, fft_shape, np.float64), read, atol=1e-12)
+
+
+def test_gemm_and_fft_kernel_transforms_agree_in_every_pass(rng):
+    g = ConvGeometry.from_shapes((2, 4, 9, 11), (6, 2, 3, 5), stride=(2, 1), padding=(1, 3), dilation=(1, 2),
+                                 groups=2)
+    x, w, gy = (rng.standard_normal(s) for s in (g.full_input_shape, g.full_weight_shape, g.full_output_shape))
+    results = {}
+    for mode in ("fft", "gemm"):
+        plan = SpectralPlan.create(g, np.float64, "numpy", kernel_transform=mode)
+        assert plan.kernels_by_gemm == (mode == "gemm")
+        X, W, G = plan.transform_input(x), plan.transform_weight(w), plan.transform_grad_output(gy)
+        results[mode] = [W, plan.forward(X, W), plan.grad_input(G, W), plan.grad_weight(X, G)]
+    for by_fft, by_gemm in zip(results["fft"], results["gemm"]):
+        np.testing.assert_allclose(by_gemm, by_fft, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="kernel_transform must be 'auto', 'fft' or 'gemm', got 'dft'"):
+        SpectralPlan.create(g, np.float64, kernel_transform="dft")
