@@ -38,6 +38,7 @@ import numpy as np
 
 from . import _kernel_dft, _memory
 from ._cyclic import gather, progressions, scatter
+from ._parallel import batched_matmul
 from .backends import FFTBackend, get_backend, smooth_sizes_between
 from .geometry import ConvGeometry
 
@@ -294,7 +295,7 @@ class SpectralPlan:
     def _product_then_inverse(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Per-bin batched GEMM, then the inverse transform of the product (which FFTW may destroy)."""
         product = self._empty((*left.shape[:-1], right.shape[-1]), self.complex_dtype)
-        np.matmul(left, right, out=product)
+        batched_matmul(left, right, product)
         return self.backend.irfftn(self._channels_first(product), self.fft_shape, self._axes, overwrite_input=True)
 
     def forward(self, input_spectrum: np.ndarray, weight_spectrum: np.ndarray,
@@ -334,7 +335,9 @@ class SpectralPlan:
         reads = progressions(g.kernel_shape, g.dilation, offsets, self.fft_shape)
         if self.kernels_by_gemm:
             positions = [p.positions() for p in reads]
-            product = np.matmul(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)  # (*bins, groups, f'/g, f/g)
+            product = self._empty((*input_spectrum.shape[:-2], *grad_output_spectrum.shape[-1:],
+                                   input_spectrum.shape[-1]), self.complex_dtype)  # (*bins, groups, f'/g, f/g)
+            batched_matmul(grad_output_spectrum.swapaxes(-1, -2), input_spectrum, product)
             taps = _kernel_dft.inverse(product.reshape(*product.shape[:g.ndim], -1), positions, self.fft_shape,
                                        self.dtype)  # (*k, f'*f/g)
             self._record("inverse", taps.shape[-1])
