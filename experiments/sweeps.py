@@ -5,7 +5,8 @@ accGradParameters), float32, f = 96 input maps and f' = 256 output maps, stride 
 values S = 128, k = 7, n = 32 and its sweeps n in {8, 16, 32, 52}, k in {3, 5, ..., 13}, S in {32, 64, 128}.
 
 Methods: fftconv's FFT algorithm (one line per ``--backends``), its im2col + GEMM algorithm, its float64 direct
-reference (only where one call takes under a second or so: it is not a speed contender) and PyTorch's CPU
+reference (only where one call is expected to take under 0.5 s in quick mode, 5 s in full mode: it is not a
+speed contender; the tables say where it was skipped) and PyTorch's CPU
 convolution (``F.conv2d``, ``torch.nn.grad.conv2d_input``, ``conv2d_weight``) in place of the paper's GPU
 baselines (cuda-convnet, Torch7). Each method runs in its own process; see ``experiments/_timing.py``.
 
