@@ -323,9 +323,11 @@ def available_backends() -> list[str]:
 
 
 def _fastest_installed() -> str:
-    # Measured on the project's 2-core machine (README, "Choosing defaults"): pyFFTW with cached plans is the
-    # fastest batched real FFT in the convolution pipeline; scipy.fft comes next; numpy.fft is 3-15x slower.
-    return "pyfftw" if pyfftw is not None else "scipy"
+    # Measured on whole training steps on the project's 2-core machine (README, "Choosing the defaults";
+    # paper_figures/defaults/): scipy.fft is the fastest in fftconv's pipeline (geometric mean 1.08x of the best
+    # per point), ahead of pyFFTW (1.6-1.9x; 1.1-1.2x with OMP_WAIT_POLICY=PASSIVE: its OpenMP pool spins against
+    # the GEMM threads) and numpy.fft (1.25-1.4x). pocketfft is always there with scipy.
+    return "scipy"
 
 
 def get_backend(backend: Union[str, FFTBackend, None] = None) -> FFTBackend:
