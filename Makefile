@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 FIGURES_FLAGS ?= --quick
 
-.PHONY: test figures figures-full figures-redraw install clean
+.PHONY: test figures figures-resume figures-full figures-redraw install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,17 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q
 
+# Measure everything again in quick mode (--force drops saved results) and redraw paper_figures/.
 figures: install
+	$(PY) -m experiments all $(FIGURES_FLAGS) --force
+
+# Continue an interrupted `make figures` where it stopped (saved rows are kept).
+figures-resume: install
 	$(PY) -m experiments all $(FIGURES_FLAGS)
 
-figures-full:
-	$(MAKE) figures FIGURES_FLAGS=--full
+# The paper's sizes (hours); resumable: rerun the same command after an interruption.
+figures-full: install
+	$(PY) -m experiments all --full
 
 # Redraw every figure and table from the saved results (paper_figures/*/results.jsonl); measures nothing.
 figures-redraw: install

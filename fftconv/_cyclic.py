@@ -56,16 +56,20 @@ def _slice(start: int, count: int, step: int) -> slice:
     return slice(start, None if stop < 0 else stop, step)
 
 
-def gather(array: np.ndarray, progressions: Sequence[Progression], dtype=None) -> np.ndarray:
-    """``array[..., pos_0, pos_1, ...]`` (outer indexing over the trailing axes) as a new contiguous array."""
+def gather(array: np.ndarray, progressions: Sequence[Progression], dtype=None, scale: float = 1.0) -> np.ndarray:
+    """``scale * array[..., pos_0, pos_1, ...]`` (outer indexing over the trailing axes) as a new contiguous array.
+
+    Scaling while copying costs nothing extra; the spectral passes use it to normalise inverse FFTs.
+    """
     lead = array.shape[:array.ndim - len(progressions)]
     result = np.empty((*lead, *(p.count for p in progressions)), dtype=dtype or array.dtype)
     if any(p.repeats() for p in progressions):
         index = np.ix_(*(p.positions() for p in progressions))
-        result[...] = array[(Ellipsis, *index)]
+        np.multiply(array[(Ellipsis, *index)], scale, out=result, casting="unsafe")
         return result
     for blocks in itertools.product(*(p.pieces() for p in progressions)):
-        result[(Ellipsis, *(b[0] for b in blocks))] = array[(Ellipsis, *(b[1] for b in blocks))]
+        np.multiply(array[(Ellipsis, *(b[1] for b in blocks))], scale,
+                    out=result[(Ellipsis, *(b[0] for b in blocks))], casting="unsafe")
     return result
 
 

@@ -5,8 +5,9 @@ zero-padded at the end of each transformed axis, exactly like ``numpy.fft.rfftn(
 
 - ``rfftn(x, shape, axes, out=None)``: real input, Hermitian half-spectrum out (the last axis in ``axes`` is
   halved), written into ``out`` when given (workspaces preallocate it);
-- ``irfftn(X, shape, axes, overwrite_input=False)``: the inverse, real output of size ``shape`` along ``axes``;
-  ``overwrite_input=True`` lets the backend destroy ``X`` (FFTW's c2r does) instead of copying it first.
+- ``irfftn(X, shape, axes, overwrite_input=False, normalise=True)``: the inverse, real output of size ``shape``
+  along ``axes``; ``overwrite_input=True`` lets the backend destroy ``X`` (FFTW's c2r does) instead of copying it
+  first; ``normalise=False`` skips the ``1/prod(shape)`` factor (fftconv applies it while cropping, for free).
 
 Outputs are always fresh arrays owned by the caller; float32 stays complex64/float32 and float64 stays
 complex128/float64.
@@ -63,7 +64,8 @@ class FFTBackend(Protocol):
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray: ...
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray: ...
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
+               normalise: bool = True) -> np.ndarray: ...
 
 
 def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -83,8 +85,9 @@ class NumpyBackend:
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         return _into(np.fft.rfftn(x, s=shape, axes=axes), out)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
-        return np.fft.irfftn(spectrum, s=shape, axes=axes)
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
+               normalise: bool = True) -> np.ndarray:
+        return np.fft.irfftn(spectrum, s=shape, axes=axes, norm="backward" if normalise else "forward")
 
     def __repr__(self) -> str:
         return "NumpyBackend()"
@@ -103,8 +106,10 @@ class ScipyBackend:
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         return _into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), out)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
-        return scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=self.workers, overwrite_x=overwrite_input)
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
+               normalise: bool = True) -> np.ndarray:
+        return scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=self.workers, overwrite_x=overwrite_input,
+                                norm="backward" if normalise else "forward")
 
     def __repr__(self) -> str:
         return f"ScipyBackend(workers={self.workers})"
@@ -192,7 +197,8 @@ class PyfftwBackend:
         _check_out(out, out_shape, complex_dtype)
         return self._execute(x, in_shape, out, axes, "FFTW_FORWARD", reuse_input=True)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
+               normalise: bool = True) -> np.ndarray:
         axes = _normalise_axes(axes, spectrum.ndim)
         out_shape = _with_sizes(spectrum.shape, axes, shape)
         real_dtype = np.finfo(spectrum.dtype).dtype
@@ -203,7 +209,8 @@ class PyfftwBackend:
                              f"needs {expected}")
         # c2r transforms destroy their input: use the caller's array only when it allows that.
         self._execute(spectrum, spectrum.shape, out, axes, "FFTW_BACKWARD", reuse_input=overwrite_input)
-        out *= 1.0 / math.prod(shape)  # FFTW's inverse is unnormalised; numpy's convention divides by N
+        if normalise:
+            out *= 1.0 / math.prod(shape)  # FFTW's inverse is unnormalised; numpy's convention divides by N
         return out
 
     @property
@@ -302,10 +309,11 @@ class CountingBackend:
         self.calls.append(("rfftn", x.shape))
         return self.inner.rfftn(x, shape, axes, out=out)
 
-    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False) -> np.ndarray:
+    def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
+               normalise: bool = True) -> np.ndarray:
         self.inverse_maps += self._maps(spectrum, axes)
         self.calls.append(("irfftn", spectrum.shape))
-        return self.inner.irfftn(spectrum, shape, axes, overwrite_input=overwrite_input)
+        return self.inner.irfftn(spectrum, shape, axes, overwrite_input=overwrite_input, normalise=normalise)
 
 
 _FACTORIES: dict[str, Callable[[], FFTBackend]] = {

@@ -296,7 +296,13 @@ class SpectralPlan:
         """Per-bin batched GEMM, then the inverse transform of the product (which FFTW may destroy)."""
         product = self._empty((*left.shape[:-1], right.shape[-1]), self.complex_dtype)
         batched_matmul(left, right, product)
-        return self.backend.irfftn(self._channels_first(product), self.fft_shape, self._axes, overwrite_input=True)
+        return self.backend.irfftn(self._channels_first(product), self.fft_shape, self._axes, overwrite_input=True,
+                                   normalise=False)  # the crop applies 1/N: see _scale
+
+    @property
+    def _scale(self) -> float:
+        """The inverse FFT's ``1/prod(N)``, applied while cropping instead of as a pass over the whole result."""
+        return 1.0 / math.prod(self.fft_shape)
 
     def forward(self, input_spectrum: np.ndarray, weight_spectrum: np.ndarray,
                 bias: np.ndarray | None = None) -> np.ndarray:
@@ -305,7 +311,7 @@ class SpectralPlan:
         circular = self._product_then_inverse(input_spectrum, weight_spectrum.swapaxes(-1, -2))
         offsets = [shift - p for shift, p in zip(self._kernel_shift, g.padding_before)]
         reads = progressions(g.output_shape, g.stride, offsets, self.fft_shape)
-        y = gather(circular, reads, self.dtype).reshape(g.full_output_shape)
+        y = gather(circular, reads, self.dtype, self._scale).reshape(g.full_output_shape)
         if bias is not None:
             y += bias.reshape(-1, *(1,) * g.ndim)
         return y
@@ -321,7 +327,8 @@ class SpectralPlan:
         reversed_circular = self._product_then_inverse(grad_output_spectrum, weight_spectrum)
         offsets = [gs + ks - p for gs, ks, p in zip(self._grad_shift, self._kernel_shift, g.padding_before)]
         reads = progressions(g.used_input_shape, [-1] * g.ndim, offsets, self.fft_shape)
-        used = gather(reversed_circular, reads, self.dtype).reshape(g.batch, g.in_channels, *g.used_input_shape)
+        used = gather(reversed_circular, reads, self.dtype, self._scale)
+        used = used.reshape(g.batch, g.in_channels, *g.used_input_shape)
         if used.shape == g.full_input_shape:
             return used
         grad = np.zeros(g.full_input_shape, dtype=self.dtype)
@@ -343,5 +350,5 @@ class SpectralPlan:
             self._record("inverse", taps.shape[-1])
             return np.ascontiguousarray(taps.reshape(-1, taps.shape[-1]).T).reshape(g.full_weight_shape)
         circular = self._product_then_inverse(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)
-        taps = gather(circular, reads)  # (f'/groups, groups, f/groups, *k)
+        taps = gather(circular, reads, scale=self._scale)  # (f'/groups, groups, f/groups, *k)
         return np.ascontiguousarray(taps.swapaxes(0, 1), dtype=self.dtype).reshape(g.full_weight_shape)
