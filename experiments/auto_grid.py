@@ -13,7 +13,12 @@ with :func:`fftconv.choose.set_rates` and forces ``FFTCONV_AUTO=model``, so the 
 machine. Each ``auto`` row records the choice and the model's estimate of every candidate.
 
 **Timing.** ``experiments/_timing.py``: one worker process per method, threads pinned and recorded, tuned malloc,
-one warm-up call (FFTW planning) and the median of repeats.
+one warm-up call (FFT planning) and the median of repeats (``timing_settings``: up to 15 repeats within 0.1 s in
+quick mode, so sub-millisecond calls get many). The methods of ``CHUNK`` geometries at a time are timed one after
+the other, in an order that rotates, and the whole grid is timed in ``ROUNDS`` = 2 rounds; each (geometry, method,
+pass) keeps the lower of its two medians. This machine has transient slowdowns of up to 2x lasting seconds (the same
+im2col measurement repeated in six processes agreed to 3 % apart from such bursts): timing the methods close together
+and twice keeps a burst from passing for a difference between algorithms.
 
 **Ratios**, per (geometry, pass):
 
@@ -78,6 +83,12 @@ MEASURE_WINDOW = 4.0
 MODEL_PASS = {"forward": "forward", "grad_input": "input", "grad_weight": "weight"}
 POINT_FIELDS = ("S", "f", "fp", "n", "k", "stride", "seed")
 ALGOS = ("fft", "im2col", "direct")
+#: Geometries timed by one set of workers (one per method) before the next set starts.
+CHUNK = 6
+#: Every (geometry, method, pass) is timed this many times, in different worker processes at different moments;
+#: the lowest median is kept. The machine has transient slowdowns lasting seconds (the same im2col measurement in
+#: six processes in a row agreed to 3 % except for bursts up to 2x); one round cannot tell them from the method.
+ROUNDS = 2
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -200,14 +211,30 @@ def measure(ctx) -> None:
         raise RuntimeError(f"auto_grid: calibration failed; see the error row in {ctx.results.path}")
     ctx.record_settings(auto_rates=calibration["rates"], auto_mode="model")
     points = build_grid(ctx.quick)[:getattr(ctx.options, "limit", None)]
-    jobs = []
-    for method in [*timed, auto]:  # auto last: FFTW wisdom from the fft worker makes its planning quick
-        for point in points:
-            skip = direct_skip_reason(point, ctx.quick) if method == "direct" else None
-            case = {**point, "rates": calibration["rates"]} if method == auto else dict(point)
-            jobs.append(_timing.Job(method, dict(point), [{"pass": p} for p in _timing.PASSES], case=case,
-                                    skip_reason=skip))
-    _timing.measure_jobs(ctx, jobs, "experiments.auto_grid:grid_passes", desc="auto_grid")
+    chunks = [points[start:start + CHUNK] for start in range(0, len(points), CHUNK)]
+    every = [*timed, auto]
+    for round_ in range(ROUNDS):
+        for index, chunk in enumerate(chunks):
+            # The methods of a few geometries are timed within seconds of each other, in an order that rotates
+            # from chunk to chunk and round to round, so that no method is always timed last.
+            shift = (index + 2 * round_) % len(every)
+            jobs = []
+            for method in every[shift:] + every[:shift]:
+                for point in chunk:
+                    skip = direct_skip_reason(point, ctx.quick) if method == "direct" else None
+                    case = {**point, "rates": calibration["rates"]} if method == auto else dict(point)
+                    jobs.append(_timing.Job(method, dict(point), [{"pass": p, "round": round_} for p in _timing.PASSES],
+                                            case=case, skip_reason=skip))
+            _timing.measure_jobs(ctx, jobs, "experiments.auto_grid:grid_passes", timing_settings(ctx.quick),
+                                 desc=f"auto_grid round {round_ + 1}/{ROUNDS}, geometries {index * CHUNK + 1}-"
+                                      f"{index * CHUNK + len(chunk)} of {len(points)}")
+
+
+def timing_settings(quick: bool) -> _timing.TimingSettings:
+    """Many repeats of the sub-millisecond calls (cheap), a short budget for the rest: two rounds fit the budget."""
+    if quick:
+        return _timing.TimingSettings(warmup=1, min_repeats=3, max_repeats=15, budget_seconds=0.1)
+    return _timing.TimingSettings(warmup=1, min_repeats=5, max_repeats=31, budget_seconds=0.5)
 
 
 # ---------------------------------------------------------------------------------------------------- worker tasks
@@ -287,6 +314,11 @@ def point_key(row: dict) -> tuple:
     return tuple(row[f] for f in POINT_FIELDS)
 
 
+def _sort_key(point: dict) -> tuple:
+    """Table order: input size, kernel size, stride, channels, batch."""
+    return (point["n"], point["k"], point["stride"], point["f"], point["fp"], point["S"], point["seed"])
+
+
 def measure_mode(estimates: dict, times: dict, window: float = MEASURE_WINDOW) -> tuple[list, list, str | None]:
     """Candidates measure mode would time (estimate within ``window`` of the lowest), those of them not timed
     here, and the fastest of the timed ones by this experiment's medians.
@@ -304,8 +336,11 @@ def measure_mode(estimates: dict, times: dict, window: float = MEASURE_WINDOW) -
 
 
 def compare(rows: Sequence[dict]) -> tuple[list[Comparison], list[dict]]:
-    """Comparisons for every (geometry, pass) with auto and at least one algorithm timed, in measurement order,
-    and the incomplete (geometry, pass) pairs (``{"point", "pass", "why"}``)."""
+    """Comparisons for every (geometry, pass) with auto and at least one algorithm timed, sorted by geometry (n, k,
+    stride, channels, batch) and pass, and the incomplete (geometry, pass) pairs (``{"point", "pass", "why"}``).
+
+    A method timed in several rounds counts with its lowest median.
+    """
     order: list[tuple] = []
     by_point: dict[tuple, dict] = {}
     for row in rows:
@@ -316,13 +351,19 @@ def compare(rows: Sequence[dict]) -> tuple[list[Comparison], list[dict]]:
             order.append(key)
             by_point[key] = {"point": {f: row[f] for f in POINT_FIELDS}, "times": {}, "skipped": {}, "auto": None}
         entry, algo = by_point[key], _timing.parse_method(row["method"])["algo"]
-        if algo == "auto":
-            entry["auto"] = row if "median_s" in row else None
-        elif "median_s" in row:
-            entry["times"][algo] = row["median_s"]
+        if "median_s" not in row:
+            if algo != "auto":
+                entry["skipped"].setdefault(algo, row.get("skipped") or row.get("error", "no timing"))
+        elif algo == "auto":  # the round with the lowest median (the choice is the same in every round)
+            if entry["auto"] is None or row["median_s"] < entry["auto"]["median_s"]:
+                entry["auto"] = row
         else:
-            entry["skipped"][algo] = row.get("skipped") or row.get("error", "no timing")
+            entry["times"][algo] = min(row["median_s"], entry["times"].get(algo, math.inf))
+    for entry in by_point.values():  # timed in some round: not skipped
+        entry["skipped"] = {algo: why for algo, why in entry["skipped"].items() if algo not in entry["times"]}
     comparisons, incomplete = [], []
+    order.sort(key=lambda key: (_sort_key(by_point[key]["point"]), _timing.PASSES.index(key[1])
+                                if key[1] in _timing.PASSES else len(_timing.PASSES)))
     for key in order:
         entry = by_point[key]
         times, auto = entry["times"], entry["auto"]
@@ -407,7 +448,7 @@ def _plot_figure(ctx, comparisons: Sequence[Comparison]) -> None:
         above = len(over_target(present, attribute))
         ax.set_title(f"{title}\n{above} of {len(present)} above {TARGET}x", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("time / best timed algorithm's time (median)")
+    axes[0].set_ylabel(f"time / best timed algorithm's time\n(medians; the lower of {ROUNDS} rounds)")
     handles = [Line2D([], [], linestyle="", marker="o", color=color, label=f"picked {algo}")
                for algo, color in _CHOICE_COLORS.items()]
     handles += [Line2D([], [], linestyle="", marker=marker, color="black", label=name)
@@ -440,10 +481,26 @@ def _misses_section(comparisons: Sequence[Comparison]) -> str:
                               *(f"{a} est / measured" for a in ALGOS)], rows))
 
 
-def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], rates: dict | None) -> str:
+def _model_error_table(comparisons: Sequence[Comparison]) -> str:
+    rows = []
+    for algo in ALGOS:
+        for pass_name in _timing.PASSES:
+            factors = sorted(c.times[algo] / c.estimates[algo] for c in comparisons
+                             if c.pass_name == pass_name and algo in c.times and c.estimates.get(algo))
+            if factors:
+                rows.append([algo, pass_name, len(factors), f"{factors[0]:.2g}x",
+                             f"{factors[len(factors) // 2]:.2g}x", f"{factors[-1]:.3g}x"])
+    return markdown_table(["algorithm", "pass", "points", "min", "median", "max"], rows)
+
+
+def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], rates: dict | None,
+           provenance: str = "") -> str:
     lines = [f"# algo='auto' on a grid of geometries ({ctx.mode} mode)", "", _caption(ctx, comparisons), ""]
+    if provenance:
+        lines += [provenance.strip(), ""]
     lines += [
-        "Per (geometry, pass): each algorithm's median time, what `auto` (model mode) chose, and ratios to the "
+        f"Per (geometry, pass): each algorithm's median time (the lower of the medians of {ROUNDS} rounds, each "
+        "in its own worker process), what `auto` (model mode) chose, and ratios to the "
         "best of the algorithms timed here: fftconv's `fft` and `im2col`, and `direct` only where it is cheap "
         "(it is a slow float64 reference; elsewhere '-' and a skip reason in the results). So 'best' is the best "
         "of the algorithms timed, not of all algorithms.", "",
@@ -488,6 +545,10 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
                                  [[f"{rates['fft_flops'] / 1e9:.1f}", f"{rates['complex_gemm_flops'] / 1e9:.1f}",
                                    f"{rates['real_gemm_flops'] / 1e9:.1f}", f"{rates['copy_bytes'] / 1e9:.2f}",
                                    f"{rates['direct_flops'] / 1e9:.2f}", rates.get("source", "")]])]
+    lines += ["## How far the model's estimates are from the measured times", "",
+              "Measured median over the model's estimate (this machine's rates), per algorithm and pass, over the "
+              "grid: the model needs the right ratio between algorithms, not the right absolute time, but a spread "
+              "between algorithms is what makes it pick the wrong one.", "", _model_error_table(comparisons)]
     lines += [f"## Where auto or its choice is more than {TARGET}x slower than the best", "",
               _misses_section(comparisons), "## Every (geometry, pass)", ""]
     header = ["S", "f -> f'", "n", "k", "stride", "pass", "fft ms", "im2col ms", "direct ms", "auto ms",
@@ -509,4 +570,5 @@ def plot(ctx) -> None:
     calibration = calibration_row(rows)
     _plot_figure(ctx, comparisons)
     write_table(ctx.out_dir, "auto_grid", report(ctx, comparisons, incomplete,
-                                                 calibration["rates"] if calibration else None))
+                                                 calibration["rates"] if calibration else None,
+                                                 _timing.provenance(rows)))

@@ -97,11 +97,12 @@ def fixture_rows() -> list[dict]:
 
 def test_ratios_worst_cases_and_the_measure_mode_emulation():
     comparisons, incomplete = auto_grid.compare(fixture_rows())
-    assert [(c.point["k"], c.pass_name) for c in comparisons] == [(5, "forward"), (5, "grad_input"),
-                                                                  (3, "forward"), (3, "grad_input")]
+    # sorted by n (B has n=8, A n=16), then pass, whatever the order of the rows
+    assert [(c.point["k"], c.pass_name) for c in comparisons] == [(3, "forward"), (3, "grad_input"),
+                                                                  (5, "forward"), (5, "grad_input")]
     assert incomplete == [{"point": {f: A[f] for f in auto_grid.POINT_FIELDS}, "pass": "grad_weight",
                            "why": "auto not timed"}]
-    a_fwd, a_in, b_fwd, b_in = comparisons
+    b_fwd, b_in, a_fwd, a_in = comparisons
     assert a_fwd.best_algo == "im2col" and a_fwd.auto_ratio == pytest.approx(1.1) and a_fwd.chosen_ratio == 1.0
     assert a_fwd.skipped == {"direct": fixture_rows()[3]["skipped"]} and a_fwd.measure_pick == "im2col"
     assert a_in.best_algo == "fft" and a_in.auto_ratio == pytest.approx(3.3) and a_in.chosen_ratio == 3.0
@@ -112,8 +113,8 @@ def test_ratios_worst_cases_and_the_measure_mode_emulation():
     assert b_in.measure_untimed == ["direct"] and b_in.measure_pick == "fft" and b_in.measure_ratio == 1.0
     assert auto_grid.worst(comparisons, "auto_ratio") is a_in
     assert auto_grid.worst(comparisons, "measure_ratio") is a_in
-    assert auto_grid.over_target(comparisons, "chosen_ratio") == [a_in, b_fwd]
-    assert auto_grid.over_target(comparisons, "auto_ratio", target=1.15) == [a_in, b_fwd, b_in]
+    assert auto_grid.over_target(comparisons, "chosen_ratio") == [b_fwd, a_in]
+    assert auto_grid.over_target(comparisons, "auto_ratio", target=1.15) == [b_fwd, b_in, a_in]
     assert auto_grid.worst([], "auto_ratio") is None
 
 
@@ -175,3 +176,15 @@ def test_grid_passes_runs_each_pass_with_the_stride_and_records_auto_decisions(m
     reference = FakeSession("im2col")
     list(auto_grid.grid_passes({**point, "todo": [{"pass": "forward"}]}, reference))
     np.testing.assert_allclose(session.results[0], reference.results[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_method_timed_in_several_rounds_counts_with_its_lowest_median():
+    rows = fixture_rows()
+    rows += [{**row, "round": 1, "median_s": row["median_s"] * factor}
+             for row, factor in ((rows[1], 0.25), (rows[2], 3.0), (rows[4], 0.5)) if "median_s" in row]
+    rows.append({**rows[3], "round": 1})  # direct skipped again
+    comparisons, _ = auto_grid.compare(rows)
+    a_fwd = next(c for c in comparisons if c.point["k"] == 5 and c.pass_name == "forward")
+    assert a_fwd.times == {"fft": 0.5e-3, "im2col": 1e-3}  # fft's second round was 4x faster; im2col's slower
+    assert a_fwd.best_algo == "fft" and a_fwd.auto == pytest.approx(0.55e-3) and a_fwd.auto_ratio == pytest.approx(1.1)
+    assert a_fwd.chosen_ratio == 2.0 and list(a_fwd.skipped) == ["direct"]
