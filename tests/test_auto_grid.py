@@ -140,7 +140,8 @@ def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, m
     text = (ctx.out_dir / "auto_grid.md").read_text()
     assert "worst **3.30x** at S=8 16->32 n=16 k=5, grad_input: picked im2col, best fft" in text
     assert "worst **3.00x** at S=8 16->32 n=16 k=5, grad_input" in text  # chosen/best and measure/best
-    assert "2 of 4 above 1.25x" in text and "1 (geometry, pass) incomplete" in text
+    assert "2 of 4 above 1.25x (1 of the 3 whose best time is at least 1 ms)" in text
+    assert "1 (geometry, pass) incomplete" in text
     assert "measure mode would also time direct at 1 (geometry, pass)" in text
     assert "| 1 | 3 -> 16 | 8 | 3 | 2 | forward | 1 | 2 | 0.5 | 1 | fft | direct | 2.00 | 2.00 | direct | 1.00 |" in text
     assert "| 25.0 | 60.0 | 150.0 | 3.00 | 2.00 | fixture |" in text
