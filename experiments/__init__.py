@@ -18,4 +18,5 @@ EXPERIMENTS = [
     "kernel_window",
     "roofline",
     "defaults",
+    "auto_grid",
 ]
