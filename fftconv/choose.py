@@ -40,6 +40,11 @@ class MachineRates:
     real_gemm_flops: float = 150e9    # one large real GEMM (im2col)
     copy_bytes: float = 3e9           # strided copies and transposes (im2col unfold, col2im, crops)
     direct_flops: float = 2e9         # the float64 einsum loop of algo="direct"
+    # Fixed costs the flop and byte terms miss (measured by the auto_grid experiment: they decide small problems):
+    fft_call_seconds: float = 4.5e-4     # plan lookup, allocations, thread hand-offs of one FFT pass
+    im2col_call_seconds: float = 1.4e-4  # one im2col pass on a tiny problem
+    direct_call_seconds: float = 1.0e-4
+    tap_seconds: float = 5e-6            # one Python-level step of the per-tap loops (col2im, the direct loop)
     source: str = "defaults measured on the project's 2-core AMD EPYC Zen 4 machine (cpu-baseline.md)"
 
 
@@ -99,12 +104,18 @@ def calibrate(save: bool = True) -> MachineRates:
     copy_seconds = _best_seconds(lambda: np.ascontiguousarray(strided.transpose(0, 2, 1, 3)))
     x64, w64 = rng.standard_normal((8, 16, 32, 32)), rng.standard_normal((16, 16))
     direct_seconds = _best_seconds(lambda: np.einsum("scxy,fc->sfxy", x64, w64))
+    call_seconds = _tiny_call_seconds()
+    tap_seconds = _tap_seconds()
     rates = MachineRates(
         fft_flops=maps.shape[0] * maps.shape[1] * 2.5 * 1024 * 10 / fft_seconds,
         complex_gemm_flops=8 * 272 * 32 * 96 * 256 / cgemm_seconds,
         real_gemm_flops=2 * 4096 * 1024 * 256 / sgemm_seconds,
         copy_bytes=2 * strided.nbytes / copy_seconds,
         direct_flops=2 * 8 * 16 * 16 * 1024 / direct_seconds,
+        fft_call_seconds=call_seconds["fft"],
+        im2col_call_seconds=call_seconds["im2col"],
+        direct_call_seconds=call_seconds["direct"],
+        tap_seconds=tap_seconds,
         source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} with backend {backend.name}",
     )
     if save:
@@ -114,6 +125,27 @@ def calibrate(save: bool = True) -> MachineRates:
         os.replace(temporary, _CALIBRATION_FILE)
     set_rates(rates)
     return rates
+
+
+def _tiny_call_seconds() -> dict[str, float]:
+    """Seconds of one pass of each algorithm on a problem too small to have any arithmetic cost."""
+    from .functional import ALGORITHMS
+
+    g = ConvGeometry.from_shapes((1, 1, 4, 4), (1, 1, 1, 1))
+    x, w = np.ones(g.full_input_shape, np.float32), np.ones(g.full_weight_shape, np.float32)
+    return {name: _best_seconds(lambda: ALGORITHMS[name].forward(x, w, None, g), repeats=20) for name in CANDIDATES}
+
+
+def _tap_seconds() -> float:
+    """Seconds per kernel tap of the per-tap loops, from im2col's input gradient with a 16x16 kernel on 1 map."""
+    from .functional import ALGORITHMS
+
+    many, one = (ConvGeometry.from_shapes((1, 1, 16, 16), (1, 1, k, k)) for k in (16, 1))
+    seconds = {}
+    for g in (many, one):
+        w, gy = np.ones(g.full_weight_shape, np.float32), np.ones(g.full_output_shape, np.float32)
+        seconds[g] = _best_seconds(lambda: ALGORITHMS["im2col"].grad_input(gy, w, g), repeats=10)
+    return max(seconds[many] - seconds[one], 0.0) / (256 - 1)
 
 
 def set_rates(rates: MachineRates | None) -> None:
@@ -151,7 +183,7 @@ def _fft_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates, fft_size=
             "weight": (inputs * per_map + grads * per_map, kernels * kernel_map)}[pass_name]
     gemm = 8 * bins * g.batch * g.in_channels * g.out_channels / g.groups / rates.complex_gemm_flops
     spectrum_bytes = 8 * bins * (inputs + grads + kernels)
-    return sum(maps) + gemm + spectrum_bytes / rates.copy_bytes
+    return rates.fft_call_seconds + sum(maps) + gemm + spectrum_bytes / rates.copy_bytes
 
 
 def _spatial_work(g: ConvGeometry) -> tuple[float, float]:
@@ -164,12 +196,16 @@ def _spatial_work(g: ConvGeometry) -> tuple[float, float]:
 def _im2col_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates) -> float:
     flops, column_bytes = _spatial_work(g)
     copies = 2 if pass_name == "input" else 1  # col2im reads and adds back
-    return flops / rates.real_gemm_flops + copies * column_bytes / rates.copy_bytes
+    taps = math.prod(g.kernel_shape) if pass_name == "input" else 0  # col2im loops over taps in Python
+    return (rates.im2col_call_seconds + taps * rates.tap_seconds + flops / rates.real_gemm_flops
+            + copies * column_bytes / rates.copy_bytes)
 
 
 def _direct_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates) -> float:
     flops, column_bytes = _spatial_work(g)
-    return flops / rates.direct_flops + 2 * column_bytes / rates.copy_bytes
+    taps = math.prod(g.kernel_shape)  # one einsum per tap
+    return (rates.direct_call_seconds + taps * rates.tap_seconds + flops / rates.direct_flops
+            + 2 * column_bytes / rates.copy_bytes)
 
 
 def estimate(g: ConvGeometry, pass_name: str, rates: MachineRates | None = None, fft_size=None) -> dict[str, float]:

@@ -94,5 +94,7 @@ def test_calibrate_measures_positive_rates_and_saves_them_atomically(tmp_path, m
     assert saved == choose.asdict(rates) and not list(tmp_path.glob("*.tmp"))
     for name in ("fft_flops", "complex_gemm_flops", "real_gemm_flops", "copy_bytes", "direct_flops"):
         assert getattr(rates, name) > 1e6
+    for name in ("fft_call_seconds", "im2col_call_seconds", "direct_call_seconds", "tap_seconds"):
+        assert 0 <= getattr(rates, name) < 0.1
     choose.set_rates(None)  # reload: comes back from the file
     assert choose.get_rates() == rates
