@@ -48,7 +48,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import math
 import os
 import statistics
 import subprocess

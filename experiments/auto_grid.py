@@ -417,8 +417,8 @@ def _describe_case(c: Comparison | None, attribute: str) -> str:
 
 def _caption(ctx, comparisons) -> str:
     points = {point_key(c.point) for c in comparisons}
-    return ctx.describe(f"algo='auto' (model mode, rates calibrated on this machine) vs the best of fftconv's "
-                        f"timed algorithms, float32", f"{len(points)} geometries x 3 passes")
+    return ctx.describe("algo='auto' (model mode, rates calibrated on this machine) vs the best of fftconv's "
+                        "timed algorithms, float32", f"{len(points)} geometries x 3 passes")
 
 
 def _plot_figure(ctx, comparisons: Sequence[Comparison]) -> None:

@@ -10,7 +10,6 @@ Conventions follow ``torch.nn.functional.convNd``: channels-first arrays ``(batc
 
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -266,8 +265,3 @@ def check_arrays(**arrays: np.ndarray) -> np.dtype:
                             "supported, cast both to the same float dtype")
     assert dtype is not None, "check_arrays needs at least one array"
     return dtype
-
-
-def nbytes_of(shape: Sequence[int], dtype: np.dtype) -> int:
-    """Bytes of an array of this shape and dtype, as a Python int (no overflow)."""
-    return math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize

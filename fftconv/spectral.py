@@ -115,9 +115,9 @@ class SpectralPlan:
     """Everything needed to run the three passes of one geometry in the frequency domain.
 
     The six methods are the paper's building blocks. The ``transform_*`` methods take an optional ``out``, a
-    preallocated complex array of shape ``spectrum_shapes[name]`` and dtype ``complex_dtype`` (a workspace); layers call them directly to reuse spectra between forward and
-    backward (``transform_input`` in forward, reused in ``grad_weight``; ``transform_weight`` reused in
-    ``grad_input``). Spectra are opaque, frequency-major arrays; only this class reads them.
+    preallocated complex array of shape ``spectrum_shapes[name]`` and dtype ``complex_dtype`` (a workspace).
+    Layers call them directly to reuse spectra between forward and backward (``transform_input`` in forward,
+    reused in ``grad_weight``; ``transform_weight`` reused in ``grad_input``). Spectra are opaque, frequency-major arrays; only this class reads them.
 
     Examples
     --------

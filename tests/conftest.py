@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-import fftconv
 
 DTYPES = (np.float32, np.float64)
 PASSES = ("forward", "input", "weight")
