@@ -19,8 +19,12 @@ stride-upsampled gradient with the dilated kernel (no conjugate); the weight gra
 upsampled gradient. See ``mathieu2014.md`` ("Quick reference for implementers") and fbcunn's kernels.
 
 Layout. Spectra are kept **frequency-major**: ``(*bins, groups, rows, cols)``, so the per-bin products are one
-batched ``matmul`` over contiguous matrices with no transposes of spectra. To get there the (smaller, real) spatial
-arrays are transposed *before* the forward transform, and the FFTs run over the leading axes.
+batched ``matmul`` over contiguous matrices with no transposes of spectra. The backends transform channels-first
+spatial arrays and write through a strided view of the frequency-major buffer (FFTW directly; numpy and scipy by
+one copy), and the inverse reads through such a view.
+
+Conjugates without copies. Kernels and output gradients are stored time-reversed (flipped, so that the backend can
+pad them while copying), which conjugates their spectra times a phase; the crops' offsets undo the phase.
 
 Padding and stride. Inputs are transformed unpadded; zero padding before the data is a cyclic shift of the
 circular result, and the stride is applied by reading every ``s``-th coefficient of the stride-1 result
