@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._parallel import default_threads, run_tasks, split
+
 
 @dataclass(frozen=True)
 class Progression:
@@ -59,18 +61,30 @@ def _slice(start: int, count: int, step: int) -> slice:
 def gather(array: np.ndarray, progressions: Sequence[Progression], dtype=None, scale: float = 1.0) -> np.ndarray:
     """``scale * array[..., pos_0, pos_1, ...]`` (outer indexing over the trailing axes) as a new contiguous array.
 
-    Scaling while copying costs nothing extra; the spectral passes use it to normalise inverse FFTs.
+    Scaling while copying costs nothing extra; the spectral passes use it to normalise inverse FFTs. Large gathers
+    are split along the first axis over fftconv's thread pool (a crop is memory-bound; two cores copy faster).
     """
     lead = array.shape[:array.ndim - len(progressions)]
     result = np.empty((*lead, *(p.count for p in progressions)), dtype=dtype or array.dtype)
+    parts = default_threads() if lead and result.size >= _PARALLEL_GATHER_SIZE else 1
+    run_tasks([lambda a=a, b=b: _gather_into(result[a:b], array[a:b], progressions, scale)
+               for a, b in split(array.shape[0], parts)] if lead else
+              [lambda: _gather_into(result, array, progressions, scale)])
+    return result
+
+
+#: Below this many elements a gather is not worth handing to the pool (~30 us per hand-off).
+_PARALLEL_GATHER_SIZE = 1 << 16
+
+
+def _gather_into(result: np.ndarray, array: np.ndarray, progressions: Sequence[Progression], scale: float) -> None:
     if any(p.repeats() for p in progressions):
         index = np.ix_(*(p.positions() for p in progressions))
         np.multiply(array[(Ellipsis, *index)], scale, out=result, casting="unsafe")
-        return result
+        return
     for blocks in itertools.product(*(p.pieces() for p in progressions)):
         np.multiply(array[(Ellipsis, *(b[1] for b in blocks))], scale,
                     out=result[(Ellipsis, *(b[0] for b in blocks))], casting="unsafe")
-    return result
 
 
 def scatter(buffer: np.ndarray, progressions: Sequence[Progression], values: np.ndarray) -> None:

@@ -1,56 +1,136 @@
-"""Per-bin complex GEMMs split across threads, each with single-threaded BLAS.
+"""One thread pool for all of fftconv's parallel work: FFT chunks, per-bin GEMMs and DFT-matrix products.
 
-numpy's ``matmul`` over a stack of small matrices calls BLAS once per matrix; with a multi-threaded BLAS every one of
-those calls wakes, splits and joins the thread pool, and on the project's 2-core machine the pool's spinning also
-fights FFTW's. Giving each thread a contiguous range of frequency bins and limiting BLAS to one thread meanwhile
-measured 1.4-2.5x faster for the paper's layer shapes (``experiments/defaults.py`` and README).
+Why one pool. On the project's 2-core machine, each library's own threads spin-wait after a parallel region: OpenBLAS
+for up to ~0.1 s, pyFFTW's OpenMP (its own libgomp copy) likewise. When the FFTs of one pass and the GEMMs of the
+next use different pools, the idle pool steals a core from the busy one. Measured on a forward pass at S=32, f=16,
+f'=32, n=32, k=7: 12-20 ms with OpenBLAS's threads and FFTW's OpenMP threads, against 10-12 ms with BLAS limited to
+one thread. So fftconv runs every library single-threaded and splits the work itself, over ``threads`` workers of one
+:class:`~concurrent.futures.ThreadPoolExecutor` whose idle threads block instead of spinning. numpy, scipy.fft and
+pyFFTW all release the GIL in their kernels.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
-
-from .backends import default_threads
 
 _executor: ThreadPoolExecutor | None = None
 _controller = None
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
+def default_threads() -> int:
+    """Threads used by multi-threaded backends: ``FFTCONV_THREADS`` if set, else the CPUs this process may use."""
+    env = os.environ.get("FFTCONV_THREADS")
+    if env:
+        try:
+            value = int(env)
+            if value >= 1:
+                return value
+        except ValueError:
+            pass
+        raise ValueError(f"FFTCONV_THREADS must be a positive integer, got {env!r}")
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
     global _executor
-    if _executor is None or _executor._max_workers != threads:
-        _executor = ThreadPoolExecutor(threads, thread_name_prefix="fftconv-gemm")
+    if _executor is None or _executor._max_workers < workers:
+        _executor = ThreadPoolExecutor(workers, thread_name_prefix="fftconv")
     return _executor
 
 
-def _single_threaded_blas():
+def _blas_libraries() -> list:
     global _controller
     if _controller is None:
         from threadpoolctl import ThreadpoolController
 
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+        _controller = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _controller
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """A context in which BLAS uses one thread (process-wide: OpenBLAS's setting is global).
+
+    Talks to the BLAS libraries found once by threadpoolctl directly: ``ThreadpoolController.limit`` re-queries
+    every library on entry and costs ~70 us, several times per convolution.
+    """
+    libraries = _blas_libraries()
+    saved = [library.num_threads for library in libraries]
+    for library in libraries:
+        library.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for library, threads in zip(libraries, saved):
+            library.set_num_threads(threads)
+
+
+def run_tasks(tasks: Sequence[Callable[[], object]]) -> None:
+    """Run independent tasks concurrently: the first in the calling thread, the rest in the pool.
+
+    BLAS is single-threaded meanwhile, so a task's matrix products never wake OpenBLAS's own threads.
+    """
+    if not tasks:
+        return
+    context = single_threaded_blas() if len(tasks) > 1 else nullcontext()
+    with context:
+        futures = [_pool(len(tasks) - 1).submit(task) for task in tasks[1:]]
+        try:
+            tasks[0]()
+        finally:
+            for future in futures:
+                future.result()
+
+
+def split(count: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges cutting ``range(count)`` into at most ``parts`` near-equal, non-empty pieces.
+
+    Examples
+    --------
+    >>> split(7, 2), split(1, 4)
+    ([(0, 4), (4, 7)], [(0, 1)])
+    """
+    parts = max(1, min(parts, count))
+    cuts = [round(i * count / parts) for i in range(parts + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def batched_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
     """``np.matmul(left, right, out=out)`` for stacks of matrices, the stack split across ``threads`` threads.
 
-    ``left`` and ``right`` have the same leading (stack) shape; ``out`` is contiguous.
+    ``left`` and ``right`` have the same leading (stack) shape; ``out`` is contiguous. numpy calls BLAS once per
+    matrix, and a multi-threaded BLAS would wake, split and join its pool for every one of them (1.4-2.5x slower
+    for the paper's layer shapes); contiguous ranges of bins per thread avoid that.
     """
     threads = default_threads() if threads is None else threads
-    stack = out.shape[:-2]
-    count = int(np.prod(stack))
-    if threads <= 1 or count < 2 * threads:
-        return np.matmul(left, right, out=out)
+    count = int(np.prod(out.shape[:-2]))
     left3 = left.reshape(count, *left.shape[-2:])
     right3 = right.reshape(count, *right.shape[-2:])
     out3 = out.reshape(count, *out.shape[-2:])
-    cuts = np.linspace(0, count, threads + 1).astype(int)
-    with _single_threaded_blas():
-        futures = [_pool(threads).submit(np.matmul, left3[a:b], right3[a:b], out=out3[a:b])
-                   for a, b in zip(cuts[:-1], cuts[1:])]
-        for future in futures:
-            future.result()
+    ranges = split(count, threads if count >= 2 * threads else 1)
+    with single_threaded_blas():
+        run_tasks([lambda a=a, b=b: np.matmul(left3[a:b], right3[a:b], out=out3[a:b]) for a, b in ranges])
+    return out
+
+
+def matmul_columns(matrix: np.ndarray, stack: np.ndarray, out: np.ndarray | None = None,
+                   threads: int | None = None) -> np.ndarray:
+    """``matrix @ stack`` for one small ``(M, K)`` matrix and a ``(L, K, C)`` stack, split along the columns ``C``.
+
+    Used for DFT matrices applied to many maps at once (:mod:`fftconv._kernel_dft`): ``C`` is the number of maps
+    and is large, so each thread gets a balanced band of maps. ``out``, if given, has shape ``(L, M, C)``.
+    """
+    threads = default_threads() if threads is None else threads
+    if out is None:
+        out = np.empty((stack.shape[0], matrix.shape[0], stack.shape[2]), dtype=np.result_type(matrix, stack))
+    ranges = split(stack.shape[-1], threads)
+    run_tasks([lambda a=a, b=b: np.matmul(matrix, stack[..., a:b], out=out[..., a:b]) for a, b in ranges])
     return out

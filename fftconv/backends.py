@@ -36,24 +36,9 @@ try:  # pyfftw is a declared dependency, but keep the package importable if a pl
 except ImportError:  # pragma: no cover - exercised only where pyfftw is missing
     pyfftw = None
 
+from ._parallel import default_threads, run_tasks, split
+
 Shape = tuple[int, ...]
-
-
-def default_threads() -> int:
-    """Threads used by multi-threaded backends: ``FFTCONV_THREADS`` if set, else the CPUs this process may use."""
-    env = os.environ.get("FFTCONV_THREADS")
-    if env:
-        try:
-            value = int(env)
-            if value >= 1:
-                return value
-        except ValueError:
-            pass
-        raise ValueError(f"FFTCONV_THREADS must be a positive integer, got {env!r}")
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 @runtime_checkable
@@ -116,17 +101,21 @@ class ScipyBackend:
 
 
 class PyfftwBackend:
-    """FFTW through pyFFTW, with plans built once per (direction, shapes, strides, dtype, axes) and cached.
+    """FFTW through pyFFTW, with plans built once per (direction, shapes, strides, alignment, dtype, axes) and cached.
 
     Unlike ``pyfftw.builders``, plans are made for the caller's actual output layout: when ``out`` is a transposed
     view (fftconv's frequency-major spectra), FFTW writes through the strides directly and no transpose copy is
     made. Inputs that are not C-contiguous, aligned and already of the transform size are copied once into a
     zero-padded, aligned buffer owned by the plan.
 
+    Threads. FFTW's own threads (OpenMP in pyFFTW's wheels) spin after each transform and steal a core from the
+    GEMMs that follow (see :mod:`fftconv._parallel`). So each call is cut into ``threads`` chunks along its largest
+    untransformed axis, each chunk has its own single-threaded plan, and the chunks run on fftconv's thread pool.
+
     Parameters
     ----------
     threads : int, optional
-        FFTW threads; defaults to :func:`default_threads`.
+        Chunks run in parallel; defaults to :func:`default_threads`.
     planner_effort : str
         ``"FFTW_ESTIMATE"``, ``"FFTW_MEASURE"`` (default), ``"FFTW_PATIENT"`` or ``"FFTW_EXHAUSTIVE"``. Planning
         time is paid once per cached layout; ``plan_seconds`` accumulates it so benchmarks can report it apart.
@@ -157,34 +146,46 @@ class PyfftwBackend:
         """Plan on scratch arrays with the same layout as the real ones (planning overwrites its arrays)."""
         start = time.perf_counter()
         in_buffer = pyfftw.zeros_aligned(in_shape, dtype=in_dtype)
-        out_scratch = _aligned_like(out_like)
+        out_scratch = _scratch_like(out_like)
         flags = (self.planner_effort, "FFTW_DESTROY_INPUT") if direction == "FFTW_BACKWARD" else (self.planner_effort,)
-        plan = pyfftw.FFTW(in_buffer, out_scratch, axes=axes, direction=direction, flags=flags, threads=self.threads)
+        plan = pyfftw.FFTW(in_buffer, out_scratch, axes=axes, direction=direction, flags=flags, threads=1)
         in_buffer[...] = 0  # FFTW_MEASURE scribbles on the arrays; the padding must be zero
-        with self._lock:
-            self.plan_seconds += time.perf_counter() - start
+        self.plan_seconds += time.perf_counter() - start
         return plan, in_buffer, out_scratch
 
-    def _plan(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str) -> tuple:
-        key = (direction, x.shape, x.strides, x.dtype.str, in_shape, out.shape, out.strides, axes)
-        entry = self._plans.get(key)
-        if entry is None:
-            entry = self._plans[key] = self._build(in_shape, x.dtype, out, axes, direction)
+    def _plan(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
+              chunk: int) -> tuple:
+        """The plan of one chunk; chunks run concurrently, so each has its own plan object and buffers."""
+        key = (direction, chunk, x.shape, x.strides, x.dtype.str, in_shape, out.shape, out.strides,
+               out.ctypes.data % pyfftw.simd_alignment, axes)
+        with self._lock:  # FFTW's planner is not thread-safe
+            entry = self._plans.get(key)
+            if entry is None:
+                entry = self._plans[key] = self._build(in_shape, x.dtype, out, axes, direction)
         return entry
 
-    def _execute(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
-                 reuse_input: bool) -> np.ndarray:
-        plan, in_buffer, out_scratch = self._plan(x, in_shape, out, axes, direction)
+    @staticmethod
+    def _run(entry: tuple, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
+        plan, in_buffer, _ = entry
         source = in_buffer
-        if reuse_input and x.shape == in_shape and x.strides == in_buffer.strides and _is_aligned(x):
+        if reuse_input and x.shape == in_buffer.shape and x.strides == in_buffer.strides and _is_aligned(x):
             source = x
         else:
             in_buffer[tuple(slice(0, n) for n in x.shape)] = x
-        target = out if out.strides == out_scratch.strides and _is_aligned(out) else out_scratch
-        plan.update_arrays(source, target)
+        plan.update_arrays(source, out)
         plan.execute()
-        if target is not out:
-            np.copyto(out, target)
+
+    def _execute(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
+                 reuse_input: bool) -> np.ndarray:
+        axis = _split_axis(x.shape, axes)
+        tasks = []
+        for chunk, (start, stop) in enumerate(split(x.shape[axis], self.threads) if axis is not None else [(0, 0)]):
+            part = (slice(None),) * axis + (slice(start, stop),) if axis is not None else ()
+            x_part, out_part = x[part], out[part]
+            chunk_shape = _with_sizes(in_shape, (axis,), (stop - start,)) if axis is not None else in_shape
+            entry = self._plan(x_part, chunk_shape, out_part, axes, direction, chunk)
+            tasks.append(lambda e=entry, xp=x_part, op=out_part: self._run(e, xp, op, reuse_input))
+        run_tasks(tasks)
         return out
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
@@ -248,11 +249,23 @@ def _is_aligned(array: np.ndarray) -> bool:
     return array.ctypes.data % pyfftw.simd_alignment == 0
 
 
-def _aligned_like(array: np.ndarray) -> np.ndarray:
-    """An aligned array with the same shape and the same stride order as ``array`` (e.g. a transposed view)."""
-    order = sorted(range(array.ndim), key=lambda axis: -array.strides[axis])
-    base = pyfftw.empty_aligned(tuple(array.shape[axis] for axis in order), dtype=array.dtype)
-    return base.transpose(np.argsort(order))
+def _scratch_like(array: np.ndarray) -> np.ndarray:
+    """Scratch memory laid out exactly like ``array``: same shape, strides and offset from SIMD alignment.
+
+    ``array`` may be a strided view (a chunk of a transposed spectrum); the plan made on the scratch then accepts
+    ``array`` itself in ``update_arrays``, so FFTW writes straight into the caller's memory.
+    """
+    lowest = sum((n - 1) * st for n, st in zip(array.shape, array.strides) if st < 0)
+    span = sum((n - 1) * abs(st) for n, st in zip(array.shape, array.strides)) + array.itemsize
+    offset = array.ctypes.data % pyfftw.simd_alignment
+    raw = pyfftw.empty_aligned(span + offset, dtype=np.uint8)
+    return np.ndarray(array.shape, array.dtype, buffer=raw, offset=offset - lowest, strides=array.strides)
+
+
+def _split_axis(shape: Shape, axes: Shape) -> int | None:
+    """The largest untransformed axis (where a call is cut into independent chunks), or None if there is none."""
+    free = [axis for axis in range(len(shape)) if axis not in axes and shape[axis] > 1]
+    return max(free, key=lambda axis: shape[axis]) if free else None
 
 
 def export_wisdom(path: Union[str, Path]) -> None:
