@@ -89,7 +89,20 @@ class ScipyBackend:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
-        return _into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), out)
+        axis = _split_axis(x.shape, _normalise_axes(axes, x.ndim))
+        if out is None or axis is None or self.workers == 1:
+            return _into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), out)
+        # pocketfft has no ``out``: chunks on fftconv's pool transform and copy into ``out`` in parallel (measured
+        # 1.2-1.7x faster than workers=2 followed by one single-threaded copy into the frequency-major view).
+        _check_out(out, _half_spectrum_shape(x.shape, _normalise_axes(axes, x.ndim), shape),
+                   np.result_type(x.dtype, np.complex64))
+
+        def chunk(start: int, stop: int) -> None:
+            part = (slice(None),) * axis + (slice(start, stop),)
+            np.copyto(out[part], scipy.fft.rfftn(x[part], s=shape, axes=axes, workers=1))
+
+        run_tasks([lambda a=a, b=b: chunk(a, b) for a, b in split(x.shape[axis], self.workers)])
+        return out
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
                normalise: bool = True) -> np.ndarray:
@@ -191,7 +204,7 @@ class PyfftwBackend:
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         axes = _normalise_axes(axes, x.ndim)
         in_shape = _with_sizes(x.shape, axes, shape)
-        out_shape = _with_sizes(in_shape, axes[-1:], (in_shape[axes[-1]] // 2 + 1,))
+        out_shape = _half_spectrum_shape(x.shape, axes, shape)
         complex_dtype = np.result_type(x.dtype, np.complex64)
         if out is None:
             out = self.empty(out_shape, complex_dtype)
@@ -237,6 +250,12 @@ def _with_sizes(shape: Shape, axes: Shape, sizes: Sequence[int]) -> Shape:
     for axis, size in zip(axes, sizes):
         result[axis] = int(size)
     return tuple(result)
+
+
+def _half_spectrum_shape(shape: Shape, axes: Shape, sizes: Sequence[int]) -> Shape:
+    """Shape of ``rfftn`` of an array of ``shape`` at ``sizes`` over ``axes`` (the last one halved)."""
+    full = _with_sizes(shape, axes, sizes)
+    return _with_sizes(full, axes[-1:], (full[axes[-1]] // 2 + 1,))
 
 
 def _check_out(out: np.ndarray, shape: Shape, dtype) -> None:
