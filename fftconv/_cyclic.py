@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._parallel import default_threads, run_tasks, split
+from ._parallel import parts_for, run_tasks, split
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,11 @@ def gather(array: np.ndarray, progressions: Sequence[Progression], dtype=None, s
     """
     lead = array.shape[:array.ndim - len(progressions)]
     result = np.empty((*lead, *(p.count for p in progressions)), dtype=dtype or array.dtype)
-    parts = default_threads() if lead and result.size >= _PARALLEL_GATHER_SIZE else 1
+    parts = parts_for(result.size // 2, "elements") if lead else 1
     run_tasks([lambda a=a, b=b: _gather_into(result[a:b], array[a:b], progressions, scale)
                for a, b in split(array.shape[0], parts)] if lead else
               [lambda: _gather_into(result, array, progressions, scale)])
     return result
-
-
-#: Below this many elements a gather is not worth handing to the pool (~30 us per hand-off).
-_PARALLEL_GATHER_SIZE = 1 << 16
 
 
 def _gather_into(result: np.ndarray, array: np.ndarray, progressions: Sequence[Progression], scale: float) -> None:

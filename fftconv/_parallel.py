@@ -11,9 +11,11 @@ pyFFTW all release the GIL in their kernels.
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -55,39 +57,82 @@ def _blas_libraries() -> list:
     return _controller
 
 
+_blas_limit_depth = 0
+_blas_limit_lock = threading.Lock()
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """A context in which BLAS uses one thread (process-wide: OpenBLAS's setting is global).
 
-    Talks to the BLAS libraries found once by threadpoolctl directly: ``ThreadpoolController.limit`` re-queries
-    every library on entry and costs ~70 us, several times per convolution.
+    Talks to the BLAS libraries found once by threadpoolctl directly (``ThreadpoolController.limit`` re-queries
+    every library and costs ~70 us); nested uses, e.g. a pass that wraps all its stages, change nothing.
     """
-    libraries = _blas_libraries()
-    saved = [library.num_threads for library in libraries]
-    for library in libraries:
-        library.set_num_threads(1)
+    global _blas_limit_depth
+    with _blas_limit_lock:
+        _blas_limit_depth += 1
+        if _blas_limit_depth == 1:
+            libraries = _blas_libraries()
+            saved = [library.num_threads for library in libraries]
+            for library in libraries:
+                library.set_num_threads(1)
     try:
         yield
     finally:
-        for library, threads in zip(libraries, saved):
-            library.set_num_threads(threads)
+        with _blas_limit_lock:
+            _blas_limit_depth -= 1
+            if _blas_limit_depth == 0:
+                for library, threads in zip(libraries, saved):
+                    library.set_num_threads(threads)
+
+
+def blas_single_threaded_within(function: Callable) -> Callable:
+    """Decorator: the whole call runs with single-threaded BLAS (one limit for all its stages)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with single_threaded_blas():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def run_tasks(tasks: Sequence[Callable[[], object]]) -> None:
     """Run independent tasks concurrently: the first in the calling thread, the rest in the pool.
 
-    BLAS is single-threaded meanwhile, so a task's matrix products never wake OpenBLAS's own threads.
+    BLAS is single-threaded meanwhile, so a task's matrix products never wake OpenBLAS's own threads. Tasks must
+    not call ``run_tasks`` themselves (the pool is small and would wait on itself).
     """
+    if len(tasks) == 1:
+        tasks[0]()
+        return
     if not tasks:
         return
-    context = single_threaded_blas() if len(tasks) > 1 else nullcontext()
-    with context:
+    with single_threaded_blas():
         futures = [_pool(len(tasks) - 1).submit(task) for task in tasks[1:]]
         try:
             tasks[0]()
         finally:
             for future in futures:
                 future.result()
+
+
+#: Least work worth a task of its own, by kind: a hand-off to the pool costs ~30 us, about what 2^15 elements of an
+#: FFT or a copy, or 2^18 complex multiply-adds of a GEMM, take on one core of the project's machine. (The tests
+#: lower these to 1 so that tiny arrays exercise the chunked code paths.)
+MIN_WORK_PER_TASK = {"elements": 1 << 15, "multiply_adds": 1 << 18}
+
+
+def parts_for(work: int, kind: str, threads: int | None = None) -> int:
+    """How many tasks to cut ``work`` of a ``kind`` in :data:`MIN_WORK_PER_TASK` into: up to ``threads``.
+
+    Examples
+    --------
+    >>> parts_for(10_000, "elements", threads=2), parts_for(1 << 20, "elements", threads=2)
+    (1, 2)
+    """
+    threads = default_threads() if threads is None else threads
+    return max(1, min(threads, work // max(MIN_WORK_PER_TASK[kind], 1)))
 
 
 def split(count: int, parts: int) -> list[tuple[int, int]]:
@@ -115,8 +160,9 @@ def batched_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray, threads
     left3 = left.reshape(count, *left.shape[-2:])
     right3 = right.reshape(count, *right.shape[-2:])
     out3 = out.reshape(count, *out.shape[-2:])
-    ranges = split(count, threads if count >= 2 * threads else 1)
-    with single_threaded_blas():
+    multiply_adds = out3.size * left3.shape[-1]
+    ranges = split(count, parts_for(multiply_adds, "multiply_adds", threads))
+    with single_threaded_blas():  # even for one task: numpy's stacked matmul calls BLAS once per matrix
         run_tasks([lambda a=a, b=b: np.matmul(left3[a:b], right3[a:b], out=out3[a:b]) for a, b in ranges])
     return out
 
@@ -131,6 +177,6 @@ def matmul_columns(matrix: np.ndarray, stack: np.ndarray, out: np.ndarray | None
     threads = default_threads() if threads is None else threads
     if out is None:
         out = np.empty((stack.shape[0], matrix.shape[0], stack.shape[2]), dtype=np.result_type(matrix, stack))
-    ranges = split(stack.shape[-1], threads)
+    ranges = split(stack.shape[-1], parts_for(out.size * matrix.shape[1], "multiply_adds", threads))
     run_tasks([lambda a=a, b=b: np.matmul(matrix, stack[..., a:b], out=out[..., a:b]) for a, b in ranges])
     return out

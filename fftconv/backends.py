@@ -38,7 +38,7 @@ try:  # pyfftw is a declared dependency, but keep the package importable if a pl
 except ImportError:  # pragma: no cover - exercised only where pyfftw is missing
     pyfftw = None
 
-from ._parallel import default_threads, run_tasks, split
+from ._parallel import default_threads, parts_for, run_tasks, split
 
 Shape = tuple[int, ...]
 
@@ -103,7 +103,8 @@ class ScipyBackend:
             part = (slice(None),) * axis + (slice(start, stop),)
             np.copyto(out[part], scipy.fft.rfftn(x[part], s=shape, axes=axes, workers=1))
 
-        run_tasks([lambda a=a, b=b: chunk(a, b) for a, b in split(x.shape[axis], self.workers)])
+        parts = parts_for(out.size, "elements", self.workers)
+        run_tasks([lambda a=a, b=b: chunk(a, b) for a, b in split(x.shape[axis], parts)])
         return out
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
@@ -197,7 +198,8 @@ class PyfftwBackend:
                  reuse_input: bool) -> np.ndarray:
         axis = _split_axis(x.shape, axes)
         tasks = []
-        for chunk, (start, stop) in enumerate(split(x.shape[axis], self.threads) if axis is not None else [(0, 0)]):
+        parts = parts_for(max(x.size, out.size), "elements", self.threads)
+        for chunk, (start, stop) in enumerate(split(x.shape[axis], parts) if axis is not None else [(0, 0)]):
             part = (slice(None),) * axis + (slice(start, stop),) if axis is not None else ()
             x_part, out_part = x[part], out[part]
             chunk_shape = _with_sizes(in_shape, (axis,), (stop - start,)) if axis is not None else in_shape

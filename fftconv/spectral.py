@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _kernel_dft, _memory
 from ._cyclic import gather, progressions, scatter
-from ._parallel import batched_matmul
+from ._parallel import batched_matmul, blas_single_threaded_within
 from .backends import FFTBackend, get_backend, smooth_sizes_between
 from .geometry import ConvGeometry
 
@@ -263,6 +263,7 @@ class SpectralPlan:
         return spectrum
 
     # ------------------------------------------------------------------ forward transforms
+    @blas_single_threaded_within
     def transform_input(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum ``X`` of the input maps, ``(*bins, groups, S, f/groups)``; each of the ``S*f`` maps once."""
         g = self.geometry
@@ -270,6 +271,7 @@ class SpectralPlan:
         maps = used.reshape(g.batch, g.groups, g.in_channels // g.groups, *used.shape[2:])
         return self._transform(maps, "input", out)
 
+    @blas_single_threaded_within
     def transform_weight(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum ``conj(W)`` of the dilated kernels, ``(*bins, groups, f'/groups, f/groups)``.
 
@@ -289,6 +291,7 @@ class SpectralPlan:
         kernels = w.reshape(g.groups, g.out_channels // g.groups, *w.shape[1:]).swapaxes(0, 1)
         return self._transform(self._flipped(kernels, g.dilation), "weight", out)
 
+    @blas_single_threaded_within
     def transform_grad_output(self, grad_output: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Spectrum ``conj(GY)`` of the stride-upsampled output gradient, ``(*bins, groups, S, f'/groups)``."""
         g = self.geometry
@@ -308,6 +311,7 @@ class SpectralPlan:
         """The inverse FFT's ``1/prod(N)``, applied while cropping instead of as a pass over the whole result."""
         return 1.0 / math.prod(self.fft_shape)
 
+    @blas_single_threaded_within
     def forward(self, input_spectrum: np.ndarray, weight_spectrum: np.ndarray,
                 bias: np.ndarray | None = None) -> np.ndarray:
         """``updateOutput``: ``y = irfft(X conj(W)^T)`` read at stride ``s`` from ``kernel_shift - p_before``."""
@@ -320,6 +324,7 @@ class SpectralPlan:
             y += bias.reshape(-1, *(1,) * g.ndim)
         return y
 
+    @blas_single_threaded_within
     def grad_input(self, grad_output_spectrum: np.ndarray, weight_spectrum: np.ndarray) -> np.ndarray:
         """``updateGradInput``: ``conj(GX) = conj(GY) conj(W)``, whose inverse is ``gx`` time-reversed.
 
@@ -339,6 +344,7 @@ class SpectralPlan:
         grad[(Ellipsis, *(slice(0, n) for n in g.used_input_shape))] = used
         return grad
 
+    @blas_single_threaded_within
     def grad_weight(self, input_spectrum: np.ndarray, grad_output_spectrum: np.ndarray) -> np.ndarray:
         """``accGradParameters``: ``GW = conj(GY)^T X``, read at the dilated taps ``t*d - p_before + grad_shift``."""
         g = self.geometry

@@ -77,3 +77,16 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20140102)
 
 
+
+
+@pytest.fixture(autouse=True)
+def chunk_even_tiny_arrays(monkeypatch):
+    """Let every array be cut into tasks for fftconv's thread pool, however small.
+
+    In real use work below ~2^15 elements is not split (a hand-off costs more than it saves); the tests' arrays are
+    tiny, so without this they would never run the chunked paths of the backends, GEMMs and crops.
+    """
+    from fftconv import _parallel
+
+    monkeypatch.setitem(_parallel.MIN_WORK_PER_TASK, "elements", 1)
+    monkeypatch.setitem(_parallel.MIN_WORK_PER_TASK, "multiply_adds", 1)
