@@ -151,19 +151,15 @@ def split(count: int, parts: int) -> list[tuple[int, int]]:
 def batched_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
     """``np.matmul(left, right, out=out)`` for stacks of matrices, the stack split across ``threads`` threads.
 
-    ``left`` and ``right`` have the same leading (stack) shape; ``out`` is contiguous. numpy calls BLAS once per
-    matrix, and a multi-threaded BLAS would wake, split and join its pool for every one of them (1.4-2.5x slower
-    for the paper's layer shapes); contiguous ranges of bins per thread avoid that.
+    ``left``, ``right`` and ``out`` have the same leading (stack) shape and any strides (fftconv's spectra have
+    padded gaps between frequency bins); the split is along the first stack axis. numpy calls BLAS once per matrix,
+    and a multi-threaded BLAS would wake, split and join its pool for every one of them (1.4-2.5x slower for the
+    paper's layer shapes); contiguous ranges of bins per thread avoid that.
     """
-    threads = default_threads() if threads is None else threads
-    count = int(np.prod(out.shape[:-2]))
-    left3 = left.reshape(count, *left.shape[-2:])
-    right3 = right.reshape(count, *right.shape[-2:])
-    out3 = out.reshape(count, *out.shape[-2:])
-    multiply_adds = out3.size * left3.shape[-1]
-    ranges = split(count, parts_for(multiply_adds, "multiply_adds", threads))
+    multiply_adds = out.size * left.shape[-1]
+    ranges = split(out.shape[0], parts_for(multiply_adds, "multiply_adds", threads)) if out.ndim > 2 else [(0, None)]
     with single_threaded_blas():  # even for one task: numpy's stacked matmul calls BLAS once per matrix
-        run_tasks([lambda a=a, b=b: np.matmul(left3[a:b], right3[a:b], out=out3[a:b]) for a, b in ranges])
+        run_tasks([lambda a=a, b=b: np.matmul(left[a:b], right[a:b], out=out[a:b]) for a, b in ranges])
     return out
 
 
@@ -174,7 +170,6 @@ def matmul_columns(matrix: np.ndarray, stack: np.ndarray, out: np.ndarray | None
     Used for DFT matrices applied to many maps at once (:mod:`fftconv._kernel_dft`): ``C`` is the number of maps
     and is large, so each thread gets a balanced band of maps. ``out``, if given, has shape ``(L, M, C)``.
     """
-    threads = default_threads() if threads is None else threads
     if out is None:
         out = np.empty((stack.shape[0], matrix.shape[0], stack.shape[2]), dtype=np.result_type(matrix, stack))
     ranges = split(stack.shape[-1], parts_for(out.size * matrix.shape[1], "multiply_adds", threads))

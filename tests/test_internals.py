@@ -71,3 +71,44 @@ def test_gemm_and_fft_kernel_transforms_agree_in_every_pass(rng):
         np.testing.assert_allclose(by_gemm, by_fft, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="kernel_transform must be 'auto', 'fft' or 'gemm', got 'dft'"):
         SpectralPlan.create(g, np.float64, kernel_transform="dft")
+
+
+@pytest.mark.parametrize("backend", ["pyfftw", "scipy", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_padded_frequency_major_spectra_give_the_oracles_results(backend, dtype, rng):
+    """Spectra whose rows per bin are >= 1 KiB get padded bin strides; every pass must still be exact.
+
+    S * f / groups = 128 complex entries per bin and group (1 KiB in complex64, 2 KiB in complex128), with two groups
+    so that the padding sits between bins and not between groups. Checked against the float64 loop oracle, through
+    the functional API and through a layer with a Workspace (views of one shared buffer).
+    """
+    import oracle
+    import fftconv
+    from fftconv import nn
+    from conftest import assert_close, tolerance
+
+    if backend not in fftconv.available_backends():
+        pytest.skip(f"{backend} is not installed")
+    S, f, fp, groups = 8, 32, 12, 2
+    x = rng.standard_normal((S, f, 7, 6)).astype(dtype)
+    w = rng.standard_normal((fp, f // groups, 3, 2)).astype(dtype)
+    gy = rng.standard_normal((S, fp, 3, 5)).astype(dtype)
+    options = dict(stride=(2, 1), padding=(0, 0), groups=groups)
+    g = ConvGeometry.from_shapes(x.shape, w.shape, **options)
+    plan = SpectralPlan.create(g, dtype, backend)
+    spectrum = plan.transform_input(x)
+    row = spectrum[(0,) * g.ndim]
+    assert spectrum.strides[g.ndim - 1] > row.size * row.itemsize, "expected a padded stride between bins"
+    tol = tolerance(dtype, 64, f // groups * 6)
+    expected = {"forward": oracle.forward(x, w, **options), "input": oracle.grad_input(x.shape, w, gy, **options),
+                "weight": oracle.grad_weight(x, w.shape, gy, **options)}
+    got = {"forward": fftconv.conv2d(x, w, backend=backend, **options),
+           "input": fftconv.conv2d_input(x.shape, w, gy, backend=backend, **options),
+           "weight": fftconv.conv2d_weight(x, w.shape, gy, backend=backend, **options)}
+    for name in expected:
+        assert_close(got[name], expected[name], tol, name)
+    layer = nn.Conv2d(f, fp, (3, 2), bias=False, backend=backend, memory="recompute", dtype=dtype, **options)
+    layer.weight[...] = w
+    assert_close(layer.forward(x), expected["forward"], tol, "layer forward")
+    assert_close(layer.backward(gy), expected["input"], tol, "layer input gradient")
+    assert_close(layer.grad_weight, expected["weight"], tol, "layer weight gradient")

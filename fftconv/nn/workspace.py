@@ -9,7 +9,6 @@ three spectra of each pass (``S*f`` input maps, ``f'*f/groups`` kernels, ``S*f'`
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -66,8 +65,7 @@ class Workspace:
     @staticmethod
     def bytes_needed(plan: SpectralPlan) -> int:
         """Bytes one convolution's three spectra take in a workspace (each aligned)."""
-        item = plan.complex_dtype.itemsize
-        return sum(_round_up(math.prod(shape) * item, ALIGNMENT) for shape in plan.spectrum_shapes.values())
+        return sum(_round_up(size, ALIGNMENT) for size in plan.spectrum_bytes().values())
 
     def spectra(self, plan: SpectralPlan) -> dict[str, np.ndarray]:
         """Views of the buffer for ``plan``'s spectra, keyed like ``plan.spectrum_shapes``, ready as ``out=``.
@@ -77,9 +75,8 @@ class Workspace:
         self.reserve(self.bytes_needed(plan))
         dtype = plan.complex_dtype
         views, offset = {}, 0
-        for name, shape in plan.spectrum_shapes.items():
-            size = math.prod(shape) * dtype.itemsize
-            views[name] = self._buffer[offset:offset + size].view(dtype).reshape(shape)
+        for name, size in plan.spectrum_bytes().items():
+            views[name] = plan.spectrum_from(name, self._buffer[offset:offset + size].view(dtype))
             offset += _round_up(size, ALIGNMENT)
         return views
 
