@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import _kernel_dft
+from ._parallel import batched_matmul
 from .geometry import ConvGeometry
 from .spectral import fft_shape_for
 
@@ -86,18 +87,19 @@ def _best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
 def calibrate(save: bool = True) -> MachineRates:
     """Measure this machine's rates (a few seconds) and, by default, save them for later processes.
 
-    The measurements use the configured default FFT backend and BLAS threads, float32, at shapes typical of
-    convolution layers (32x32 maps, per-bin GEMMs of 32x96x256).
+    The measurements use the configured default FFT backend and threads, float32, and fftconv's own code paths
+    (frequency-major spectra, the per-bin GEMMs split over its thread pool) at shapes typical of convolution layers
+    (32x32 maps, per-bin GEMMs of 32x96x256).
     """
     from .backends import get_backend
 
     rng = np.random.default_rng(0)
     backend = get_backend()
-    maps = rng.standard_normal((512, 8, 32, 32)).astype(np.float32)
-    fft_seconds = _best_seconds(lambda: backend.rfftn(maps, (32, 32), (2, 3)))
+    fft_seconds, fft_maps = _pipeline_fft_seconds(backend, rng)
     left = (rng.standard_normal((272, 32, 96)) + 1j * rng.standard_normal((272, 32, 96))).astype(np.complex64)
     right = (rng.standard_normal((272, 96, 256)) + 1j * rng.standard_normal((272, 96, 256))).astype(np.complex64)
-    cgemm_seconds = _best_seconds(lambda: np.matmul(left, right))
+    product = np.empty((272, 32, 256), np.complex64)
+    cgemm_seconds = _best_seconds(lambda: batched_matmul(left, right, product))
     a, b = rng.standard_normal((4096, 1024), dtype=np.float32), rng.standard_normal((1024, 256), dtype=np.float32)
     sgemm_seconds = _best_seconds(lambda: a @ b)
     strided = rng.standard_normal((64, 64, 64, 64), dtype=np.float32)
@@ -107,7 +109,7 @@ def calibrate(save: bool = True) -> MachineRates:
     call_seconds = _tiny_call_seconds()
     tap_seconds = _tap_seconds()
     rates = MachineRates(
-        fft_flops=maps.shape[0] * maps.shape[1] * 2.5 * 1024 * 10 / fft_seconds,
+        fft_flops=fft_maps * 2.5 * 1024 * 10 / fft_seconds,
         complex_gemm_flops=8 * 272 * 32 * 96 * 256 / cgemm_seconds,
         real_gemm_flops=2 * 4096 * 1024 * 256 / sgemm_seconds,
         copy_bytes=2 * strided.nbytes / copy_seconds,
@@ -125,6 +127,24 @@ def calibrate(save: bool = True) -> MachineRates:
         os.replace(temporary, _CALIBRATION_FILE)
     set_rates(rates)
     return rates
+
+
+def _pipeline_fft_seconds(backend, rng) -> tuple[float, int]:
+    """Seconds per 32x32 transform as fftconv runs them, and the maps timed: half forward, half inverse.
+
+    The spectra are frequency-major (padded, strided): measured 1.5-2.5x slower than the map-major batches an FFT
+    benchmark times, so a map-major rate would make the model favour the FFT too much.
+    """
+    from .spectral import SpectralPlan
+
+    g = ConvGeometry.from_shapes((32, 32, 32, 32), (32, 32, 1, 1))  # 1024 maps each way
+    plan = SpectralPlan.create(g, np.float32, backend, fft_size=(32, 32))
+    x = rng.standard_normal(g.full_input_shape).astype(np.float32)
+    spectrum = plan.transform_input(x)
+    forward = _best_seconds(lambda: plan.transform_input(x, out=spectrum))
+    inverse = _best_seconds(lambda: backend.irfftn(plan._channels_first(spectrum), (32, 32), plan._axes,
+                                                   overwrite_input=True, normalise=False))  # as the passes do
+    return forward + inverse, 2 * 32 * 32
 
 
 def _tiny_call_seconds() -> dict[str, float]:
