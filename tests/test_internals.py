@@ -112,3 +112,4 @@ def test_padded_frequency_major_spectra_give_the_oracles_results(backend, dtype,
     assert_close(layer.forward(x), expected["forward"], tol, "layer forward")
     assert_close(layer.backward(gy), expected["input"], tol, "layer input gradient")
     assert_close(layer.grad_weight, expected["weight"], tol, "layer weight gradient")
+
