@@ -13,7 +13,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,16 +36,23 @@ class MachineRates:
     (``cpu-baseline.md``, 2026-11-25); :func:`calibrate` replaces them with this machine's.
     """
 
-    fft_flops: float = 25e9           # batched real FFT, 2.5 N log2 N per map
-    complex_gemm_flops: float = 60e9  # many small per-bin complex GEMMs (8 flops per complex multiply-add)
-    real_gemm_flops: float = 150e9    # one large real GEMM (im2col)
-    copy_bytes: float = 3e9           # strided copies and transposes (im2col unfold, col2im, crops)
+    fft_flops: float = 12e9           # batched real FFT into/out of fftconv's frequency-major spectra, 2.5 N log2 N
+    complex_gemm_flops: float = 150e9  # per-bin complex GEMMs with every dimension large (8 flops per multiply-add)
+    real_gemm_flops: float = 190e9    # one real GEMM with large output dimensions (im2col)
+    copy_bytes: float = 6e9           # bytes copied per second with long contiguous runs (unfold, crops, transposes)
     direct_flops: float = 2e9         # the float64 einsum loop of algo="direct"
+    # GEMMs with a small dimension run slower: the rate is multiplied by d / (d + half) for each of the output
+    # dimensions of a real GEMM, and for the smallest dimension of the per-bin complex GEMMs (fitted to 10 shapes
+    # each on the project's machine: within 1.5x).
+    gemm_half_dim: float = 16.0
+    complex_gemm_half_dim: float = 4.0
+    copy_run_seconds: float = 7e-9    # extra cost of each innermost run of a strided copy (numpy's loop overhead)
     # Fixed costs the flop and byte terms miss (measured by the auto_grid experiment: they decide small problems):
-    fft_call_seconds: float = 4.5e-4     # plan lookup, allocations, thread hand-offs of one FFT pass
+    fft_call_seconds: float = 3.0e-4     # plan lookup, allocations, thread hand-offs of one FFT pass
     im2col_call_seconds: float = 1.4e-4  # one im2col pass on a tiny problem
     direct_call_seconds: float = 1.0e-4
-    tap_seconds: float = 5e-6            # one Python-level step of the per-tap loops (col2im, the direct loop)
+    tap_seconds: float = 5e-6            # one step of im2col's per-tap col2im loop
+    direct_tap_seconds: float = 3e-5     # one step of the direct algorithm's per-tap einsum loop
     source: str = "defaults measured on the project's 2-core AMD EPYC Zen 4 machine (cpu-baseline.md)"
 
 
@@ -103,23 +110,31 @@ def calibrate(save: bool = True) -> MachineRates:
     a, b = rng.standard_normal((4096, 1024), dtype=np.float32), rng.standard_normal((1024, 256), dtype=np.float32)
     sgemm_seconds = _best_seconds(lambda: a @ b)
     strided = rng.standard_normal((64, 64, 64, 64), dtype=np.float32)
-    copy_seconds = _best_seconds(lambda: np.ascontiguousarray(strided.transpose(0, 2, 1, 3)))
+    copy_seconds = _best_seconds(lambda: strided.copy())
+    # numpy's copy loop pays per innermost run: runs of 3 values from a source that stays in cache (1 MiB), as
+    # im2col's unfold reads its padded input
+    short = strided[0, :, :, :3]
+    short_seconds = _best_seconds(lambda: np.ascontiguousarray(short), repeats=20)
+    defaults = MachineRates()
     x64, w64 = rng.standard_normal((8, 16, 32, 32)), rng.standard_normal((16, 16))
     direct_seconds = _best_seconds(lambda: np.einsum("scxy,fc->sfxy", x64, w64))
     call_seconds = _tiny_call_seconds()
-    tap_seconds = _tap_seconds()
     rates = MachineRates(
         fft_flops=fft_maps * 2.5 * 1024 * 10 / fft_seconds,
-        complex_gemm_flops=8 * 272 * 32 * 96 * 256 / cgemm_seconds,
-        real_gemm_flops=2 * 4096 * 1024 * 256 / sgemm_seconds,
-        copy_bytes=2 * strided.nbytes / copy_seconds,
+        complex_gemm_flops=8 * 272 * 32 * 96 * 256 / cgemm_seconds / _efficiency(32, defaults.complex_gemm_half_dim),
+        real_gemm_flops=2 * 4096 * 1024 * 256 / sgemm_seconds / (
+            _efficiency(4096, defaults.gemm_half_dim) * _efficiency(256, defaults.gemm_half_dim)),
+        copy_bytes=strided.nbytes / copy_seconds,
+        copy_run_seconds=short_seconds / (short.size // 3),
         direct_flops=2 * 8 * 16 * 16 * 1024 / direct_seconds,
         fft_call_seconds=call_seconds["fft"],
         im2col_call_seconds=call_seconds["im2col"],
         direct_call_seconds=call_seconds["direct"],
-        tap_seconds=tap_seconds,
+        tap_seconds=_tap_seconds("im2col", "grad_input"),
+        direct_tap_seconds=_tap_seconds("direct", "forward"),
         source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} with backend {backend.name}",
     )
+    rates = replace(rates, fft_call_seconds=max(rates.fft_call_seconds, _fft_fixed_seconds(rates)))
     if save:
         _CALIBRATION_FILE.parent.mkdir(parents=True, exist_ok=True)
         temporary = _CALIBRATION_FILE.with_suffix(".tmp")
@@ -156,16 +171,33 @@ def _tiny_call_seconds() -> dict[str, float]:
     return {name: _best_seconds(lambda: ALGORITHMS[name].forward(x, w, None, g), repeats=20) for name in CANDIDATES}
 
 
-def _tap_seconds() -> float:
-    """Seconds per kernel tap of the per-tap loops, from im2col's input gradient with a 16x16 kernel on 1 map."""
+def _tap_seconds(algo: str, pass_name: str) -> float:
+    """Seconds per kernel tap of an algorithm's per-tap loop: a 16x16 kernel against a 1x1 one, on one map."""
     from .functional import ALGORITHMS
 
     many, one = (ConvGeometry.from_shapes((1, 1, 16, 16), (1, 1, k, k)) for k in (16, 1))
     seconds = {}
     for g in (many, one):
-        w, gy = np.ones(g.full_weight_shape, np.float32), np.ones(g.full_output_shape, np.float32)
-        seconds[g] = _best_seconds(lambda: ALGORITHMS["im2col"].grad_input(gy, w, g), repeats=10)
+        x, w = np.ones(g.full_input_shape, np.float32), np.ones(g.full_weight_shape, np.float32)
+        gy = np.ones(g.full_output_shape, np.float32)
+        run = {"forward": lambda: ALGORITHMS[algo].forward(x, w, None, g),
+               "grad_input": lambda: ALGORITHMS[algo].grad_input(gy, w, g)}[pass_name]
+        seconds[g] = _best_seconds(run, repeats=10)
     return max(seconds[many] - seconds[one], 0.0) / (256 - 1)
+
+
+def _fft_fixed_seconds(rates: MachineRates) -> float:
+    """Fixed cost of an FFT pass on a small problem that still splits over the thread pool: measured minus modelled.
+
+    The 4x4 problem of :func:`_tiny_call_seconds` hands nothing to the pool; a pass of a few 64x64 maps pays the
+    hand-offs, fresh arrays and plan lookups of each of its stages, which the flop terms miss.
+    """
+    from .functional import ALGORITHMS
+
+    g = ConvGeometry.from_shapes((1, 3, 64, 64), (16, 3, 7, 7))
+    x, w = np.ones(g.full_input_shape, np.float32), np.ones(g.full_weight_shape, np.float32)
+    measured = _best_seconds(lambda: ALGORITHMS["fft"].forward(x, w, None, g), repeats=10)
+    return measured - _fft_seconds(g, "forward", replace(rates, fft_call_seconds=0.0))
 
 
 def set_rates(rates: MachineRates | None) -> None:
@@ -187,23 +219,50 @@ def get_rates() -> MachineRates:
 
 
 # ---------------------------------------------------------------------- the cost model
+def _efficiency(dimension: float, half: float) -> float:
+    """Fraction of the peak GEMM rate along a dimension of this size: ``d / (d + half)``."""
+    return dimension / (dimension + half)
+
+
+def _real_gemm_seconds(m: int, n: int, k: int, rates: MachineRates, count: int = 1) -> float:
+    """``count`` real GEMMs ``(m x k) @ (k x n)``."""
+    rate = rates.real_gemm_flops * _efficiency(m, rates.gemm_half_dim) * _efficiency(n, rates.gemm_half_dim)
+    return count * 2.0 * m * n * k / rate
+
+
+def _complex_gemm_seconds(m: int, n: int, k: int, rates: MachineRates, count: int = 1) -> float:
+    """``count`` complex GEMMs ``(m x k) @ (k x n)`` (the per-bin products, or DFT matrices applied to maps)."""
+    rate = rates.complex_gemm_flops * _efficiency(min(m, n, k), rates.complex_gemm_half_dim)
+    return count * 8.0 * m * n * k / rate
+
+
+def _copy_seconds(elements: float, run: float, rates: MachineRates, itemsize: int = 4) -> float:
+    """A strided copy of ``elements`` values moved in contiguous runs of ``run`` values."""
+    return elements * itemsize / rates.copy_bytes + elements / max(run, 1) * rates.copy_run_seconds
+
+
 def _fft_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates, fft_size=None) -> float:
     fft_shape = fft_shape_for(g, fft_size)
     points = math.prod(fft_shape)
     bins = math.prod((*fft_shape[:-1], fft_shape[-1] // 2 + 1))
     per_map = 2.5 * points * math.log2(max(points, 2)) / rates.fft_flops
     kernels = g.out_channels * g.in_channels // g.groups
-    if _kernel_dft.gemm_is_cheaper(g.kernel_shape, fft_shape):
-        kernel_map = 8 * _kernel_dft.multiply_adds(g.kernel_shape, fft_shape) / rates.complex_gemm_flops
+    if _kernel_dft.gemm_is_cheaper(g.kernel_shape, fft_shape):  # DFT matrices (bins x k) applied to all kernels
+        kernel_map = 8 * _kernel_dft.multiply_adds(g.kernel_shape, fft_shape) / (
+            rates.complex_gemm_flops * _efficiency(min(g.kernel_shape), rates.complex_gemm_half_dim))
     else:
         kernel_map = per_map
     inputs, grads = g.batch * g.in_channels, g.batch * g.out_channels
     maps = {"forward": (inputs * per_map + kernels * kernel_map, grads * per_map),
             "input": (grads * per_map + kernels * kernel_map, inputs * per_map),
             "weight": (inputs * per_map + grads * per_map, kernels * kernel_map)}[pass_name]
-    gemm = 8 * bins * g.batch * g.in_channels * g.out_channels / g.groups / rates.complex_gemm_flops
+    cg, fg = g.in_channels // g.groups, g.out_channels // g.groups
+    shapes = {"forward": (g.batch, fg, cg), "input": (g.batch, cg, fg), "weight": (fg, cg, g.batch)}[pass_name]
+    gemm = _complex_gemm_seconds(*shapes, rates, count=bins * g.groups)
     spectrum_bytes = 8 * bins * (inputs + grads + kernels)
-    return rates.fft_call_seconds + sum(maps) + gemm + spectrum_bytes / rates.copy_bytes
+    crop = {"forward": g.full_output_shape, "input": g.full_input_shape, "weight": g.full_weight_shape}[pass_name]
+    return (rates.fft_call_seconds + sum(maps) + gemm + spectrum_bytes / rates.copy_bytes
+            + _copy_seconds(math.prod(crop), crop[-1], rates))
 
 
 def _spatial_work(g: ConvGeometry) -> tuple[float, float]:
@@ -214,17 +273,31 @@ def _spatial_work(g: ConvGeometry) -> tuple[float, float]:
 
 
 def _im2col_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates) -> float:
-    flops, column_bytes = _spatial_work(g)
-    copies = 2 if pass_name == "input" else 1  # col2im reads and adds back
-    taps = math.prod(g.kernel_shape) if pass_name == "input" else 0  # col2im loops over taps in Python
-    return (rates.im2col_call_seconds + taps * rates.tap_seconds + flops / rates.real_gemm_flops
-            + copies * column_bytes / rates.copy_bytes)
+    """The tap-major im2col of :mod:`fftconv.im2col`: copies by their runs, and one GEMM per group."""
+    positions = g.batch * math.prod(g.output_shape)  # columns of the unfolded matrix
+    rows = g.in_channels // g.groups * math.prod(g.kernel_shape)  # its rows, per group
+    fg = g.out_channels // g.groups
+    row_run = g.output_shape[-1]  # numpy copies an output row per inner loop (strided or not)
+    unfold = _copy_seconds(rows * g.groups * positions, row_run, rates)
+    outputs = _copy_seconds(g.out_channels * positions, math.prod(g.output_shape), rates)  # Y or GY transposed
+    if pass_name == "forward":
+        return rates.im2col_call_seconds + unfold + _real_gemm_seconds(fg, positions, rows, rates, g.groups) + outputs
+    if pass_name == "weight":
+        return rates.im2col_call_seconds + unfold + outputs + _real_gemm_seconds(fg, rows, positions, rates, g.groups)
+    taps = math.prod(g.kernel_shape)  # col2im: one Python step and one read-add-write of a tap's rows per tap
+    col2im = taps * rates.tap_seconds + 1.5 * _copy_seconds(rows * g.groups * positions, row_run, rates)
+    padded = any(g.padding_before) or any(g.padding_after)  # then the padded gradient is cropped by a copy
+    crop = _copy_seconds(math.prod(g.full_input_shape), g.input_shape[-1], rates) if padded else 0.0
+    return (rates.im2col_call_seconds + outputs + _real_gemm_seconds(rows, positions, fg, rates, g.groups)
+            + col2im + crop)
 
 
 def _direct_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates) -> float:
     flops, column_bytes = _spatial_work(g)
     taps = math.prod(g.kernel_shape)  # one einsum per tap
-    return (rates.direct_call_seconds + taps * rates.tap_seconds + flops / rates.direct_flops
+    inner_loops = flops / 2 / math.prod(g.output_shape)  # einsum's inner loop runs over the output positions
+    return (rates.direct_call_seconds + taps * rates.direct_tap_seconds + flops / rates.direct_flops
+            + inner_loops * rates.copy_run_seconds
             + 2 * column_bytes / rates.copy_bytes)
 
 
