@@ -58,6 +58,7 @@ def _blas_libraries() -> list:
 
 
 _blas_limit_depth = 0
+_blas_saved_threads: list[int] = []
 _blas_limit_lock = threading.Lock()
 
 
@@ -66,23 +67,23 @@ def single_threaded_blas() -> Iterator[None]:
     """A context in which BLAS uses one thread (process-wide: OpenBLAS's setting is global).
 
     Talks to the BLAS libraries found once by threadpoolctl directly (``ThreadpoolController.limit`` re-queries
-    every library and costs ~70 us); nested uses, e.g. a pass that wraps all its stages, change nothing.
+    every library and costs ~70 us). Uses nest and overlap, also from several threads: the first to enter saves the
+    libraries' thread counts and the last to leave restores them.
     """
-    global _blas_limit_depth
+    global _blas_limit_depth, _blas_saved_threads
     with _blas_limit_lock:
-        _blas_limit_depth += 1
-        if _blas_limit_depth == 1:
-            libraries = _blas_libraries()
-            saved = [library.num_threads for library in libraries]
-            for library in libraries:
+        if _blas_limit_depth == 0:
+            _blas_saved_threads = [library.num_threads for library in _blas_libraries()]
+            for library in _blas_libraries():
                 library.set_num_threads(1)
+        _blas_limit_depth += 1
     try:
         yield
     finally:
         with _blas_limit_lock:
             _blas_limit_depth -= 1
             if _blas_limit_depth == 0:
-                for library, threads in zip(libraries, saved):
+                for library, threads in zip(_blas_libraries(), _blas_saved_threads):
                     library.set_num_threads(threads)
 
 

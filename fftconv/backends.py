@@ -170,7 +170,7 @@ class PyfftwBackend:
         plan = pyfftw.FFTW(in_buffer, out_scratch, axes=axes, direction=direction, flags=flags, threads=1)
         in_buffer[...] = 0  # FFTW_MEASURE and above scribble on the arrays; the padding must be zero
         self.plan_seconds += time.perf_counter() - start
-        return plan, in_buffer, out_scratch
+        return plan, in_buffer, out_scratch, threading.Lock()
 
     def _plan(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
               chunk: int) -> tuple:
@@ -185,14 +185,15 @@ class PyfftwBackend:
 
     @staticmethod
     def _run(entry: tuple, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
-        plan, in_buffer, _ = entry
-        source = in_buffer
-        if reuse_input and x.shape == in_buffer.shape and x.strides == in_buffer.strides and _is_aligned(x):
-            source = x
-        else:
-            in_buffer[tuple(slice(0, n) for n in x.shape)] = x
-        plan.update_arrays(source, out)
-        plan.execute()
+        plan, in_buffer, _, busy = entry
+        with busy:  # a plan and its buffer serve one call at a time (convolutions may run in several threads)
+            source = in_buffer
+            if reuse_input and x.shape == in_buffer.shape and x.strides == in_buffer.strides and _is_aligned(x):
+                source = x
+            else:
+                in_buffer[tuple(slice(0, n) for n in x.shape)] = x
+            plan.update_arrays(source, out)
+            plan.execute()
 
     def _execute(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
                  reuse_input: bool) -> np.ndarray:

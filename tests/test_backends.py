@@ -342,3 +342,19 @@ def test_scipy_workers_are_honoured(monkeypatch, rng):
     backend.irfftn(backend.rfftn(rng.standard_normal((3, 8)), (8,), (1,)), (8,), (1,))
     assert seen == [2, 2]
     assert fftconv.configure_scipy(workers=1).workers == 1
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_convolutions_in_several_threads_at_once_give_the_serial_results(name, rng):
+    """Shared plans, workspaces and the pool must not mix up calls made concurrently from user threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = fftconv.get_backend(name)
+    inputs = [rng.standard_normal((4, 6, 12, 12)) for _ in range(8)]
+    w = rng.standard_normal((5, 6, 3, 3))
+    serial = [fftconv.conv2d(x, w, padding=1, backend=backend) for x in inputs]
+    with ThreadPoolExecutor(4) as users:
+        for _ in range(5):
+            parallel = list(users.map(lambda x: fftconv.conv2d(x, w, padding=1, backend=backend), inputs))
+            for got, expected in zip(parallel, serial):
+                np.testing.assert_array_equal(got, expected)
