@@ -3,14 +3,16 @@
 On a grid of 2-d geometries that varies the input size n, the kernel size k, the channels (f -> f'), the batch S and
 the stride, this experiment times every pass (forward, input gradient, weight gradient; float32, no padding) with
 fftconv's ``algo="fft"`` (default FFT backend), ``algo="im2col"``, ``algo="direct"`` where it is cheap (it is a
-slow float64 reference; elsewhere a row says why it was skipped) and ``algo="auto"`` in model mode. The comparison is
-against the best of the algorithms actually timed at that point.
+slow float64 reference; elsewhere a row says why it was skipped) and ``algo="auto"`` in its default hybrid mode. The
+comparison is against the best of the algorithms actually timed at that point.
 
 **Calibration.** Before any timing, a worker with the same pinned threads as the others runs
 :func:`fftconv.calibrate` (``save=False``: the user's saved rates are left alone). The rates are stored in the
 results file (resuming reuses them) and in ``metadata.json`` (``auto_rates``); every ``auto`` worker installs them
-with :func:`fftconv.choose.set_rates` and forces ``FFTCONV_AUTO=model``, so the decisions are the model's on this
-machine. Each ``auto`` row records the choice and the model's estimate of every candidate.
+with :func:`fftconv.choose.set_rates` and sets ``FFTCONV_AUTO=hybrid`` (the default, whatever the caller's
+environment says): the model decides, except where its estimates are within 2x of each other and the problem is
+small, where auto times those candidates once (in the warm-up call, which is not timed). Each ``auto`` row records
+the choice, the model's estimate of every candidate and what auto timed.
 
 **Timing.** ``experiments/_timing.py``: one worker process per method, threads pinned and recorded, tuned malloc,
 one warm-up call (FFT planning) and the median of repeats (``timing_settings``: up to 15 repeats within 0.1 s in
@@ -26,7 +28,8 @@ and twice keeps a burst from passing for a difference between algorithms.
   criterion. ``auto`` runs in its own process at another moment than the algorithm it picked, so this ratio also
   holds the run-to-run noise (``cpu-baseline.md``: differences under ~15 % are noise); it can fall below 1.
 - ``chosen/best``: the median of the algorithm ``auto`` chose, timed in that algorithm's own worker, over the best.
-  It is the model's decision quality without the cross-process noise; exactly 1 where the model picked the winner.
+  It is the decision's quality without the cross-process noise; exactly 1 where auto picked the winner.
+- ``model/best``: what ``FFTCONV_AUTO=model`` picks (the lowest estimate; nothing timed), judged by the medians here.
 - ``measure/best``: what ``FFTCONV_AUTO=measure`` would pick, computed without extra timing. Measure mode times the
   candidates whose model estimate is within 4x of the lowest (``MEASURE_WINDOW``, as in
   :func:`fftconv.choose.choose`) and keeps the fastest. Here the estimates are those the ``auto`` worker recorded,
@@ -82,6 +85,8 @@ TARGET = 1.25
 SLOW_SECONDS = 1e-3
 #: Measure mode times the candidates whose estimate is within this factor of the lowest (fftconv.choose.choose).
 MEASURE_WINDOW = 4.0
+#: The mode the auto workers run in: fftconv's default.
+AUTO_MODE = "hybrid"
 #: This experiment's pass names and fftconv.choose's.
 MODEL_PASS = {"forward": "forward", "grad_input": "input", "grad_weight": "weight"}
 POINT_FIELDS = ("S", "f", "fp", "n", "k", "stride", "seed")
@@ -277,7 +282,7 @@ def grid_passes(case: dict, session: _timing.Session) -> Iterator[dict]:
     if session.backend is not None:
         options["backend"] = session.backend
     if algo == "auto":
-        os.environ["FFTCONV_AUTO"] = "model"
+        os.environ["FFTCONV_AUTO"] = AUTO_MODE  # whatever the caller's environment says
         choose.set_rates(choose.MachineRates(**case["rates"]))
     functions = {"forward": lambda: fftconv.conv2d(x, w, **options),
                  "grad_input": lambda: fftconv.conv2d_input(x.shape, w, gy, **options),
@@ -287,7 +292,8 @@ def grid_passes(case: dict, session: _timing.Session) -> Iterator[dict]:
         if algo == "auto":  # the decision the timed calls used (cached by choose under the same key)
             decision = choose.choose(geometry(case), MODEL_PASS[subkey["pass"]], np.float32,
                                      backend=session.backend)
-            row.update(choice=decision.algo, estimates=decision.estimates, fft_shape=list(decision.fft_shape))
+            row.update(choice=decision.algo, estimates=decision.estimates, fft_shape=list(decision.fft_shape),
+                       timed_by_auto=sorted(decision.measured))
         yield {**subkey, **row}
 
 
@@ -311,6 +317,9 @@ class Comparison:
     measure_untimed: list = field(default_factory=list)
     measure_pick: str | None = None
     measure_ratio: float | None = None
+    model_pick: str | None = None
+    model_ratio: float | None = None
+    timed_by_auto: list = field(default_factory=list)
 
 
 def point_key(row: dict) -> tuple:
@@ -378,12 +387,15 @@ def compare(rows: Sequence[dict]) -> tuple[list[Comparison], list[dict]]:
         best = times[best_algo]
         chosen = times.get(auto["choice"])
         candidates, untimed, pick = measure_mode(auto["estimates"], times)
+        model_pick = min(auto["estimates"], key=auto["estimates"].get)
         comparisons.append(Comparison(
             point=entry["point"], pass_name=key[1], times=dict(times), skipped=dict(entry["skipped"]),
             auto=auto["median_s"], choice=auto["choice"], estimates=dict(auto["estimates"]), best_algo=best_algo,
             best=best, auto_ratio=auto["median_s"] / best, chosen_ratio=None if chosen is None else chosen / best,
             measure_candidates=candidates, measure_untimed=untimed, measure_pick=pick,
-            measure_ratio=None if pick is None else times[pick] / best))
+            measure_ratio=None if pick is None else times[pick] / best, model_pick=model_pick,
+            model_ratio=times[model_pick] / best if model_pick in times else None,
+            timed_by_auto=list(auto.get("timed_by_auto", []))))
     return comparisons, incomplete
 
 
@@ -401,23 +413,25 @@ def over_target(comparisons: Sequence[Comparison], attribute: str, target: float
 _CHOICE_COLORS = {"fft": "#1b9e3e", "im2col": "#ff7f0e", "direct": "#7f7f7f"}
 _PASS_MARKERS = {"forward": "o", "grad_input": "^", "grad_weight": "s"}
 _RATIO_TICKS = (0.25, 0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
-_RATIOS = (("auto_ratio", "auto / best (auto timed in its own worker)"),
-           ("chosen_ratio", "chosen algorithm / best (each timed in its own worker)"),
+_RATIOS = (("auto_ratio", "auto / best (auto, default hybrid mode, timed in its own worker)"),
+           ("chosen_ratio", "auto's chosen algorithm / best (each timed in its own worker)"),
+           ("model_ratio", "FFTCONV_AUTO=model pick / best (lowest estimate; from the medians)"),
            ("measure_ratio", "FFTCONV_AUTO=measure pick / best (computed from the medians)"))
+_PICKS = {"measure_ratio": "measure_pick", "model_ratio": "model_pick"}
 
 
 def _describe_case(c: Comparison | None, attribute: str) -> str:
     if c is None:
         return "none"
     times = ", ".join(f"{a} {_timing.fmt_ms(t)} ms" for a, t in sorted(c.times.items(), key=lambda i: i[1]))
-    picked = c.measure_pick if attribute == "measure_ratio" else c.choice
+    picked = getattr(c, _PICKS.get(attribute, "choice"))
     return (f"**{getattr(c, attribute):.2f}x** at {label(c.point)}, {c.pass_name}: picked {picked}, best "
             f"{c.best_algo} ({times}; auto {_timing.fmt_ms(c.auto)} ms)")
 
 
 def _caption(ctx, comparisons) -> str:
     points = {point_key(c.point) for c in comparisons}
-    return ctx.describe("algo='auto' (model mode, rates calibrated on this machine) vs the best of fftconv's "
+    return ctx.describe(f"algo='auto' ({AUTO_MODE} mode, rates calibrated on this machine) vs the best of fftconv's "
                         "timed algorithms, float32", f"{len(points)} geometries x 3 passes")
 
 
@@ -429,11 +443,11 @@ def _plot_figure(ctx, comparisons: Sequence[Comparison]) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), layout="constrained", sharey=True)
+    fig, axes = plt.subplots(1, len(_RATIOS), figsize=(22, 5.4), layout="constrained", sharey=True)
     for ax, (attribute, title) in zip(axes, _RATIOS):
         present = sorted((c for c in comparisons if getattr(c, attribute) is not None),
                          key=lambda c: getattr(c, attribute))
-        picked = (lambda c: c.measure_pick) if attribute == "measure_ratio" else (lambda c: c.choice)
+        picked = (lambda c, name=_PICKS.get(attribute, "choice"): getattr(c, name))
         for rank, c in enumerate(present):
             ax.scatter(rank, getattr(c, attribute), s=18, marker=_PASS_MARKERS.get(c.pass_name, "o"),
                        color=_CHOICE_COLORS.get(picked(c), "#9467bd"), edgecolors="none")
@@ -503,14 +517,17 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
         lines += [provenance.strip(), ""]
     lines += [
         f"Per (geometry, pass): each algorithm's median time (the lower of the medians of {ROUNDS} rounds, each "
-        "in its own worker process), what `auto` (model mode) chose, and ratios to the "
+        f"in its own worker process), what `auto` ({AUTO_MODE} mode, fftconv's default) chose, and ratios to the "
         "best of the algorithms timed here: fftconv's `fft` and `im2col`, and `direct` only where it is cheap "
         "(it is a slow float64 reference; elsewhere '-' and a skip reason in the results). So 'best' is the best "
         "of the algorithms timed, not of all algorithms.", "",
         "- `auto/best`: the `auto` worker's median over the best median (the issue's criterion; it includes "
         "run-to-run noise between worker processes, so it can be below 1).",
-        "- `chosen/best`: the chosen algorithm's median from its own worker over the best (the model's decision "
-        "quality).",
+        "- `chosen/best`: the chosen algorithm's median from its own worker over the best (the decision's "
+        "quality). In hybrid mode the model decides alone unless its estimates are within 2x of each other "
+        "and the problem is small (lowest estimate under 10 ms); then auto times those candidates once.",
+        "- `model`: what `FFTCONV_AUTO=model` picks (the lowest estimate, nothing timed), judged by the medians "
+        "measured here.",
         f"- `measure`: what `FFTCONV_AUTO=measure` would pick: among the candidates whose model estimate is within "
         f"{MEASURE_WINDOW:g}x of the lowest (the estimates the auto worker recorded), the one with the lowest "
         "median measured here; no extra timing. Measure mode itself times them once (best of 3) per geometry.", ""]
@@ -530,7 +547,8 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
                      f"least {SLOW_SECONDS * 1e3:g} ms)")
     if comparisons:
         agree = sum(c.choice == c.best_algo for c in comparisons)
-        lines.append(f"- auto chose the fastest timed algorithm in {agree} of {len(comparisons)} (geometry, pass).")
+        lines.append(f"- auto chose the fastest timed algorithm in {agree} of {len(comparisons)} (geometry, pass); it "
+                     f"timed candidates itself (hybrid mode) in {sum(bool(c.timed_by_auto) for c in comparisons)}.")
         winners = {a: sum(c.best_algo == a for c in comparisons) for a in ALGOS}
         chosen = {a: sum(c.choice == a for c in comparisons) for a in ALGOS}
         lines.append("- fastest timed: " + ", ".join(f"{a} {n}" for a, n in winners.items())
@@ -557,13 +575,16 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
     lines += [f"## Where auto or its choice is more than {TARGET}x slower than the best", "",
               _misses_section(comparisons), "## Every (geometry, pass)", ""]
     header = ["S", "f -> f'", "n", "k", "stride", "pass", "fft ms", "im2col ms", "direct ms", "auto ms",
-              "auto chose", "best", "auto/best", "chosen/best", "measure pick", "measure/best"]
+              "auto chose", "auto timed", "best", "auto/best", "chosen/best", "model pick", "model/best",
+              "measure pick", "measure/best"]
     rows = []
     for c in comparisons:
         p = c.point
         rows.append([p["S"], f"{p['f']} -> {p['fp']}", p["n"], p["k"], p["stride"], c.pass_name,
                      *(_timing.fmt_ms(c.times.get(a)) for a in ALGOS), _timing.fmt_ms(c.auto), c.choice,
-                     c.best_algo, f"{c.auto_ratio:.2f}", "-" if c.chosen_ratio is None else f"{c.chosen_ratio:.2f}",
+                     ", ".join(c.timed_by_auto) or "-", c.best_algo, f"{c.auto_ratio:.2f}",
+                     "-" if c.chosen_ratio is None else f"{c.chosen_ratio:.2f}", c.model_pick or "-",
+                     "-" if c.model_ratio is None else f"{c.model_ratio:.2f}",
                      c.measure_pick or "-", "-" if c.measure_ratio is None else f"{c.measure_ratio:.2f}"])
     lines.append(markdown_table(header, rows))
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 The model counts what each algorithm does (FFT flops, complex GEMM flops over the half spectrum, im2col bytes
 and GEMM flops, the direct loop's flops) and divides by rates measured on the machine (:func:`calibrate`). A
 measure mode times the candidates once per geometry and caches the decision, like Theano's meta-optimiser and
-fbcunn's autotuner. :func:`explain` prints the estimates and the choice, in the spirit of opt_einsum's ``PathInfo``.
+fbcunn's autotuner; the default hybrid mode times only where the model cannot separate the candidates and timing is
+cheap. :func:`explain` prints the estimates and the choice, in the spirit of opt_einsum's ``PathInfo``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class MachineRates:
     fft_call_seconds: float = 3.0e-4     # plan lookup, allocations, thread hand-offs of one FFT pass
     im2col_call_seconds: float = 1.4e-4  # one im2col pass on a tiny problem
     direct_call_seconds: float = 1.0e-4
+    gemm_matrix_seconds: float = 1e-7    # numpy's stacked matmul calls BLAS once per matrix (per bin and group)
     tap_seconds: float = 5e-6            # one step of im2col's per-tap col2im loop
     direct_tap_seconds: float = 3e-5     # one step of the direct algorithm's per-tap einsum loop
     source: str = "defaults measured on the project's 2-core AMD EPYC Zen 4 machine (cpu-baseline.md)"
@@ -107,6 +109,9 @@ def calibrate(save: bool = True) -> MachineRates:
     right = (rng.standard_normal((272, 96, 256)) + 1j * rng.standard_normal((272, 96, 256))).astype(np.complex64)
     product = np.empty((272, 32, 256), np.complex64)
     cgemm_seconds = _best_seconds(lambda: batched_matmul(left, right, product))
+    tiny_left, tiny_right = left[:, :1, :2].copy(), right[:, :2, :2].copy()
+    tiny_product = np.empty((272, 1, 2), np.complex64)
+    matrix_seconds = _best_seconds(lambda: batched_matmul(tiny_left, tiny_right, tiny_product), repeats=20) / 272
     a, b = rng.standard_normal((4096, 1024), dtype=np.float32), rng.standard_normal((1024, 256), dtype=np.float32)
     sgemm_seconds = _best_seconds(lambda: a @ b)
     strided = rng.standard_normal((64, 64, 64, 64), dtype=np.float32)
@@ -130,6 +135,7 @@ def calibrate(save: bool = True) -> MachineRates:
         fft_call_seconds=call_seconds["fft"],
         im2col_call_seconds=call_seconds["im2col"],
         direct_call_seconds=call_seconds["direct"],
+        gemm_matrix_seconds=matrix_seconds,
         tap_seconds=_tap_seconds("im2col", "grad_input"),
         direct_tap_seconds=_tap_seconds("direct", "forward"),
         source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} with backend {backend.name}",
@@ -258,7 +264,7 @@ def _fft_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates, fft_size=
             "weight": (inputs * per_map + grads * per_map, kernels * kernel_map)}[pass_name]
     cg, fg = g.in_channels // g.groups, g.out_channels // g.groups
     shapes = {"forward": (g.batch, fg, cg), "input": (g.batch, cg, fg), "weight": (fg, cg, g.batch)}[pass_name]
-    gemm = _complex_gemm_seconds(*shapes, rates, count=bins * g.groups)
+    gemm = _complex_gemm_seconds(*shapes, rates, count=bins * g.groups) + bins * g.groups * rates.gemm_matrix_seconds
     spectrum_bytes = 8 * bins * (inputs + grads + kernels)
     crop = {"forward": g.full_output_shape, "input": g.full_input_shape, "weight": g.full_weight_shape}[pass_name]
     return (rates.fft_call_seconds + sum(maps) + gemm + spectrum_bytes / rates.copy_bytes
@@ -322,11 +328,32 @@ def estimate(g: ConvGeometry, pass_name: str, rates: MachineRates | None = None,
 _decisions: dict[tuple, Choice] = {}
 
 
-def _measure_mode() -> bool:
-    mode = os.environ.get("FFTCONV_AUTO", "model")
-    if mode not in ("model", "measure"):
-        raise ValueError(f"FFTCONV_AUTO must be 'model' or 'measure', got {mode!r}")
-    return mode == "measure"
+AUTO_MODES = ("hybrid", "model", "measure")
+#: ``measure`` times the candidates the model ranks within this factor of its best (``direct`` beyond it never).
+MEASURE_WINDOW = 4.0
+#: ``hybrid`` times only when the model cannot separate the candidates (estimates within this factor; the model's
+#: per-algorithm error on the auto_grid experiment is up to ~1.5-2x) and timing is cheap (best estimate under
+#: ``HYBRID_MAX_SECONDS``: at most a few tenths of a second, once per geometry and pass).
+HYBRID_WINDOW = 2.0
+HYBRID_MAX_SECONDS = 0.01
+
+
+def _auto_mode() -> str:
+    mode = os.environ.get("FFTCONV_AUTO", "hybrid")
+    if mode not in AUTO_MODES:
+        raise ValueError(f"FFTCONV_AUTO must be one of {AUTO_MODES}, got {mode!r}")
+    return mode
+
+
+def _to_time(estimates: dict[str, float], mode: str) -> list[str]:
+    """The candidates a mode times (none: the lowest estimate wins)."""
+    best = min(estimates.values())
+    if mode == "measure":
+        return [algo for algo, seconds in estimates.items() if seconds <= MEASURE_WINDOW * best]
+    if mode == "hybrid" and best <= HYBRID_MAX_SECONDS:
+        close = [algo for algo, seconds in estimates.items() if seconds <= HYBRID_WINDOW * best]
+        return close if len(close) > 1 else []
+    return []
 
 
 def _time_candidates(g: ConvGeometry, pass_name: str, dtype, candidates: Sequence[str], backend, fft_size) -> dict:
@@ -348,21 +375,26 @@ def choose(g: ConvGeometry, pass_name: str, dtype=np.float32, *, measure: bool |
            fft_size=None) -> Choice:
     """Pick the algorithm for one pass; cached per (geometry, pass, dtype, backend, fft_size, mode).
 
-    With ``measure=True`` (or ``FFTCONV_AUTO=measure``) the candidates the model ranks within 4x of its best are
-    timed once on random data and the fastest wins; ``direct`` is never timed beyond that window because it is a
-    slow float64 reference.
+    Three modes, from ``measure`` or else ``FFTCONV_AUTO``:
+
+    - ``"hybrid"`` (the default): the lowest model estimate wins, unless the model cannot tell the candidates apart
+      (estimates within :data:`HYBRID_WINDOW` of the lowest) and the problem is small (lowest estimate under
+      :data:`HYBRID_MAX_SECONDS`); then those candidates are timed once on random data and the fastest wins;
+    - ``"model"`` (``measure=False``): the lowest estimate, nothing is timed;
+    - ``"measure"`` (``measure=True``): the candidates within :data:`MEASURE_WINDOW` of the lowest estimate are timed
+      and the fastest wins, like Theano's meta-optimiser and fbcunn's autotuner. ``direct`` is never timed beyond
+      that window because it is a slow float64 reference.
     """
-    measure = _measure_mode() if measure is None else measure
-    key = (g, pass_name, np.dtype(dtype).str, repr(backend), repr(fft_size), measure)
+    mode = _auto_mode() if measure is None else ("measure" if measure else "model")
+    key = (g, pass_name, np.dtype(dtype).str, repr(backend), repr(fft_size), mode)
     if key in _decisions:
         return _decisions[key]
     estimates = estimate(g, pass_name, fft_size=fft_size)
-    best_estimate = min(estimates.values())
+    candidates = _to_time(estimates, mode)
     measured: dict = {}
-    if measure:
-        close = [algo for algo, seconds in estimates.items() if seconds <= 4 * best_estimate]
-        measured = _time_candidates(g, pass_name, dtype, close, backend, fft_size)
-        algo, reason = min(measured, key=measured.get), "fastest when timed"
+    if candidates:
+        measured = _time_candidates(g, pass_name, dtype, candidates, backend, fft_size)
+        algo, reason = min(measured, key=measured.get), f"fastest when timed ({mode} mode)"
     else:
         algo, reason = min(estimates, key=estimates.get), f"lowest model estimate ({get_rates().source})"
     choice = Choice(pass_name, algo, estimates, measured, fft_shape_for(g, fft_size), reason)
@@ -371,9 +403,13 @@ def choose(g: ConvGeometry, pass_name: str, dtype=np.float32, *, measure: bool |
 
 
 def explain(input_shape: Sequence[int], weight_shape: Sequence[int], stride=1, padding=0, dilation=1,
-            groups: int = 1, *, dtype=np.float32, measure: bool = False, backend=None,
+            groups: int = 1, *, dtype=np.float32, measure: bool | None = False, backend=None,
             fft_size=None) -> list[Choice]:
     """Estimated cost of each algorithm for each pass of a convolution, and what ``algo="auto"`` picks.
+
+    By default nothing is timed (``measure=False``, the model's choice); ``measure=None`` decides as ``algo="auto"``
+    does in the current ``FFTCONV_AUTO`` mode (the default ``"hybrid"`` may time close candidates), and
+    ``measure=True`` times the candidates as the measure mode does.
 
     Examples
     --------

@@ -34,6 +34,7 @@ circular result, and the stride is applied by reading every ``s``-th coefficient
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal, Sequence, Union
@@ -53,6 +54,7 @@ FFT_SIZE_POLICIES = ("fast", "pow2", "minimal")
 DEFAULT_FFT_SIZE: FFTSizePolicy = "fast"
 
 
+@functools.lru_cache(maxsize=1024)  # every call of a convolution asks; the search walks up to n integers
 def next_fast_size(n: int) -> int:
     """Smallest ``2^a 3^b 5^c 7^d >= n``.
 

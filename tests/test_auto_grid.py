@@ -111,6 +111,9 @@ def test_ratios_worst_cases_and_the_measure_mode_emulation():
     assert b_fwd.measure_candidates == ["fft", "im2col", "direct"] and b_fwd.measure_pick == "direct"
     assert b_fwd.measure_ratio == 1.0
     assert b_in.measure_untimed == ["direct"] and b_in.measure_pick == "fft" and b_in.measure_ratio == 1.0
+    # model mode: the lowest estimate, judged by the medians (a_in: im2col, 3x the best)
+    assert [(c.model_pick, c.model_ratio) for c in comparisons] == [("fft", 2.0), ("fft", 1.0), ("im2col", 1.0),
+                                                                    ("im2col", 3.0)]
     assert auto_grid.worst(comparisons, "auto_ratio") is a_in
     assert auto_grid.worst(comparisons, "measure_ratio") is a_in
     assert auto_grid.over_target(comparisons, "chosen_ratio") == [b_fwd, a_in]
@@ -143,7 +146,8 @@ def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, m
     assert "2 of 4 above 1.25x (1 of the 3 whose best time is at least 1 ms)" in text
     assert "1 (geometry, pass) incomplete" in text
     assert "measure mode would also time direct at 1 (geometry, pass)" in text
-    assert "| 1 | 3 -> 16 | 8 | 3 | 2 | forward | 1 | 2 | 0.5 | 1 | fft | direct | 2.00 | 2.00 | direct | 1.00 |" in text
+    assert ("| 1 | 3 -> 16 | 8 | 3 | 2 | forward | 1 | 2 | 0.5 | 1 | fft | - | direct | 2.00 | 2.00 | fft | 2.00 "
+            "| direct | 1.00 |") in text
     assert "| 25.0 | 60.0 | 150.0 | 3.00 | 2.00 | fixture |" in text
 
 
@@ -160,7 +164,7 @@ class FakeSession:
 
 
 def test_grid_passes_runs_each_pass_with_the_stride_and_records_auto_decisions(monkeypatch):
-    monkeypatch.setenv("FFTCONV_AUTO", "measure")  # the task must force model mode (restored after the test)
+    monkeypatch.setenv("FFTCONV_AUTO", "measure")  # the task must set the default mode (restored after the test)
     rates = dict(vars(choose.MachineRates()), fft_flops=1e3)  # an absurdly slow FFT: the model must avoid it
     point = auto_grid.grid_point(2, 3, 4, 9, 3, 2)
     session = FakeSession("auto")
@@ -169,9 +173,10 @@ def test_grid_passes_runs_each_pass_with_the_stride_and_records_auto_decisions(m
                                           session))
     finally:
         choose.set_rates(None)
-    assert os.environ["FFTCONV_AUTO"] == "model"
+    assert os.environ["FFTCONV_AUTO"] == "hybrid"
     assert [row["pass"] for row in rows] == list(_timing.PASSES)
     assert all(row["choice"] != "fft" and set(row["estimates"]) == set(choose.CANDIDATES) for row in rows)
+    assert all(isinstance(row["timed_by_auto"], list) for row in rows)
     assert [r.shape for r in session.results] == [(2, 4, 4, 4), (2, 3, 9, 9), (4, 3, 3, 3)]
     json.dumps(rows)  # rows must be JSON
     reference = FakeSession("im2col")

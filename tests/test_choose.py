@@ -65,7 +65,7 @@ def test_measure_mode_times_candidates_and_caches_the_decision(monkeypatch):
     estimates = choose.estimate(g, "forward")
     assert min(estimates, key=estimates.get) == "fft" and estimates["im2col"] < 4 * estimates["fft"]
     first = choose.choose(g, "forward", measure=True)
-    assert first.algo == "im2col" and first.reason == "fastest when timed"  # measurement overrides the model
+    assert first.algo == "im2col" and first.reason == "fastest when timed (measure mode)"  # overrides the model
     assert "direct" not in first.measured  # about 80x slower by the model: never timed
     assert choose.choose(g, "forward", measure=True) is first and len(calls) == 1
 
@@ -76,8 +76,38 @@ def test_measure_mode_from_the_environment(monkeypatch):
     choice = choose.choose(g, "weight", np.float64)
     assert choice.measured and choice.algo == min(choice.measured, key=choice.measured.get)
     monkeypatch.setenv("FFTCONV_AUTO", "sometimes")
-    with pytest.raises(ValueError, match="FFTCONV_AUTO must be 'model' or 'measure', got 'sometimes'"):
+    with pytest.raises(ValueError, match=r"FFTCONV_AUTO must be one of \('hybrid', 'model', 'measure'\), got "
+                                         r"'sometimes'"):
         choose.choose(g, "input")
+
+
+def test_hybrid_mode_times_only_close_and_cheap_decisions(monkeypatch):
+    """The default mode times the candidates within HYBRID_WINDOW of the best estimate, and only small problems."""
+    calls = []
+
+    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size):
+        calls.append(tuple(sorted(candidates)))
+        return {algo: (0.001 if algo == "im2col" else 0.5) for algo in candidates}
+
+    monkeypatch.setattr(choose, "_time_candidates", fake_timer)
+    monkeypatch.delenv("FFTCONV_AUTO", raising=False)
+    fake = {}
+    monkeypatch.setattr(choose, "estimate", lambda g, pass_name, fft_size=None: dict(fake))
+    g = ConvGeometry.from_shapes((1, 2, 8, 8), (2, 2, 3, 3))
+    cases = [  # (estimates, timed candidates, choice)
+        ({"fft": 1e-3, "im2col": 1.5e-3, "direct": 5e-3}, ("fft", "im2col"), "im2col"),  # close and cheap: timed
+        ({"fft": 1e-3, "im2col": 3e-3, "direct": 5e-3}, None, "fft"),  # model is decisive
+        ({"fft": 0.1, "im2col": 0.15, "direct": 5.0}, None, "fft"),  # close but expensive to time
+    ]
+    for pass_name, (estimates, timed, expected) in zip(choose.PASSES, cases):
+        fake.clear()
+        fake.update(estimates)
+        calls.clear()
+        choice = choose.choose(g, pass_name)
+        assert choice.algo == expected and calls == ([timed] if timed else [])
+        assert bool(choice.measured) == bool(timed)
+        assert choose.choose(g, pass_name, measure=False).algo == "fft"  # model mode never times
+    assert len(calls) == 0
 
 
 def test_unknown_pass_and_algo_are_rejected():
