@@ -176,3 +176,35 @@ def matmul_columns(matrix: np.ndarray, stack: np.ndarray, out: np.ndarray | None
     ranges = split(stack.shape[-1], parts_for(out.size * matrix.shape[1], "multiply_adds", threads))
     run_tasks([lambda a=a, b=b: np.matmul(matrix, stack[..., a:b], out=out[..., a:b]) for a, b in ranges])
     return out
+
+
+def parallel_matmul(left: np.ndarray, right: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """``left @ right`` for a few large matrices (``(G, M, K) @ (G, K, N)``), split over fftconv's pool.
+
+    im2col's GEMMs. OpenBLAS's own threads would do the same work but spin afterwards and slow the FFT stages of
+    the next layer; here each task runs single-threaded BLAS on a band of the largest dimension: rows of ``left``,
+    columns of ``right``, or (both outputs small, as in a weight gradient) the shared dimension, whose partial
+    products are then summed.
+    """
+    stack, m, k = left.shape
+    n = right.shape[-1]
+    out = np.empty((stack, m, n), dtype=np.result_type(left, right))
+    parts = parts_for(stack * m * n * k, "multiply_adds", threads)
+    largest = max(m, n, k)
+    if parts == 1 or largest < 2 * parts:
+        with single_threaded_blas():
+            return np.matmul(left, right, out=out)
+    if largest == m:
+        run_tasks([lambda a=a, b=b: np.matmul(left[:, a:b], right, out=out[:, a:b]) for a, b in split(m, parts)])
+    elif largest == n:
+        run_tasks([lambda a=a, b=b: np.matmul(left, right[..., a:b], out=out[..., a:b])
+                   for a, b in split(n, parts)])
+    else:
+        ranges = split(k, parts)
+        partial = np.empty((len(ranges) - 1, stack, m, n), dtype=out.dtype)
+        targets = [out, *partial]
+        run_tasks([lambda a=a, b=b, t=t: np.matmul(left[..., a:b], right[:, a:b], out=t)
+                   for (a, b), t in zip(ranges, targets)])
+        out += partial.sum(axis=0)
+    return out
+

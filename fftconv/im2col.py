@@ -8,7 +8,8 @@ k=3: forward 2.1 -> 0.71, input gradient 1.6 -> 1.0, weight gradient 2.5 -> 1.3;
 163 -> 33, 36 -> 25; S=8, 128 -> 128, n=16, k=11: 10.4 -> 11.3, 28 -> 21, 9.8 -> 12.2.
 
 Forward: ``Y^T (f', S*m) = W @ cols``; input gradient: ``dcols = W^T @ GY^T`` folded back (col2im); weight gradient:
-``GW = GY^T @ cols^T``. Everything runs in the input dtype, as BLAS does.
+``GW = GY^T @ cols^T``. Everything runs in the input dtype, as BLAS does. The GEMMs run on fftconv's thread pool
+(:func:`fftconv._parallel.parallel_matmul`), not on OpenBLAS's threads, which would spin into the next FFT layer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ._parallel import parallel_matmul
 from ._spatial import crop_padding, pad_input, padded_shape, tap_windows
 from .geometry import ConvGeometry
 
@@ -61,7 +63,7 @@ def _batch_first(per_group: np.ndarray, g: ConvGeometry, shape: tuple[int, ...])
 
 
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, g: ConvGeometry) -> np.ndarray:
-    y = _batch_first(np.matmul(_weight_matrix(w, g), _columns(x, g)), g, g.full_output_shape)
+    y = _batch_first(parallel_matmul(_weight_matrix(w, g), _columns(x, g)), g, g.full_output_shape)
     if bias is not None:
         y += bias.reshape(-1, *(1,) * g.ndim)
     return y
@@ -69,7 +71,7 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, g: ConvGeomet
 
 def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     cg = g.in_channels // g.groups
-    dcols = np.matmul(_weight_matrix(w, g).swapaxes(1, 2), _grad_matrix(grad_output, g))  # (groups, f/g*k, S*m)
+    dcols = parallel_matmul(_weight_matrix(w, g).swapaxes(1, 2), _grad_matrix(grad_output, g))  # (G, f/G*k, S*m)
     dcols = dcols.reshape(g.groups, cg, *g.kernel_shape, g.batch, *g.output_shape)
     padded = np.zeros(padded_shape(g), dtype=grad_output.dtype)
     target = _per_group(padded, g)  # a view: (groups, f/g, S, *padded space)
@@ -79,5 +81,5 @@ def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.nd
 
 
 def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    gw = np.matmul(_grad_matrix(grad_output, g), _columns(x, g).swapaxes(1, 2))  # (groups, f'/g, f/g * k)
+    gw = parallel_matmul(_grad_matrix(grad_output, g), _columns(x, g).swapaxes(1, 2))  # (groups, f'/g, f/g * k)
     return gw.reshape(g.full_weight_shape)

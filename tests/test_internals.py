@@ -113,3 +113,15 @@ def test_padded_frequency_major_spectra_give_the_oracles_results(backend, dtype,
     assert_close(layer.backward(gy), expected["input"], tol, "layer input gradient")
     assert_close(layer.grad_weight, expected["weight"], tol, "layer weight gradient")
 
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 3, 4), (2, 3, 4, 9), (2, 3, 9, 4), (1, 1, 1, 1)],
+                         ids=["rows", "columns", "shared", "tiny"])
+def test_parallel_matmul_splits_any_dimension_exactly(shape, rng):
+    """im2col's GEMM on the pool: split by rows, columns or the shared dimension (partial sums), equal to matmul."""
+    from fftconv._parallel import parallel_matmul
+
+    stack, m, k, n = shape
+    left, right = rng.standard_normal((stack, m, k)), rng.standard_normal((stack, k, n))
+    np.testing.assert_allclose(parallel_matmul(left, right, threads=3), np.matmul(left, right), rtol=1e-13,
+                               atol=1e-13)
