@@ -1,4 +1,5 @@
-"""One thread pool for all of fftconv's parallel work: FFT chunks, per-bin GEMMs and DFT-matrix products.
+"""One thread pool for all of fftconv's parallel work: FFT chunks, per-bin GEMMs, DFT-matrix products, im2col's
+GEMMs and large crops.
 
 Why one pool. On the project's 2-core machine, each library's own threads spin-wait after a parallel region: OpenBLAS
 for up to ~0.1 s, pyFFTW's OpenMP (its own libgomp copy) likewise. When the FFTs of one pass and the GEMMs of the
