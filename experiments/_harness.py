@@ -229,7 +229,9 @@ def cpu_info() -> dict[str, Any]:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit and whether the working tree had uncommitted changes (``git`` failures give ``None``)."""
+    """Commit and whether tracked files outside ``paper_figures/`` had uncommitted changes (``git`` failures give
+    ``None``). The outputs are left out: in ``make figures`` every experiment after the first would otherwise see
+    the files its predecessors just rewrote and call the tree dirty."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -237,7 +239,7 @@ def git_state() -> dict[str, Any]:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)paper_figures")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 

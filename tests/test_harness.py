@@ -291,3 +291,28 @@ def test_all_skips_missing_modules_runs_each_in_its_own_process_and_reports_fail
     assert status == 1
     with pytest.raises(SystemExit, match="only the common options"):
         cli.run_all(build_parser().parse_args(["all"]), ["--sizes", "8"])
+
+
+def test_git_state_ignores_the_outputs_but_not_the_code(tmp_path, monkeypatch):
+    """make figures rewrites paper_figures/ as it goes; only changes elsewhere make the recorded tree dirty."""
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "paper_figures").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "paper_figures" / "table.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    monkeypatch.setattr(_harness, "REPO_ROOT", tmp_path)
+    assert _harness.git_state()["dirty"] is False
+    (tmp_path / "paper_figures" / "table.md").write_text("new\n")
+    assert _harness.git_state()["dirty"] is False
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert _harness.git_state()["dirty"] is True
