@@ -64,7 +64,7 @@ from . import _timing
 from ._harness import markdown_table, save_figure, write_table
 
 NAME = "auto_grid"
-DESCRIPTION = "Issue 5: algo='auto' (model mode, calibrated here) vs the best of fft/im2col/direct on a 2-d grid"
+DESCRIPTION = "Issue 5: algo='auto' (hybrid mode, model calibrated here) vs the best of fft/im2col/direct on a 2-d grid"
 
 INPUT_SIZES = (8, 16, 32, 64)
 KERNEL_SIZES = (1, 3, 5, 7, 11)  # and k = n

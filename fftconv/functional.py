@@ -164,7 +164,8 @@ groups : int, default 1
 algo : {"fft", "im2col", "direct", "auto"}, default "fft"
     ``"fft"``: Mathieu et al.'s per-frequency complex GEMM; ``"im2col"``: unfold + one GEMM in the input dtype;
     ``"direct"``: a readable loop accumulated in float64; ``"auto"``: per pass, the cheapest by a cost model
-    calibrated on the machine (or by timing, with ``FFTCONV_AUTO=measure``); see :func:`fftconv.explain`.
+    calibrated on the machine, timing close candidates once on small problems (``FFTCONV_AUTO``: ``"hybrid"``,
+    the default, ``"model"`` or ``"measure"``); see :func:`fftconv.explain`.
 backend : str or FFTBackend, optional
     FFT library for ``algo="fft"`` (``"pyfftw"``, ``"scipy"``, ``"numpy"``); default :func:`fftconv.get_backend`.
 fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional
