@@ -372,9 +372,9 @@ def available_backends() -> list[str]:
 
 def _fastest_installed() -> str:
     # Measured on whole training steps on the project's 2-core machine (README, "Choosing the defaults";
-    # paper_figures/defaults/): pyFFTW, run as single-threaded chunks on fftconv's pool, is the fastest in fftconv's
-    # pipeline (geometric mean 1.08x of the best per point), ahead of scipy.fft (1.16x) and numpy.fft (1.63x).
-    # FFTW writes straight into the frequency-major spectra; pocketfft needs a copy. scipy is the fallback.
+    # paper_figures/defaults/): pyFFTW, run as single-threaded chunks on fftconv's pool, was the fastest or tied in
+    # fftconv's pipeline in three runs (geometric mean 1.08-1.10x of the best per point, scipy.fft 1.09-1.16x,
+    # numpy.fft 1.63-2.04x). FFTW writes straight into the frequency-major spectra; pocketfft needs a copy.
     return "pyfftw" if pyfftw is not None else "scipy"
 
 
