@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 _executor: ThreadPoolExecutor | None = None
+_executor_pid: int | None = None
 _controller = None
 
 
@@ -43,9 +44,12 @@ def default_threads() -> int:
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None or _executor._max_workers < workers:
+    global _executor, _executor_pid
+    # A forked child (multiprocessing's default start method on Linux) inherits the executor but not its threads:
+    # its tasks would never run. So each process makes its own.
+    if _executor is None or _executor._max_workers < workers or _executor_pid != os.getpid():
         _executor = ThreadPoolExecutor(workers, thread_name_prefix="fftconv")
+        _executor_pid = os.getpid()
     return _executor
 
 

@@ -359,3 +359,28 @@ def test_convolutions_in_several_threads_at_once_give_the_serial_results(name, r
             parallel = list(users.map(lambda x: fftconv.conv2d(x, w, padding=1, backend=backend), inputs))
             for got, expected in zip(parallel, serial):
                 np.testing.assert_array_equal(got, expected)
+
+
+def _convolve_in_child(x, w, queue):
+    queue.put(fftconv.conv2d(x, w))
+
+
+def test_a_forked_child_can_convolve_after_its_parent(rng):
+    """multiprocessing's fork start method copies the thread pool object but not its threads."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    x, w = rng.standard_normal((8, 16, 24, 24)), rng.standard_normal((8, 16, 3, 3))
+    expected = fftconv.conv2d(x, w)  # the parent's pool now exists and has threads
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_convolve_in_child, args=(x, w, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
