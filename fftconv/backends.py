@@ -161,19 +161,18 @@ class PyfftwBackend:
         """An uninitialised array aligned for FFTW's SIMD code."""
         return pyfftw.empty_aligned(shape, dtype=dtype)
 
-    def _build(self, in_shape, in_dtype, out_like: np.ndarray, axes: Shape, direction: str) -> tuple:
+    def _build(self, in_shape, in_dtype, out_like: np.ndarray, axes: Shape, direction: str) -> "_ChunkPlan":
         """Plan on scratch arrays with the same layout as the real ones (planning overwrites its arrays)."""
         start = time.perf_counter()
-        in_buffer = pyfftw.zeros_aligned(in_shape, dtype=in_dtype)
-        out_scratch = _scratch_like(out_like)
+        in_scratch = pyfftw.zeros_aligned(in_shape, dtype=in_dtype)
         flags = (self.planner_effort, "FFTW_DESTROY_INPUT") if direction == "FFTW_BACKWARD" else (self.planner_effort,)
-        plan = pyfftw.FFTW(in_buffer, out_scratch, axes=axes, direction=direction, flags=flags, threads=1)
-        in_buffer[...] = 0  # FFTW_MEASURE and above scribble on the arrays; the padding must be zero
+        plan = pyfftw.FFTW(in_scratch, _scratch_like(out_like), axes=axes, direction=direction, flags=flags,
+                           threads=1)
         self.plan_seconds += time.perf_counter() - start
-        return plan, in_buffer, out_scratch, threading.Lock()
+        return _ChunkPlan(plan, in_scratch.shape, in_scratch.strides, in_scratch.dtype)
 
     def _plan(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
-              chunk: int) -> tuple:
+              chunk: int) -> "_ChunkPlan":
         """The plan of one chunk; chunks run concurrently, so each has its own plan object and buffers."""
         key = (direction, chunk, x.shape, x.strides, x.dtype.str, in_shape, out.shape, out.strides,
                out.ctypes.data % pyfftw.simd_alignment, axes)
@@ -182,18 +181,6 @@ class PyfftwBackend:
             if entry is None:
                 entry = self._plans[key] = self._build(in_shape, x.dtype, out, axes, direction)
         return entry
-
-    @staticmethod
-    def _run(entry: tuple, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
-        plan, in_buffer, _, busy = entry
-        with busy:  # a plan and its buffer serve one call at a time (convolutions may run in several threads)
-            source = in_buffer
-            if reuse_input and x.shape == in_buffer.shape and x.strides == in_buffer.strides and _is_aligned(x):
-                source = x
-            else:
-                in_buffer[tuple(slice(0, n) for n in x.shape)] = x
-            plan.update_arrays(source, out)
-            plan.execute()
 
     def _execute(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
                  reuse_input: bool) -> np.ndarray:
@@ -205,7 +192,7 @@ class PyfftwBackend:
             x_part, out_part = x[part], out[part]
             chunk_shape = _with_sizes(in_shape, (axis,), (stop - start,)) if axis is not None else in_shape
             entry = self._plan(x_part, chunk_shape, out_part, axes, direction, chunk)
-            tasks.append(lambda e=entry, xp=x_part, op=out_part: self._run(e, xp, op, reuse_input))
+            tasks.append(lambda e=entry, xp=x_part, op=out_part: e.run(xp, op, reuse_input))
         run_tasks(tasks)
         return out
 
@@ -246,6 +233,33 @@ class PyfftwBackend:
 
     def __repr__(self) -> str:
         return f"PyfftwBackend(threads={self.threads}, planner_effort={self.planner_effort!r})"
+
+
+class _ChunkPlan:
+    """A cached single-threaded FFTW plan, and the zero-padded input buffer it copies into when it must.
+
+    The buffer is made on first need: an inverse transform allowed to destroy its contiguous, aligned input never
+    needs one. The planning arrays are not kept (FFTW only needs their layout), so a cached plan holds at most one
+    input-sized buffer plus its last call's arrays. One call at a time per plan: convolutions may run in several
+    user threads.
+    """
+
+    def __init__(self, plan, in_shape: Shape, in_strides: Shape, in_dtype: np.dtype):
+        self.plan, self.in_shape, self.in_strides, self.in_dtype = plan, in_shape, in_strides, in_dtype
+        self.in_buffer: np.ndarray | None = None
+        self.busy = threading.Lock()
+
+    def run(self, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
+        with self.busy:
+            if reuse_input and x.shape == self.in_shape and x.strides == self.in_strides and _is_aligned(x):
+                source = x
+            else:
+                if self.in_buffer is None:
+                    self.in_buffer = pyfftw.zeros_aligned(self.in_shape, dtype=self.in_dtype)
+                self.in_buffer[tuple(slice(0, n) for n in x.shape)] = x  # the rest stays zero: r2c keeps its input
+                source = self.in_buffer
+            self.plan.update_arrays(source, out)
+            self.plan.execute()
 
 
 def _normalise_axes(axes: Shape, ndim: int) -> Shape:
