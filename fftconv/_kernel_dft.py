@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._parallel import matmul_columns
+from ._parallel import parallel_matmul
 
 #: Ratio of the complex GEMM rate to the batched real FFT rate assumed when choosing (measured 7x on the
 #: project's 2-core machine: ~210 vs ~30 GFLOP/s; 5 leaves room for the small-GEMM penalty).
@@ -83,7 +83,7 @@ def forward(maps: np.ndarray, positions: Sequence[Sequence[int]], fft_shape: Seq
         matrix = _forward_matrix(tuple(positions[axis]), fft_shape[axis], bins[axis], out.dtype.str)
         lead = math.prod(array.shape[:axis])
         target = out.reshape(1, bins[0], -1) if axis == 0 else None
-        result = matmul_columns(matrix, array.reshape(lead, array.shape[axis], -1), out=target)
+        result = parallel_matmul(matrix, array.reshape(lead, array.shape[axis], -1), out=target)
         array = result.reshape(*array.shape[:axis], bins[axis], *array.shape[axis + 1:])
     return out
 
@@ -101,6 +101,6 @@ def inverse(spectrum: np.ndarray, positions: Sequence[Sequence[int]], fft_shape:
         matrix = _inverse_matrix(tuple(positions[axis]), fft_shape[axis], bins[axis], axis == nd - 1,
                                  spectrum.dtype.str)
         lead = math.prod(array.shape[:axis])
-        result = matmul_columns(matrix, array.reshape(lead, bins[axis], -1))
+        result = parallel_matmul(matrix, array.reshape(lead, bins[axis], -1))
         array = result.reshape(*array.shape[:axis], len(positions[axis]), *array.shape[axis + 1:])
     return np.ascontiguousarray(array.real, dtype=real_dtype)

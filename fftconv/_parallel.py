@@ -169,47 +169,37 @@ def batched_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray, threads
     return out
 
 
-def matmul_columns(matrix: np.ndarray, stack: np.ndarray, out: np.ndarray | None = None,
-                   threads: int | None = None) -> np.ndarray:
-    """``matrix @ stack`` for one small ``(M, K)`` matrix and a ``(L, K, C)`` stack, split along the columns ``C``.
+def parallel_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None,
+                    threads: int | None = None) -> np.ndarray:
+    """``np.matmul(left, right)`` for a few large matrices, split over fftconv's pool.
 
-    Used for DFT matrices applied to many maps at once (:mod:`fftconv._kernel_dft`): ``C`` is the number of maps
-    and is large, so each thread gets a balanced band of maps. ``out``, if given, has shape ``(L, M, C)``.
+    ``left`` is ``(..., M, K)`` and ``right`` ``(..., K, N)`` with broadcasting stack axes; ``out``, if given, is the
+    ``(..., M, N)`` array to write (a strided view is fine). Used for im2col's GEMMs and for DFT matrices applied to
+    many maps at once (:mod:`fftconv._kernel_dft`). OpenBLAS's own threads would do the same work but spin
+    afterwards and slow the FFT stages of the next layer; here each task runs single-threaded BLAS on a band of the
+    largest dimension: rows of ``left``, columns of ``right``, or (both outputs small, as in a weight gradient) the
+    shared dimension, whose partial products are then summed.
     """
+    (m, k), n = left.shape[-2:], right.shape[-1]
     if out is None:
-        out = np.empty((stack.shape[0], matrix.shape[0], stack.shape[2]), dtype=np.result_type(matrix, stack))
-    ranges = split(stack.shape[-1], parts_for(out.size * matrix.shape[1], "multiply_adds", threads))
-    run_tasks([lambda a=a, b=b: np.matmul(matrix, stack[..., a:b], out=out[..., a:b]) for a, b in ranges])
-    return out
-
-
-def parallel_matmul(left: np.ndarray, right: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """``left @ right`` for a few large matrices (``(G, M, K) @ (G, K, N)``), split over fftconv's pool.
-
-    im2col's GEMMs. OpenBLAS's own threads would do the same work but spin afterwards and slow the FFT stages of
-    the next layer; here each task runs single-threaded BLAS on a band of the largest dimension: rows of ``left``,
-    columns of ``right``, or (both outputs small, as in a weight gradient) the shared dimension, whose partial
-    products are then summed.
-    """
-    stack, m, k = left.shape
-    n = right.shape[-1]
-    out = np.empty((stack, m, n), dtype=np.result_type(left, right))
-    parts = parts_for(stack * m * n * k, "multiply_adds", threads)
+        stack = np.broadcast_shapes(left.shape[:-2], right.shape[:-2])
+        out = np.empty((*stack, m, n), dtype=np.result_type(left, right))
+    parts = parts_for(out.size * k, "multiply_adds", threads)
     largest = max(m, n, k)
     if parts == 1 or largest < 2 * parts:
         with single_threaded_blas():
             return np.matmul(left, right, out=out)
     if largest == m:
-        run_tasks([lambda a=a, b=b: np.matmul(left[:, a:b], right, out=out[:, a:b]) for a, b in split(m, parts)])
+        run_tasks([lambda a=a, b=b: np.matmul(left[..., a:b, :], right, out=out[..., a:b, :])
+                   for a, b in split(m, parts)])
     elif largest == n:
         run_tasks([lambda a=a, b=b: np.matmul(left, right[..., a:b], out=out[..., a:b])
                    for a, b in split(n, parts)])
     else:
         ranges = split(k, parts)
-        partial = np.empty((len(ranges) - 1, stack, m, n), dtype=out.dtype)
+        partial = np.empty((len(ranges) - 1, *out.shape), dtype=out.dtype)
         targets = [out, *partial]
-        run_tasks([lambda a=a, b=b, t=t: np.matmul(left[..., a:b], right[:, a:b], out=t)
+        run_tasks([lambda a=a, b=b, t=t: np.matmul(left[..., a:b], right[..., a:b, :], out=t)
                    for (a, b), t in zip(ranges, targets)])
         out += partial.sum(axis=0)
     return out
-

@@ -125,3 +125,8 @@ def test_parallel_matmul_splits_any_dimension_exactly(shape, rng):
     left, right = rng.standard_normal((stack, m, k)), rng.standard_normal((stack, k, n))
     np.testing.assert_allclose(parallel_matmul(left, right, threads=3), np.matmul(left, right), rtol=1e-13,
                                atol=1e-13)
+    # one matrix against a stack (the DFT matrices of fftconv._kernel_dft), written into a given strided out
+    storage = np.zeros((stack, m, 2 * n))
+    out = storage[..., ::2]
+    assert parallel_matmul(left[0], right, out=out, threads=3) is out
+    np.testing.assert_allclose(out, np.matmul(left[0], right), rtol=1e-13, atol=1e-13)
