@@ -66,10 +66,11 @@ def gather(array: np.ndarray, progressions: Sequence[Progression], dtype=None, s
     """
     lead = array.shape[:array.ndim - len(progressions)]
     result = np.empty((*lead, *(p.count for p in progressions)), dtype=dtype or array.dtype)
-    parts = parts_for(result.size // 2, "elements") if lead else 1
+    if not lead:  # nothing to cut along
+        _gather_into(result, array, progressions, scale)
+        return result
     run_tasks([lambda a=a, b=b: _gather_into(result[a:b], array[a:b], progressions, scale)
-               for a, b in split(array.shape[0], parts)] if lead else
-              [lambda: _gather_into(result, array, progressions, scale)])
+               for a, b in split(array.shape[0], parts_for(result.size // 2, "elements"))])
     return result
 
 

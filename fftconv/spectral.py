@@ -112,6 +112,12 @@ def fft_shape_for(geometry: ConvGeometry, policy: Union[FFTSizePolicy, Sequence[
     return shape
 
 
+def _padded(name: str) -> bool:
+    """Whether a spectrum's bins get padded strides (see ``SpectralPlan._bin_stride``): those FFTW writes map by
+    map. Kernel spectra are not: the DFT-matrix GEMMs write them as one contiguous ``(bins, maps)`` matrix."""
+    return name != "weight"
+
+
 def _half(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[:-1], shape[-1] // 2 + 1)
 
@@ -197,14 +203,15 @@ class SpectralPlan:
 
     def spectrum_elements(self, name: str) -> int:
         """Complex elements of storage one spectrum takes: bins times the (padded) stride between bins."""
-        shape = self.spectrum_shapes[name]
-        nd = self.geometry.ndim
-        return math.prod(shape[:nd]) * self._bin_stride(shape[nd:], padded=name != "weight")
+        return self._storage_elements(self.spectrum_shapes[name], _padded(name))
 
     def spectrum_from(self, name: str, storage: np.ndarray) -> np.ndarray:
         """View 1-d complex ``storage`` of :meth:`spectrum_elements` elements as the ``name`` spectrum."""
-        shape = self.spectrum_shapes[name]
-        return self._frequency_major_view(storage, shape, padded=name != "weight")
+        return self._frequency_major_view(storage, self.spectrum_shapes[name], _padded(name))
+
+    def _storage_elements(self, shape: tuple[int, ...], padded: bool) -> int:
+        nd = self.geometry.ndim
+        return math.prod(shape[:nd]) * self._bin_stride(shape[nd:], padded)
 
     def _bin_stride(self, inner_shape: tuple[int, ...], padded: bool) -> int:
         """Elements between consecutive frequency bins.
@@ -232,8 +239,7 @@ class SpectralPlan:
 
     def _empty_frequency_major(self, shape: tuple[int, ...], padded: bool = True) -> np.ndarray:
         """An uninitialised frequency-major array of ``shape`` with padded bin strides (see :meth:`_bin_stride`)."""
-        nd = self.geometry.ndim
-        storage = self._empty((math.prod(shape[:nd]) * self._bin_stride(shape[nd:], padded),), self.complex_dtype)
+        storage = self._empty((self._storage_elements(shape, padded),), self.complex_dtype)
         return self._frequency_major_view(storage, shape, padded)
 
     def peak_bytes(self) -> int:
@@ -255,7 +261,7 @@ class SpectralPlan:
     def _new_spectrum(self, name: str, out: np.ndarray | None) -> np.ndarray:
         shape = self.spectrum_shapes[name]
         if out is None:
-            return self._empty_frequency_major(shape, padded=name != "weight")
+            return self._empty_frequency_major(shape, _padded(name))
         if out.shape != shape or out.dtype != self.complex_dtype:
             raise ValueError(f"out for the {name} spectrum must have shape {shape} and dtype {self.complex_dtype}, "
                              f"got {out.shape} and {out.dtype}")
