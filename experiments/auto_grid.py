@@ -31,11 +31,11 @@ and twice keeps a burst from passing for a difference between algorithms.
   It is the decision's quality without the cross-process noise; exactly 1 where auto picked the winner.
 - ``model/best``: what ``FFTCONV_AUTO=model`` picks (the lowest estimate; nothing timed), judged by the medians here.
 - ``measure/best``: what ``FFTCONV_AUTO=measure`` would pick, computed without extra timing. Measure mode times the
-  candidates whose model estimate is within 4x of the lowest (``MEASURE_WINDOW``, as in
-  :func:`fftconv.choose.choose`) and keeps the fastest. Here the estimates are those the ``auto`` worker recorded,
-  and "fastest" uses this experiment's medians of those candidates instead of measure mode's own best-of-3, so the
-  ratio is that of an ideal measurement. A candidate in the window that this experiment did not time (``direct``
-  where it was too slow) is listed and left out.
+  candidates whose model estimate is within 4x of the lowest (:func:`fftconv.choose.candidates_to_time`, the rule
+  :func:`fftconv.choose.choose` applies) and keeps the fastest. Here the estimates are those the ``auto`` worker
+  recorded, and "fastest" uses this experiment's medians of those candidates instead of measure mode's own
+  best-of-3, so the ratio is that of an ideal measurement. A candidate in the window that this experiment did not
+  time (``direct`` where it was too slow) is listed and left out.
 
 **Grid.** ``n in {8, 16, 32, 64}``, ``k in {1, 3, 5, 7, 11}`` and ``k = n`` (only ``k <= n``), channels
 ``(3, 16), (16, 32), (64, 64), (128, 128)``, ``S in {1, 8, 32}``, stride ``{1, 2}``.
@@ -83,8 +83,6 @@ TARGET = 1.25
 #: Calls faster than this are at the noise floor of a shared 2-core machine (the same sub-millisecond call drifts by
 #: 20 % between blocks of repeats in one process); the summary also counts the slower ones apart.
 SLOW_SECONDS = 1e-3
-#: Measure mode times the candidates whose estimate is within this factor of the lowest (fftconv.choose.choose).
-MEASURE_WINDOW = 4.0
 #: The mode the auto workers run in: fftconv's default.
 AUTO_MODE = "hybrid"
 #: This experiment's pass names and fftconv.choose's.
@@ -331,17 +329,19 @@ def _sort_key(point: dict) -> tuple:
     return (point["n"], point["k"], point["stride"], point["f"], point["fp"], point["S"], point["seed"])
 
 
-def measure_mode(estimates: dict, times: dict, window: float = MEASURE_WINDOW) -> tuple[list, list, str | None]:
-    """Candidates measure mode would time (estimate within ``window`` of the lowest), those of them not timed
-    here, and the fastest of the timed ones by this experiment's medians.
+def measure_mode(estimates: dict, times: dict) -> tuple[list, list, str | None]:
+    """Candidates measure mode would time (fftconv's own rule: estimate within ``MEASURE_WINDOW`` of the lowest),
+    those of them not timed here, and the fastest of the timed ones by this experiment's medians.
 
     Examples
     --------
     >>> measure_mode({"fft": 1.0, "im2col": 3.0, "direct": 9.0}, {"fft": 0.5, "im2col": 0.2})
     (['fft', 'im2col'], [], 'im2col')
     """
-    lowest = min(estimates.values())
-    candidates = [algo for algo in ALGOS if algo in estimates and estimates[algo] <= window * lowest]
+    from fftconv.choose import candidates_to_time  # numpy loads only after the command line pinned threads
+
+    to_time = candidates_to_time(estimates, "measure")
+    candidates = [algo for algo in ALGOS if algo in to_time]
     timed = [algo for algo in candidates if algo in times]
     pick = min(timed, key=times.get) if timed else None
     return candidates, [algo for algo in candidates if algo not in times], pick
@@ -512,6 +512,8 @@ def _model_error_table(comparisons: Sequence[Comparison]) -> str:
 
 def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], rates: dict | None,
            provenance: str = "") -> str:
+    from fftconv.choose import HYBRID_MAX_SECONDS, HYBRID_WINDOW, MEASURE_WINDOW
+
     lines = [f"# algo='auto' on a grid of geometries ({ctx.mode} mode)", "", _caption(ctx, comparisons), ""]
     if provenance:
         lines += [provenance.strip(), ""]
@@ -524,8 +526,9 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
         "- `auto/best`: the `auto` worker's median over the best median (the issue's criterion; it includes "
         "run-to-run noise between worker processes, so it can be below 1).",
         "- `chosen/best`: the chosen algorithm's median from its own worker over the best (the decision's "
-        "quality). In hybrid mode the model decides alone unless its estimates are within 2x of each other "
-        "and the problem is small (lowest estimate under 10 ms); then auto times those candidates once.",
+        f"quality). In hybrid mode the model decides alone unless its estimates are within {HYBRID_WINDOW:g}x of "
+        f"each other and the problem is small (lowest estimate under {HYBRID_MAX_SECONDS * 1e3:g} ms); then auto "
+        "times those candidates once.",
         "- `model`: what `FFTCONV_AUTO=model` picks (the lowest estimate, nothing timed), judged by the medians "
         "measured here.",
         f"- `measure`: what `FFTCONV_AUTO=measure` would pick: among the candidates whose model estimate is within "

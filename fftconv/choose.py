@@ -345,8 +345,8 @@ def _auto_mode() -> str:
     return mode
 
 
-def _to_time(estimates: dict[str, float], mode: str) -> list[str]:
-    """The candidates a mode times (none: the lowest estimate wins)."""
+def candidates_to_time(estimates: dict[str, float], mode: str) -> list[str]:
+    """The candidates ``mode`` times (none: the lowest estimate wins); the auto_grid experiment applies it too."""
     best = min(estimates.values())
     if mode == "measure":
         return [algo for algo, seconds in estimates.items() if seconds <= MEASURE_WINDOW * best]
@@ -390,7 +390,7 @@ def choose(g: ConvGeometry, pass_name: str, dtype=np.float32, *, measure: bool |
     if key in _decisions:
         return _decisions[key]
     estimates = estimate(g, pass_name, fft_size=fft_size)
-    candidates = _to_time(estimates, mode)
+    candidates = candidates_to_time(estimates, mode)
     measured: dict = {}
     if candidates:
         measured = _time_candidates(g, pass_name, dtype, candidates, backend, fft_size)
