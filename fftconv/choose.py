@@ -23,7 +23,7 @@ import numpy as np
 from . import _kernel_dft
 from ._parallel import batched_matmul, parallel_matmul
 from .geometry import ConvGeometry
-from .spectral import fft_shape_for
+from .spectral import fft_shape_for, multiplied_bins
 
 PASSES = ("forward", "input", "weight")
 CANDIDATES = ("fft", "im2col", "direct")
@@ -264,7 +264,8 @@ def _fft_seconds(g: ConvGeometry, pass_name: str, rates: MachineRates, fft_size=
             "weight": (inputs * per_map + grads * per_map, kernels * kernel_map)}[pass_name]
     cg, fg = g.in_channels // g.groups, g.out_channels // g.groups
     shapes = {"forward": (g.batch, fg, cg), "input": (g.batch, cg, fg), "weight": (fg, cg, g.batch)}[pass_name]
-    gemm = _complex_gemm_seconds(*shapes, rates, count=bins * g.groups) + bins * g.groups * rates.gemm_matrix_seconds
+    products = multiplied_bins(fft_shape) * g.groups
+    gemm = _complex_gemm_seconds(*shapes, rates, count=products) + products * rates.gemm_matrix_seconds
     spectrum_bytes = 8 * bins * (inputs + grads + kernels)
     crop = {"forward": g.full_output_shape, "input": g.full_input_shape, "weight": g.full_weight_shape}[pass_name]
     return (rates.fft_call_seconds + sum(maps) + gemm + spectrum_bytes / rates.copy_bytes

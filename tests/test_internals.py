@@ -130,3 +130,19 @@ def test_parallel_matmul_splits_any_dimension_exactly(shape, rng):
     out = storage[..., ::2]
     assert parallel_matmul(left[0], right, out=out, threads=3) is out
     np.testing.assert_allclose(out, np.matmul(left[0], right), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("fft_shape", [(8,), (8, 8), (7, 8), (8, 7), (7, 7), (2, 6), (3, 1), (6, 4, 8), (5, 6, 7)],
+                         ids=str)
+def test_hermitian_matmul_equals_every_bin_multiplied(fft_shape, rng):
+    """Skipping the mirrored bins of the self-conjugate columns changes nothing: every bin of ``out`` is written
+    (it starts as NaN) and equals the per-bin matmul of half-spectra of real maps, for odd and even sizes in 1-3-d."""
+    from fftconv.spectral import hermitian_matmul
+
+    axes = tuple(range(len(fft_shape)))
+    left = np.fft.rfftn(rng.standard_normal((*fft_shape, 2, 3, 4)), axes=axes)
+    right = np.fft.rfftn(rng.standard_normal((*fft_shape, 2, 4, 5)), axes=axes)
+    out = np.full((*left.shape[:-1], 5), np.nan, dtype=complex)
+    assert hermitian_matmul(left, right, out, fft_shape) is out
+    # products of sums of ~prod(fft_shape) terms of size ~1: float64 rounding of the mirrored transform
+    np.testing.assert_allclose(out, left @ right, rtol=0, atol=1e-12 * np.prod(fft_shape))
