@@ -21,6 +21,7 @@ convolution also takes ``backend=``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import pickle
@@ -196,6 +197,35 @@ class PyfftwBackend:
         run_tasks(tasks)
         return out
 
+    def _staged_plan(self, x: np.ndarray, in_shape: Shape, out_shape: Shape, out_dtype, axes: Shape,
+                     task: int) -> "_ChunkPlan":
+        """The plan of one block of a staged transform: into its own contiguous, aligned stage buffer."""
+        key = ("staged", task, x.shape, x.strides, x.dtype.str, in_shape, out_shape, np.dtype(out_dtype).str, axes)
+        with self._lock:
+            entry = self._plans.get(key)
+            if entry is None:
+                stage = self.empty(out_shape, out_dtype)
+                entry = self._plans[key] = self._build(in_shape, x.dtype, stage, axes, "FFTW_FORWARD")
+                entry.stage = stage
+        return entry
+
+    def _execute_staged(self, x: np.ndarray, shape: Shape, out: np.ndarray, axes: Shape) -> np.ndarray:
+        """Forward transforms block by block through a stage buffer, each block then copied into ``out``."""
+        blocks = stage_blocks(out.shape, out.strides, axes, STAGE_BYTES // out.itemsize)
+        if not blocks:  # no maps
+            return out
+        parts = min(len(blocks), parts_for(out.size, "elements", self.threads))
+
+        def task(index: int, first: int, last: int) -> None:
+            for block in blocks[first:last]:
+                x_block, out_block = x[block], out[block]
+                in_shape = _with_sizes(x_block.shape, axes, shape)
+                self._staged_plan(x_block, in_shape, out_block.shape, out.dtype, axes, index).run_staged(
+                    x_block, out_block)
+
+        run_tasks([lambda i=i, a=a, b=b: task(i, a, b) for i, (a, b) in enumerate(split(len(blocks), parts))])
+        return out
+
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         axes = _normalise_axes(axes, x.ndim)
         in_shape = _with_sizes(x.shape, axes, shape)
@@ -204,6 +234,8 @@ class PyfftwBackend:
         if out is None:
             out = self.empty(out_shape, complex_dtype)
         _check_out(out, out_shape, complex_dtype)
+        if not out.flags.c_contiguous and math.prod(out.shape[axis] for axis in axes) >= STAGE_MIN_BINS:
+            return self._execute_staged(x, shape, out, axes)  # a frequency-major view: see STAGE_BYTES
         return self._execute(x, in_shape, out, axes, "FFTW_FORWARD", reuse_input=True)
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
@@ -247,19 +279,29 @@ class _ChunkPlan:
     def __init__(self, plan, in_shape: Shape, in_strides: Shape, in_dtype: np.dtype):
         self.plan, self.in_shape, self.in_strides, self.in_dtype = plan, in_shape, in_strides, in_dtype
         self.in_buffer: np.ndarray | None = None
+        self.stage: np.ndarray | None = None  # the output buffer of a staged plan
         self.busy = threading.Lock()
 
     def run(self, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
         with self.busy:
-            if reuse_input and x.shape == self.in_shape and x.strides == self.in_strides and _is_aligned(x):
-                source = x
-            else:
-                if self.in_buffer is None:
-                    self.in_buffer = pyfftw.zeros_aligned(self.in_shape, dtype=self.in_dtype)
-                self.in_buffer[tuple(slice(0, n) for n in x.shape)] = x  # the rest stays zero: r2c keeps its input
-                source = self.in_buffer
-            self.plan.update_arrays(source, out)
-            self.plan.execute()
+            self._transform(x, out, reuse_input)
+
+    def run_staged(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Transform into the stage buffer, then copy it into ``out`` (see ``STAGE_BYTES``)."""
+        with self.busy:
+            self._transform(x, self.stage, reuse_input=True)
+            np.copyto(out, self.stage)
+
+    def _transform(self, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
+        if reuse_input and x.shape == self.in_shape and x.strides == self.in_strides and _is_aligned(x):
+            source = x
+        else:
+            if self.in_buffer is None:
+                self.in_buffer = pyfftw.zeros_aligned(self.in_shape, dtype=self.in_dtype)
+            self.in_buffer[tuple(slice(0, n) for n in x.shape)] = x  # the rest stays zero: r2c keeps its input
+            source = self.in_buffer
+        self.plan.update_arrays(source, out)
+        self.plan.execute()
 
 
 def _normalise_axes(axes: Shape, ndim: int) -> Shape:
@@ -301,6 +343,41 @@ def _scratch_like(array: np.ndarray) -> np.ndarray:
     offset = array.ctypes.data % pyfftw.simd_alignment
     raw = pyfftw.empty_aligned(span + offset, dtype=np.uint8)
     return np.ndarray(array.shape, array.dtype, buffer=raw, offset=offset - lowest, strides=array.strides)
+
+
+#: Forward transforms into a strided output (fftconv's frequency-major spectra) of maps with at least
+#: ``STAGE_MIN_BINS`` bins go through a contiguous stage buffer of at most ``STAGE_BYTES`` per thread, then one copy.
+#: Each map's strided stores touch one cache line per bin, which the next maps would fill; from about 512 lines
+#: (32 KiB, the L1 data cache) the lines are gone before then, and FFTW ran up to 2x slower than into contiguous
+#: memory. Measured on the project's machine (pyFFTW, 6 MB of maps): staged 1.17-1.53x faster at 32 x 32 to 64 x 64,
+#: 0.88-1.15x at 8 x 8 to 28 x 28 (544 and up to 420 bins); the output-gradient transform of the (11, 32, 3, 96)
+#: layer 8.3 -> 6.5 ms. Inverse transforms read strided spectra within 10 % of the contiguous rate: not staged.
+STAGE_BYTES = 1 << 19
+STAGE_MIN_BINS = 512
+
+
+def stage_blocks(shape: Shape, strides: Shape, axes: Shape, budget: int) -> list[tuple[slice, ...]]:
+    """Index tuples cutting an array's untransformed axes into blocks of at most ``budget`` elements (one map at least).
+
+    The axes innermost in memory are kept whole first, so a block of a frequency-major spectrum is a few long runs in
+    every bin's row, and copying it in is cheap.
+
+    Examples
+    --------
+    >>> blocks = stage_blocks((4, 6, 8, 5), (480, 8, 0, 0), (2, 3), budget=480)  # 12 maps of 40 elements per block
+    >>> len(blocks), blocks[1]
+    (2, (slice(2, 4, None), slice(0, 6, None), slice(None, None, None), slice(None, None, None)))
+    """
+    per_map = math.prod(shape[axis] for axis in axes)
+    capacity = max(1, budget // per_map)
+    sizes = list(shape)
+    for axis in sorted((a for a in range(len(shape)) if a not in axes), key=lambda a: abs(strides[a])):
+        sizes[axis] = max(1, min(shape[axis], capacity))
+        capacity = max(1, capacity // max(shape[axis], 1))
+    ranges = [[slice(None)] if axis in axes else
+              [slice(start, min(start + sizes[axis], shape[axis])) for start in range(0, shape[axis], sizes[axis])]
+              for axis in range(len(shape))]
+    return list(itertools.product(*ranges))
 
 
 def _split_axis(shape: Shape, axes: Shape) -> int | None:

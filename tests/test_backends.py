@@ -118,6 +118,25 @@ def test_rfftn_writes_into_out(name, dtype, threads, rng):
     assert_close(inverse[:, :6], x, tolerance(dtype, 35), "inverse of a strided spectrum")
 
 
+@needs_pyfftw
+@pytest.mark.parametrize("stage_maps", [1, 3, 100], ids=["map by map", "partial rows", "one block"])
+def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeypatch, rng):
+    """Strided outputs are written block by block through a stage buffer: every map lands in its place, including
+    the partial blocks at the edges, from a reversed (negative-stride) input that needs zero padding."""
+    from fftconv import backends
+
+    monkeypatch.setattr(backends, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 maps of 7 x 3 bins
+    monkeypatch.setattr(backends, "STAGE_MIN_BINS", 1)
+    backend = fresh("pyfftw", threads=3)
+    maps = rng.standard_normal((5, 2, 4, 6, 4))[..., ::-1, ::-1]  # (rows, groups, cols, *space), flipped
+    storage = np.full((7, 3, 2, 5, 4), np.nan, dtype=np.complex128)  # (*bins, groups, rows, cols)
+    view = storage.transpose(3, 2, 4, 0, 1)
+    assert backend.rfftn(maps, (7, 5), (3, 4), out=view) is view
+    assert_close(view, np.fft.rfftn(maps, s=(7, 5), axes=(3, 4)), tolerance(np.float64, 35), "staged out")
+    cut = backends.stage_blocks(view.shape, view.strides, (3, 4), backends.STAGE_BYTES // 16)
+    assert len(cut) == {1: 40, 3: 20, 100: 1}[stage_maps]
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_out_of_wrong_shape_or_dtype_is_rejected(name):
     backend = fresh(name)
