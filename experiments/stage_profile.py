@@ -2,8 +2,8 @@
 
 ``python -m experiments.stage_profile --k 7 --n 32 --f 96 --fp 256`` times ``fftconv.nn.Conv2d`` forward + backward
 (transform reuse, default backend, float32) and the wall-clock time spent inside each stage, by wrapping the
-functions the spectral passes call: the per-bin GEMMs, the forward and inverse FFTs, the DFT-matrix kernel
-transforms and the crops. Each wrapped call runs its own thread-pool work, so the stages add up to the step, and
+functions the spectral passes call: the per-bin GEMMs, the forward FFTs, the inverse FFTs with their crops (one
+fused stage), and the DFT-matrix kernel transforms. Each wrapped call runs its own thread-pool work, so the stages add up to the step, and
 ``rest`` is what none of them covers (Python, allocation). It runs in the calling process and only prints: for
 numbers comparable with the experiments, set ``FFTCONV_THREADS`` and glibc's ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` as ``experiments/_timing.py`` does (README, "Results").
@@ -23,9 +23,10 @@ def stage_timers(totals: dict[str, float]) -> Iterator[None]:
     from fftconv import _kernel_dft, backends, spectral
 
     backend = backends.get_backend()
-    targets = [(spectral, "batched_matmul", "per-bin GEMMs"), (spectral, "gather", "crops"),
+    targets = [(spectral, "batched_matmul", "per-bin GEMMs"),
+               (spectral, "irfftn_blocks", "inverse FFTs and crops"),
                (_kernel_dft, "forward", "kernel DFTs (forward)"), (_kernel_dft, "inverse", "kernel DFTs (inverse)"),
-               (backend, "rfftn", "forward FFTs"), (backend, "irfftn", "inverse FFTs")]
+               (backend, "rfftn", "forward FFTs")]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
 
     def timed(function, stage):

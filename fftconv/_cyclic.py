@@ -67,14 +67,15 @@ def gather(array: np.ndarray, progressions: Sequence[Progression], dtype=None, s
     lead = array.shape[:array.ndim - len(progressions)]
     result = np.empty((*lead, *(p.count for p in progressions)), dtype=dtype or array.dtype)
     if not lead:  # nothing to cut along
-        _gather_into(result, array, progressions, scale)
+        gather_into(result, array, progressions, scale)
         return result
-    run_tasks([lambda a=a, b=b: _gather_into(result[a:b], array[a:b], progressions, scale)
+    run_tasks([lambda a=a, b=b: gather_into(result[a:b], array[a:b], progressions, scale)
                for a, b in split(array.shape[0], parts_for(result.size // 2, "elements"))])
     return result
 
 
-def _gather_into(result: np.ndarray, array: np.ndarray, progressions: Sequence[Progression], scale: float) -> None:
+def gather_into(result: np.ndarray, array: np.ndarray, progressions: Sequence[Progression], scale: float) -> None:
+    """:func:`gather` into a given ``result``, in the calling thread."""
     if any(p.repeats() for p in progressions):
         index = np.ix_(*(p.positions() for p in progressions))
         np.multiply(array[(Ellipsis, *index)], scale, out=result, casting="unsafe")

@@ -113,6 +113,14 @@ class ScipyBackend:
         return scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=self.workers, overwrite_x=overwrite_input,
                                 norm="backward" if normalise else "forward")
 
+    def irfftn_blocks(self, spectrum: np.ndarray, shape: Shape, axes: Shape,
+                      consume: Callable[[tuple, np.ndarray], object]) -> None:
+        """Unnormalised inverse, block of maps by block, in parallel; see :func:`irfftn_blocks`."""
+        axes = _normalise_axes(axes, spectrum.ndim)
+        _check_half_spectrum(spectrum, shape, axes)
+        for_blocks(spectrum, axes, self.workers, lambda block, task: consume(
+            block, scipy.fft.irfftn(spectrum[block], s=shape, axes=axes, workers=1, norm="forward")))
+
     def __repr__(self) -> str:
         return f"ScipyBackend(workers={self.workers})"
 
@@ -197,34 +205,44 @@ class PyfftwBackend:
         run_tasks(tasks)
         return out
 
-    def _staged_plan(self, x: np.ndarray, in_shape: Shape, out_shape: Shape, out_dtype, axes: Shape,
-                     task: int) -> "_ChunkPlan":
-        """The plan of one block of a staged transform: into its own contiguous, aligned stage buffer."""
-        key = ("staged", task, x.shape, x.strides, x.dtype.str, in_shape, out_shape, np.dtype(out_dtype).str, axes)
+    def _staged_plan(self, x: np.ndarray, sizes: Shape, axes: Shape, direction: str, task: int) -> "_ChunkPlan":
+        """The plan of one block of a staged transform: from its own contiguous input buffer when it must copy,
+        into its own contiguous, aligned stage buffer."""
+        forward = direction == "FFTW_FORWARD"
+        in_shape = _with_sizes(x.shape, axes, sizes) if forward else x.shape
+        out_shape = _half_spectrum_shape(x.shape, axes, sizes) if forward else _with_sizes(x.shape, axes, sizes)
+        out_dtype = np.result_type(x.dtype, np.complex64) if forward else np.finfo(x.dtype).dtype
+        key = ("staged", direction, task, x.shape, x.strides, x.dtype.str, in_shape, out_shape, axes)
         with self._lock:
             entry = self._plans.get(key)
             if entry is None:
                 stage = self.empty(out_shape, out_dtype)
-                entry = self._plans[key] = self._build(in_shape, x.dtype, stage, axes, "FFTW_FORWARD")
+                entry = self._plans[key] = self._build(in_shape, x.dtype, stage, axes, direction)
                 entry.stage = stage
         return entry
 
-    def _execute_staged(self, x: np.ndarray, shape: Shape, out: np.ndarray, axes: Shape) -> np.ndarray:
-        """Forward transforms block by block through a stage buffer, each block then copied into ``out``."""
-        blocks = stage_blocks(out.shape, out.strides, axes, STAGE_BYTES // out.itemsize)
-        if not blocks:  # no maps
-            return out
-        parts = min(len(blocks), parts_for(out.size, "elements", self.threads))
+    def _run_staged(self, x: np.ndarray, strided: np.ndarray, sizes: Shape, axes: Shape, direction: str,
+                    deliver: Callable[[tuple, np.ndarray], object]) -> None:
+        """Transform ``x`` block of maps by block (blocks cut along ``strided``'s layout, see :func:`stage_blocks`)
+        through stage buffers; ``deliver(block, stage)`` takes each block's result while it is in cache."""
+        forward = direction == "FFTW_FORWARD"
 
-        def task(index: int, first: int, last: int) -> None:
-            for block in blocks[first:last]:
-                x_block, out_block = x[block], out[block]
-                in_shape = _with_sizes(x_block.shape, axes, shape)
-                self._staged_plan(x_block, in_shape, out_block.shape, out.dtype, axes, index).run_staged(
-                    x_block, out_block)
+        def run_block(block: tuple, task: int) -> None:
+            x_block = x[block]
+            entry = self._staged_plan(x_block, sizes, axes, direction, task)
+            # forward: the maps are read in place when they can be; inverse: the strided spectrum is gathered into
+            # the plan's contiguous buffer (which FFTW may destroy), the point of staging it
+            entry.run_staged(x_block, forward, lambda stage: deliver(block, stage))
 
-        run_tasks([lambda i=i, a=a, b=b: task(i, a, b) for i, (a, b) in enumerate(split(len(blocks), parts))])
-        return out
+        for_blocks(strided, axes, self.threads, run_block)
+
+    def irfftn_blocks(self, spectrum: np.ndarray, shape: Shape, axes: Shape,
+                      consume: Callable[[tuple, np.ndarray], object]) -> None:
+        """Unnormalised inverse transform, block of maps by block: ``consume(block, maps)`` gets each block's real
+        maps (valid only during the call) and its index over ``spectrum``'s axes; see :func:`irfftn_blocks`."""
+        axes = _normalise_axes(axes, spectrum.ndim)
+        _check_half_spectrum(spectrum, shape, axes)
+        self._run_staged(spectrum, spectrum, shape, axes, "FFTW_BACKWARD", consume)
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         axes = _normalise_axes(axes, x.ndim)
@@ -234,8 +252,11 @@ class PyfftwBackend:
         if out is None:
             out = self.empty(out_shape, complex_dtype)
         _check_out(out, out_shape, complex_dtype)
-        if not out.flags.c_contiguous and math.prod(out.shape[axis] for axis in axes) >= STAGE_MIN_BINS:
-            return self._execute_staged(x, shape, out, axes)  # a frequency-major view: see STAGE_BYTES
+        bins = math.prod(out.shape[axis] for axis in axes)
+        if not out.flags.c_contiguous and bins >= STAGE_MIN_BINS and out.size * out.itemsize >= STAGE_MIN_BYTES:
+            # a frequency-major view: see STAGE_BYTES
+            self._run_staged(x, out, shape, axes, "FFTW_FORWARD", lambda block, stage: np.copyto(out[block], stage))
+            return out
         return self._execute(x, in_shape, out, axes, "FFTW_FORWARD", reuse_input=True)
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
@@ -244,10 +265,7 @@ class PyfftwBackend:
         out_shape = _with_sizes(spectrum.shape, axes, shape)
         real_dtype = np.finfo(spectrum.dtype).dtype
         out = self.empty(out_shape, real_dtype)
-        expected = _with_sizes(out_shape, axes[-1:], (out_shape[axes[-1]] // 2 + 1,))
-        if spectrum.shape != expected:
-            raise ValueError(f"spectrum has shape {spectrum.shape}; irfftn to size {tuple(shape)} over axes {axes} "
-                             f"needs {expected}")
+        _check_half_spectrum(spectrum, shape, axes)
         # c2r transforms destroy their input: use the caller's array only when it allows that.
         self._execute(spectrum, spectrum.shape, out, axes, "FFTW_BACKWARD", reuse_input=overwrite_input)
         if normalise:
@@ -286,11 +304,11 @@ class _ChunkPlan:
         with self.busy:
             self._transform(x, out, reuse_input)
 
-    def run_staged(self, x: np.ndarray, out: np.ndarray) -> None:
-        """Transform into the stage buffer, then copy it into ``out`` (see ``STAGE_BYTES``)."""
+    def run_staged(self, x: np.ndarray, reuse_input: bool, deliver: Callable[[np.ndarray], object]) -> None:
+        """Transform into the stage buffer and hand it to ``deliver`` (see ``STAGE_BYTES``), all under the lock."""
         with self.busy:
-            self._transform(x, self.stage, reuse_input=True)
-            np.copyto(out, self.stage)
+            self._transform(x, self.stage, reuse_input)
+            deliver(self.stage)
 
     def _transform(self, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
         if reuse_input and x.shape == self.in_shape and x.strides == self.in_strides and _is_aligned(x):
@@ -345,15 +363,18 @@ def _scratch_like(array: np.ndarray) -> np.ndarray:
     return np.ndarray(array.shape, array.dtype, buffer=raw, offset=offset - lowest, strides=array.strides)
 
 
-#: Forward transforms into a strided output (fftconv's frequency-major spectra) of maps with at least
-#: ``STAGE_MIN_BINS`` bins go through a contiguous stage buffer of at most ``STAGE_BYTES`` per thread, then one copy.
-#: Each map's strided stores touch one cache line per bin, which the next maps would fill; from about 512 lines
-#: (32 KiB, the L1 data cache) the lines are gone before then, and FFTW ran up to 2x slower than into contiguous
-#: memory. Measured on the project's machine (pyFFTW, 6 MB of maps): staged 1.17-1.53x faster at 32 x 32 to 64 x 64,
-#: 0.88-1.15x at 8 x 8 to 28 x 28 (544 and up to 420 bins); the output-gradient transform of the (11, 32, 3, 96)
-#: layer 8.3 -> 6.5 ms. Inverse transforms read strided spectra within 10 % of the contiguous rate: not staged.
+#: Forward transforms into a strided output (fftconv's frequency-major spectra) of at least ``STAGE_MIN_BYTES`` and
+#: of maps with at least ``STAGE_MIN_BINS`` bins go through a contiguous stage buffer of at most ``STAGE_BYTES`` per
+#: thread, then one copy. Each map's strided stores touch one cache line per bin, which the next maps would fill;
+#: from about 512 lines (32 KiB, the L1 data cache) the lines are gone before then, and when the spectrum is larger
+#: than the last-level cache as well, FFTW ran up to 2x slower than into contiguous memory. Measured on the project's
+#: machine (pyFFTW, 32 MiB L3): staged 1.17-1.53x faster at 32 x 32 to 64 x 64 with 25 MB spectra, 0.88-1.15x at
+#: 8 x 8 to 28 x 28 (544 bins and up to 420); at 32 x 32, 0.7-0.85x for 2-4 MB spectra, mixed at 9 MB, 1.3-2x at
+#: 13 MB (the output-gradient transform of the (11, 32, 3, 96) layer). Inverse transforms are always done in blocks,
+#: for their crops (:func:`irfftn_blocks`).
 STAGE_BYTES = 1 << 19
 STAGE_MIN_BINS = 512
+STAGE_MIN_BYTES = 8 << 20
 
 
 def stage_blocks(shape: Shape, strides: Shape, axes: Shape, budget: int) -> list[tuple[slice, ...]]:
@@ -378,6 +399,75 @@ def stage_blocks(shape: Shape, strides: Shape, axes: Shape, budget: int) -> list
               [slice(start, min(start + sizes[axis], shape[axis])) for start in range(0, shape[axis], sizes[axis])]
               for axis in range(len(shape))]
     return list(itertools.product(*ranges))
+
+
+def for_blocks(strided: np.ndarray, axes: Shape, threads: int,
+               run_block: Callable[[tuple, int], object]) -> None:
+    """``run_block(block, task)`` over blocks of ``strided``'s maps, on up to ``threads`` tasks of fftconv's pool.
+
+    The maps are first cut into one near-equal chunk per task, along the untransformed axis outermost in memory
+    (the largest one if it is too short to share), then each chunk into its :func:`stage_blocks`. ``task`` numbers
+    the tasks, so that each can own its buffers.
+    """
+    free = [axis for axis in range(strided.ndim) if axis not in axes and strided.shape[axis] > 1]
+    parts = parts_for(strided.size, "elements", threads)
+    whole = (slice(None),) * strided.ndim
+    chunks = [whole]
+    if free and parts > 1:
+        axis = max(free, key=lambda a: abs(strided.strides[a]))
+        if strided.shape[axis] < parts:
+            axis = max(free, key=lambda a: strided.shape[a])
+        chunks = [whole[:axis] + (slice(a, b),) + whole[axis + 1:] for a, b in split(strided.shape[axis], parts)]
+
+    def task(index: int, chunk: tuple) -> None:
+        part = strided[chunk]
+        for block in stage_blocks(part.shape, part.strides, axes, STAGE_BYTES // strided.itemsize):
+            run_block(tuple(inner if axis in axes else _within(outer, inner, n)  # transformed axes stay whole
+                            for axis, (outer, inner, n) in enumerate(zip(chunk, block, strided.shape))), index)
+
+    run_tasks([lambda i=i, c=c: task(i, c) for i, c in enumerate(chunks)])
+
+
+def _within(outer: slice, inner: slice, size: int) -> slice:
+    """The slice ``inner`` of the part ``outer`` of an axis of ``size``, as a slice of the whole axis."""
+    picked = range(size)[outer][inner]
+    return slice(picked.start, picked.stop)
+
+
+def irfftn_blocks(backend: "FFTBackend", spectrum: np.ndarray, shape: Shape, axes: Shape,
+                  consume: Callable[[tuple, np.ndarray], object]) -> None:
+    """The unnormalised inverse transform of ``spectrum`` (which may be destroyed), handed to ``consume`` in blocks.
+
+    ``consume(block, maps)`` receives the real maps of a block of the untransformed axes and the block's index
+    (a tuple of slices over ``spectrum``'s axes, whole along ``axes``), possibly from several threads at once and
+    only valid during the call: it copies out what it needs, such as a crop. Reading each block while it is in
+    cache saves writing and reading the whole spatial result (fftconv's crops keep a fraction of it). Backends with
+    an ``irfftn_blocks`` method do it block by block; for others, the whole inverse is cut into blocks afterwards.
+
+    Examples
+    --------
+    >>> spectrum = np.fft.rfftn(np.ones((3, 4, 4)), axes=(1, 2))
+    >>> corners = np.empty((3,))
+    >>> irfftn_blocks(get_backend("numpy"), spectrum, (4, 4), (1, 2),
+    ...               lambda block, maps: corners.__setitem__(block[0], maps[:, 0, 0] / 16))
+    >>> corners.tolist()
+    [1.0, 1.0, 1.0]
+    """
+    method = getattr(backend, "irfftn_blocks", None)
+    if method is not None:
+        method(spectrum, shape, axes, consume)
+        return
+    axes = _normalise_axes(axes, spectrum.ndim)
+    _check_half_spectrum(spectrum, shape, axes)
+    maps = backend.irfftn(spectrum, shape, axes, overwrite_input=True, normalise=False)
+    for_blocks(spectrum, axes, default_threads(), lambda block, task: consume(block, maps[block]))
+
+
+def _check_half_spectrum(spectrum: np.ndarray, shape: Shape, axes: Shape) -> None:
+    expected = _half_spectrum_shape(spectrum.shape, axes, shape)
+    if spectrum.shape != expected:
+        raise ValueError(f"spectrum has shape {spectrum.shape}; irfftn to size {tuple(shape)} over axes {axes} "
+                         f"needs {expected}")
 
 
 def _split_axis(shape: Shape, axes: Shape) -> int | None:
@@ -445,6 +535,12 @@ class CountingBackend:
         self.inverse_maps += self._maps(spectrum, axes)
         self.calls.append(("irfftn", spectrum.shape))
         return self.inner.irfftn(spectrum, shape, axes, overwrite_input=overwrite_input, normalise=normalise)
+
+    def irfftn_blocks(self, spectrum: np.ndarray, shape: Shape, axes: Shape,
+                      consume: Callable[[tuple, np.ndarray], object]) -> None:
+        self.inverse_maps += self._maps(spectrum, axes)
+        self.calls.append(("irfftn", spectrum.shape))
+        irfftn_blocks(self.inner, spectrum, shape, axes, consume)
 
 
 _FACTORIES: dict[str, Callable[[], FFTBackend]] = {

@@ -46,9 +46,9 @@ from typing import Literal, Sequence, Union
 import numpy as np
 
 from . import _kernel_dft, _memory
-from ._cyclic import gather, progressions, scatter
+from ._cyclic import Progression, gather_into, progressions, scatter
 from ._parallel import batched_matmul, blas_single_threaded_within
-from .backends import FFTBackend, get_backend, smooth_sizes_between
+from .backends import FFTBackend, get_backend, irfftn_blocks, smooth_sizes_between
 from .geometry import ConvGeometry
 
 FFTSizePolicy = Literal["fast", "pow2", "minimal"]
@@ -413,12 +413,21 @@ class SpectralPlan:
         return self._transform(self._flipped(maps, g.stride), "grad_output", out)
 
     # ------------------------------------------------------------------ the three passes
-    def _product_then_inverse(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Per-bin batched GEMM, then the inverse transform of the product (which FFTW may destroy)."""
+    def _cropped_product(self, left: np.ndarray, right: np.ndarray, reads: Sequence[Progression],
+                         dtype) -> np.ndarray:
+        """Per-bin batched GEMM, then the inverse transform of the product read at ``reads`` and scaled by 1/N.
+
+        Returns the crop ``(rows, groups, cols, *counts)``. The inverse goes block of maps by block, each cropped
+        while in cache (:func:`fftconv.backends.irfftn_blocks`): the uncropped spatial result is never written.
+        """
         product = self._empty_frequency_major((*left.shape[:-1], right.shape[-1]))
         hermitian_matmul(left, right, product, self.fft_shape)
-        return self.backend.irfftn(self._channels_first(product), self.fft_shape, self._axes, overwrite_input=True,
-                                   normalise=False)  # the crop applies 1/N: see _scale
+        spectrum = self._channels_first(product)
+        lead = spectrum.ndim - self.geometry.ndim
+        crop = np.empty((*spectrum.shape[:lead], *(p.count for p in reads)), dtype=dtype)
+        irfftn_blocks(self.backend, spectrum, self.fft_shape, self._axes,
+                      lambda block, maps: gather_into(crop[block[:lead]], maps, reads, self._scale))
+        return crop
 
     @property
     def _scale(self) -> float:
@@ -430,10 +439,10 @@ class SpectralPlan:
                 bias: np.ndarray | None = None) -> np.ndarray:
         """``updateOutput``: ``y = irfft(X conj(W)^T)`` read at stride ``s`` from ``kernel_shift - p_before``."""
         g = self.geometry
-        circular = self._product_then_inverse(input_spectrum, weight_spectrum.swapaxes(-1, -2))
         offsets = [shift - p for shift, p in zip(self._kernel_shift, g.padding_before)]
         reads = progressions(g.output_shape, g.stride, offsets, self.fft_shape)
-        y = gather(circular, reads, self.dtype, self._scale).reshape(g.full_output_shape)
+        y = self._cropped_product(input_spectrum, weight_spectrum.swapaxes(-1, -2), reads, self.dtype)
+        y = y.reshape(g.full_output_shape)
         if bias is not None:
             y += bias.reshape(-1, *(1,) * g.ndim)
         return y
@@ -447,10 +456,9 @@ class SpectralPlan:
         zero.
         """
         g = self.geometry
-        reversed_circular = self._product_then_inverse(grad_output_spectrum, weight_spectrum)
         offsets = [gs + ks - p for gs, ks, p in zip(self._grad_shift, self._kernel_shift, g.padding_before)]
         reads = progressions(g.used_input_shape, [-1] * g.ndim, offsets, self.fft_shape)
-        used = gather(reversed_circular, reads, self.dtype, self._scale)
+        used = self._cropped_product(grad_output_spectrum, weight_spectrum, reads, self.dtype)
         used = used.reshape(g.batch, g.in_channels, *g.used_input_shape)
         if used.shape == g.full_input_shape:
             return used
@@ -473,6 +481,6 @@ class SpectralPlan:
                                        self.dtype)  # (*k, f'*f/g)
             self._record("inverse", taps.shape[-1])
             return np.ascontiguousarray(taps.reshape(-1, taps.shape[-1]).T).reshape(g.full_weight_shape)
-        circular = self._product_then_inverse(grad_output_spectrum.swapaxes(-1, -2), input_spectrum)
-        taps = gather(circular, reads, scale=self._scale)  # (f'/groups, groups, f/groups, *k)
-        return np.ascontiguousarray(taps.swapaxes(0, 1), dtype=self.dtype).reshape(g.full_weight_shape)
+        taps = self._cropped_product(grad_output_spectrum.swapaxes(-1, -2), input_spectrum, reads,
+                                     self.dtype)  # (f'/groups, groups, f/groups, *k)
+        return np.ascontiguousarray(taps.swapaxes(0, 1)).reshape(g.full_weight_shape)

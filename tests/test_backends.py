@@ -127,6 +127,7 @@ def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeyp
 
     monkeypatch.setattr(backends, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 maps of 7 x 3 bins
     monkeypatch.setattr(backends, "STAGE_MIN_BINS", 1)
+    monkeypatch.setattr(backends, "STAGE_MIN_BYTES", 1)
     backend = fresh("pyfftw", threads=3)
     maps = rng.standard_normal((5, 2, 4, 6, 4))[..., ::-1, ::-1]  # (rows, groups, cols, *space), flipped
     storage = np.full((7, 3, 2, 5, 4), np.nan, dtype=np.complex128)  # (*bins, groups, rows, cols)
@@ -135,6 +136,39 @@ def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeyp
     assert_close(view, np.fft.rfftn(maps, s=(7, 5), axes=(3, 4)), tolerance(np.float64, 35), "staged out")
     cut = backends.stage_blocks(view.shape, view.strides, (3, 4), backends.STAGE_BYTES // 16)
     assert len(cut) == {1: 40, 3: 20, 100: 1}[stage_maps]
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "counting"])
+@pytest.mark.parametrize("stage_maps", [1, 3, 100], ids=["map by map", "partial rows", "one block"])
+@pytest.mark.parametrize("lead", [(5, 2, 4), (1, 1, 7)], ids=["rows shared", "one row"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_irfftn_blocks_hands_every_map_over_once(name, lead, stage_maps, wrapped, monkeypatch, rng):
+    """The blocked inverse of a frequency-major spectrum: the blocks tile the maps exactly, and each block's maps
+    are the unnormalised inverse (numpy has no blocked method and takes the fallback; CountingBackend passes the
+    blocks through and counts the maps). With one row, the threads share the columns instead."""
+    monkeypatch.setattr(backends, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 spectra of 7 x 3 bins
+    backend = fresh(name, threads=3)
+    if wrapped:
+        backend = backends.CountingBackend(backend)
+    maps = rng.standard_normal((*lead, 7, 5))  # (rows, groups, cols, *space)
+    expected = np.fft.irfftn(np.fft.rfftn(maps, axes=(3, 4)), s=(7, 5), axes=(3, 4)) * 35
+    rows, groups, cols = lead
+    storage = np.empty((7, 3, groups, rows, cols), dtype=np.complex128)  # (*bins, groups, rows, cols)
+    spectrum = storage.transpose(3, 2, 4, 0, 1)
+    result, handed = np.full(maps.shape, np.nan), np.zeros(maps.shape[:3], int)
+
+    def consume(block, block_maps):
+        result[block] = block_maps
+        handed[block[:3]] += 1
+
+    spectrum[...] = np.fft.rfftn(maps, axes=(3, 4))
+    backends.irfftn_blocks(backend, spectrum, (7, 5), (3, 4), consume)
+    assert (handed == 1).all()
+    assert_close(result, expected, tolerance(np.float64, 35), "blocked inverse")
+    if wrapped:
+        assert backend.inverse_maps == math.prod(lead)
+    with pytest.raises(ValueError, match=r"spectrum has shape .*; irfftn to size \(8, 5\) over axes \(3, 4\) needs"):
+        backends.irfftn_blocks(backend, spectrum, (8, 5), (3, 4), consume)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
