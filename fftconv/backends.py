@@ -9,6 +9,10 @@ zero-padded at the end of each transformed axis, exactly like ``numpy.fft.rfftn(
   along ``axes``; ``overwrite_input=True`` lets the backend destroy ``X`` (FFTW's c2r does) instead of copying it
   first; ``normalise=False`` skips the ``1/prod(shape)`` factor (fftconv applies it while cropping, for free).
 
+An optional third method, ``irfftn_blocks(X, shape, axes, consume)``, hands the unnormalised inverse to
+``consume(block, maps)`` block of maps by block, so that fftconv crops each block while it is in cache; backends
+without it get the same results through :func:`irfftn_blocks`'s fallback (the whole inverse, then cut).
+
 Outputs are always fresh arrays owned by the caller; float32 stays complex64/float32 and float64 stays
 complex128/float64.
 
