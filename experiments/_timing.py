@@ -48,6 +48,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -496,14 +497,21 @@ def measure_conv(ctx, methods: Sequence[str], points: Iterable[dict], passes: Se
 
 
 class ConvResults:
-    """Lookup of conv timing rows by point, method and pass (the last row wins if a point was measured twice)."""
+    """Lookup of conv timing rows by point, method and pass.
+
+    A point measured several times (in rounds) counts with its lowest median; untimed rows (skipped, failed) count
+    only where no row has a timing, the last one winning.
+    """
 
     def __init__(self, rows: Iterable[dict]):
         self.rows = list(rows)
         self._index = {}
         for row in self.rows:
             if all(f in row for f in CONV_FIELDS) and "method" in row and "pass" in row:
-                self._index[(*(row[f] for f in CONV_FIELDS), row["method"], row["pass"])] = row
+                key = (*(row[f] for f in CONV_FIELDS), row["method"], row["pass"])
+                kept = self._index.get(key)
+                if kept is None or "median_s" not in kept or row.get("median_s", math.inf) < kept["median_s"]:
+                    self._index[key] = row
 
     def row(self, point: dict, method: str, pass_: str) -> dict | None:
         return self._index.get((*(point[f] for f in CONV_FIELDS), method, pass_))

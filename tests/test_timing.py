@@ -259,3 +259,17 @@ def test_docstring_examples(module_name):
 
     failures, attempted = doctest.testmod(importlib.import_module(module_name))
     assert attempted > 0 and failures == 0
+
+
+def test_conv_results_take_the_lowest_median_of_rounds():
+    point = _timing.conv_point(S=2, f=3, fp=4, n=8, k=3)
+    rows = [{**point, "method": "torch", "pass": "forward", "round": 0, "median_s": 2.0},
+            {**point, "method": "torch", "pass": "forward", "round": 1, "error": "worker died"},
+            {**point, "method": "torch", "pass": "forward", "round": 2, "median_s": 1.5},
+            {**point, "method": "torch", "pass": "forward", "round": 3, "median_s": 1.7},
+            {**point, "method": "fft-numpy", "pass": "forward", "skipped": "first"},
+            {**point, "method": "fft-numpy", "pass": "forward", "skipped": "second"}]
+    results = _timing.ConvResults(rows)
+    assert results.seconds(point, "torch", "forward") == 1.5
+    assert results.seconds(point, "fft-numpy", "forward") is None
+    assert results.row(point, "fft-numpy", "forward")["skipped"] == "second"
