@@ -13,8 +13,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ._parallel import parts_for, run_tasks, split
-
 
 @dataclass(frozen=True)
 class Progression:
@@ -58,24 +56,13 @@ def _slice(start: int, count: int, step: int) -> slice:
     return slice(start, None if stop < 0 else stop, step)
 
 
-def gather(array: np.ndarray, progressions: Sequence[Progression], dtype=None, scale: float = 1.0) -> np.ndarray:
-    """``scale * array[..., pos_0, pos_1, ...]`` (outer indexing over the trailing axes) as a new contiguous array.
+def gather_into(result: np.ndarray, array: np.ndarray, progressions: Sequence[Progression],
+                scale: float = 1.0) -> None:
+    """``result[...] = scale * array[..., pos_0, pos_1, ...]`` (outer indexing over the trailing axes).
 
-    Scaling while copying costs nothing extra; the spectral passes use it to normalise inverse FFTs. Large gathers
-    are split along the first axis over fftconv's thread pool (a crop is memory-bound; two cores copy faster).
+    Scaling while copying costs nothing extra; the spectral passes use it to normalise inverse FFTs while cropping
+    each block of maps (:func:`fftconv.backends.irfftn_blocks`).
     """
-    lead = array.shape[:array.ndim - len(progressions)]
-    result = np.empty((*lead, *(p.count for p in progressions)), dtype=dtype or array.dtype)
-    if not lead:  # nothing to cut along
-        gather_into(result, array, progressions, scale)
-        return result
-    run_tasks([lambda a=a, b=b: gather_into(result[a:b], array[a:b], progressions, scale)
-               for a, b in split(array.shape[0], parts_for(result.size // 2, "elements"))])
-    return result
-
-
-def gather_into(result: np.ndarray, array: np.ndarray, progressions: Sequence[Progression], scale: float) -> None:
-    """:func:`gather` into a given ``result``, in the calling thread."""
     if any(p.repeats() for p in progressions):
         index = np.ix_(*(p.positions() for p in progressions))
         np.multiply(array[(Ellipsis, *index)], scale, out=result, casting="unsafe")

@@ -140,6 +140,8 @@ class PyfftwBackend:
     Threads. FFTW's own threads (OpenMP in pyFFTW's wheels) spin after each transform and steal a core from the
     GEMMs that follow (see :mod:`fftconv._parallel`). So each call is cut into ``threads`` chunks along its largest
     untransformed axis, each chunk has its own single-threaded plan, and the chunks run on fftconv's thread pool.
+    Forward transforms into large frequency-major spectra, and :meth:`irfftn_blocks`, go block by block through
+    contiguous stage buffers instead (``STAGE_BYTES``).
 
     Parameters
     ----------
@@ -294,7 +296,7 @@ class _ChunkPlan:
 
     The buffer is made on first need: an inverse transform allowed to destroy its contiguous, aligned input never
     needs one. The planning arrays are not kept (FFTW only needs their layout), so a cached plan holds at most one
-    input-sized buffer plus its last call's arrays. One call at a time per plan: convolutions may run in several
+    input-sized buffer plus its last call's arrays; a staged plan (one block of maps) also holds its output buffer. One call at a time per plan: convolutions may run in several
     user threads.
     """
 

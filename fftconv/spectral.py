@@ -20,8 +20,9 @@ upsampled gradient. See ``mathieu2014.md`` ("Quick reference for implementers") 
 
 Layout. Spectra are kept **frequency-major**: ``(*bins, groups, rows, cols)``, so the per-bin products are one
 batched ``matmul`` over contiguous matrices with no transposes of spectra. The backends transform channels-first
-spatial arrays and write through a strided view of the frequency-major buffer (FFTW directly; numpy and scipy by
-one copy), and the inverse reads through such a view.
+spatial arrays and write through a strided view of the frequency-major buffer (FFTW directly or through a small
+stage buffer; numpy and scipy by one copy), and the inverse reads it block of maps by block, cropping each block
+while it is in cache.
 
 Conjugate pairs. Products of spectra of real maps are Hermitian, and the half-spectrum still holds conjugate pairs
 in its self-conjugate columns; :func:`hermitian_matmul` multiplies one bin of each pair and conjugates the other

@@ -32,7 +32,9 @@ def test_gather_and_scatter_match_fancy_indexing(args):
     rng = np.random.default_rng(0)
     buffer = rng.standard_normal((2, *(p.size for p in progressions)))
     index = (slice(None), *np.ix_(*(p.positions() for p in progressions)))
-    np.testing.assert_array_equal(_cyclic.gather(buffer, progressions), buffer[index])
+    gathered = np.full((2, *(p.count for p in progressions)), np.nan)
+    _cyclic.gather_into(gathered, buffer, progressions)
+    np.testing.assert_array_equal(gathered, buffer[index])
     values = rng.standard_normal((2, *(p.count for p in progressions)))
     expected = np.zeros_like(buffer)
     np.add.at(expected, index, values)  # wrapped positions add up
