@@ -176,10 +176,12 @@ class PyfftwBackend:
         """An uninitialised array aligned for FFTW's SIMD code."""
         return pyfftw.empty_aligned(shape, dtype=dtype)
 
-    def _build(self, in_shape, in_dtype, out_like: np.ndarray, axes: Shape, direction: str) -> "_ChunkPlan":
-        """Plan on scratch arrays with the same layout as the real ones (planning overwrites its arrays)."""
+    def _build(self, in_shape, in_dtype, out_like: np.ndarray, axes: Shape, direction: str,
+               in_like: np.ndarray | None = None) -> "_ChunkPlan":
+        """Plan on scratch arrays with the same layout as the real ones (planning overwrites its arrays); the input
+        is contiguous unless ``in_like`` gives its layout."""
         start = time.perf_counter()
-        in_scratch = pyfftw.zeros_aligned(in_shape, dtype=in_dtype)
+        in_scratch = pyfftw.zeros_aligned(in_shape, dtype=in_dtype) if in_like is None else _scratch_like(in_like)
         flags = (self.planner_effort, "FFTW_DESTROY_INPUT") if direction == "FFTW_BACKWARD" else (self.planner_effort,)
         plan = pyfftw.FFTW(in_scratch, _scratch_like(out_like), axes=axes, direction=direction, flags=flags,
                            threads=1)
@@ -211,20 +213,24 @@ class PyfftwBackend:
         run_tasks(tasks)
         return out
 
-    def _staged_plan(self, x: np.ndarray, sizes: Shape, axes: Shape, direction: str, task: int) -> "_ChunkPlan":
-        """The plan of one block of a staged transform: from its own contiguous input buffer when it must copy,
-        into its own contiguous, aligned stage buffer."""
+    def _staged_plan(self, x: np.ndarray, strides: Shape, sizes: Shape, axes: Shape, direction: str,
+                     task: int) -> "_ChunkPlan":
+        """The plan of one block of a staged transform, with its own aligned buffers laid out like the strided array
+        (axes in the order of ``strides``, but without gaps): the forward's output, the inverse's input, so that
+        the copy between buffer and spectrum moves whole runs of maps. The inverse's output is contiguous."""
         forward = direction == "FFTW_FORWARD"
         in_shape = _with_sizes(x.shape, axes, sizes) if forward else x.shape
         out_shape = _half_spectrum_shape(x.shape, axes, sizes) if forward else _with_sizes(x.shape, axes, sizes)
         out_dtype = np.result_type(x.dtype, np.complex64) if forward else np.finfo(x.dtype).dtype
-        key = ("staged", direction, task, x.shape, x.strides, x.dtype.str, in_shape, out_shape, axes)
+        order = _memory_order(strides)
+        key = ("staged", direction, task, x.shape, x.strides, x.dtype.str, in_shape, out_shape, axes, order)
         with self._lock:
             entry = self._plans.get(key)
             if entry is None:
-                stage = self.empty(out_shape, out_dtype)
-                entry = self._plans[key] = self._build(in_shape, x.dtype, stage, axes, direction)
-                entry.stage = stage
+                stage = _compact(out_shape, order, out_dtype) if forward else self.empty(out_shape, out_dtype)
+                in_like = None if forward else _compact(in_shape, order, x.dtype)
+                entry = self._plans[key] = self._build(in_shape, x.dtype, stage, axes, direction, in_like)
+                entry.stage, entry.in_buffer = stage, in_like
         return entry
 
     def _run_staged(self, x: np.ndarray, strided: np.ndarray, sizes: Shape, axes: Shape, direction: str,
@@ -235,7 +241,7 @@ class PyfftwBackend:
 
         def run_block(block: tuple, task: int) -> None:
             x_block = x[block]
-            entry = self._staged_plan(x_block, sizes, axes, direction, task)
+            entry = self._staged_plan(x_block, strided.strides, sizes, axes, direction, task)
             # forward: the maps are read in place when they can be; inverse: the strided spectrum is gathered into
             # the plan's contiguous buffer (which FFTW may destroy), the point of staging it
             entry.run_staged(x_block, forward, lambda stage: deliver(block, stage))
@@ -350,6 +356,17 @@ def _check_out(out: np.ndarray, shape: Shape, dtype) -> None:
     if out.shape != tuple(shape) or out.dtype != dtype:
         raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; the transform needs shape "
                          f"{tuple(shape)} and dtype {np.dtype(dtype)}")
+
+
+def _memory_order(strides: Shape) -> tuple[int, ...]:
+    """Axes from outermost to innermost in memory."""
+    return tuple(sorted(range(len(strides)), key=lambda axis: -abs(strides[axis])))
+
+
+def _compact(shape: Shape, order: Sequence[int], dtype) -> np.ndarray:
+    """An aligned, uninitialised array of ``shape`` whose axes lie in memory in ``order`` (outermost first), gapless."""
+    buffer = pyfftw.empty_aligned(tuple(shape[axis] for axis in order), dtype=dtype)
+    return buffer.transpose(np.argsort(order))
 
 
 def _is_aligned(array: np.ndarray) -> bool:
