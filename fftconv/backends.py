@@ -264,8 +264,7 @@ class PyfftwBackend:
         if out is None:
             out = self.empty(out_shape, complex_dtype)
         _check_out(out, out_shape, complex_dtype)
-        bins = math.prod(out.shape[axis] for axis in axes)
-        if not out.flags.c_contiguous and bins >= STAGE_MIN_BINS and out.size * out.itemsize >= STAGE_MIN_BYTES:
+        if not out.flags.c_contiguous and out.size * out.itemsize >= STAGE_MIN_BYTES:
             # a frequency-major view: see STAGE_BYTES
             self._run_staged(x, out, shape, axes, "FFTW_FORWARD", lambda block, stage: np.copyto(out[block], stage))
             return out
@@ -386,17 +385,15 @@ def _scratch_like(array: np.ndarray) -> np.ndarray:
     return np.ndarray(array.shape, array.dtype, buffer=raw, offset=offset - lowest, strides=array.strides)
 
 
-#: Forward transforms into a strided output (fftconv's frequency-major spectra) of at least ``STAGE_MIN_BYTES`` and
-#: of maps with at least ``STAGE_MIN_BINS`` bins go through a contiguous stage buffer of at most ``STAGE_BYTES`` per
-#: thread, then one copy. Each map's strided stores touch one cache line per bin, which the next maps would fill;
-#: from about 512 lines (32 KiB, the L1 data cache) the lines are gone before then, and when the spectrum is larger
-#: than the last-level cache as well, FFTW ran up to 2x slower than into contiguous memory. Measured on the project's
-#: machine (pyFFTW, 32 MiB L3): staged 1.17-1.53x faster at 32 x 32 to 64 x 64 with 25 MB spectra, 0.88-1.15x at
-#: 8 x 8 to 28 x 28 (544 bins and up to 420); at 32 x 32, 0.7-0.85x for 2-4 MB spectra, mixed at 9 MB, 1.3-2x at
-#: 13 MB (the output-gradient transform of the (11, 32, 3, 96) layer). Inverse transforms are always done in blocks,
-#: for their crops (:func:`irfftn_blocks`).
+#: Forward transforms into a strided output (fftconv's frequency-major spectra) of at least ``STAGE_MIN_BYTES`` go
+#: block by block through a stage buffer of at most ``STAGE_BYTES`` per thread, laid out like the spectrum but without
+#: its gaps, then one copy. Each map's strided stores touch one cache line per bin, which the next maps would fill;
+#: when the lines are evicted before then and the spectrum is larger than the last-level cache, FFTW ran up to 2x
+#: slower than into contiguous memory. Measured on the project's machine (pyFFTW, 32 MiB L3), two runs: staged
+#: 1.19-1.56x faster at 32 x 32 to 64 x 64 with 25 MB spectra, 0.98-1.32x at 8 x 8 to 28 x 28; at 32 x 32, 0.65-0.75x
+#: for 2-4 MB spectra, 1.3x at 9 MB. Inverse transforms are always done in blocks, for their crops
+#: (:func:`irfftn_blocks`).
 STAGE_BYTES = 1 << 19
-STAGE_MIN_BINS = 512
 STAGE_MIN_BYTES = 8 << 20
 
 

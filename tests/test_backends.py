@@ -126,7 +126,6 @@ def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeyp
     from fftconv import backends
 
     monkeypatch.setattr(backends, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 maps of 7 x 3 bins
-    monkeypatch.setattr(backends, "STAGE_MIN_BINS", 1)
     monkeypatch.setattr(backends, "STAGE_MIN_BYTES", 1)
     backend = fresh("pyfftw", threads=3)
     maps = rng.standard_normal((5, 2, 4, 6, 4))[..., ::-1, ::-1]  # (rows, groups, cols, *space), flipped
