@@ -371,7 +371,24 @@ def _time_candidates(g: ConvGeometry, pass_name: str, dtype, candidates: Sequenc
         "input": lambda algo: ALGORITHMS[algo].grad_input(gy, w, g, backend, fft_size),
         "weight": lambda algo: ALGORITHMS[algo].grad_weight(x, gy, g, backend, fft_size),
     }
-    return {algo: _best_seconds(lambda: runners[pass_name](algo), repeats=3) for algo in candidates}
+    return _best_interleaved({algo: (lambda algo=algo: runners[pass_name](algo)) for algo in candidates})
+
+
+def _best_interleaved(runs: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
+    """Best seconds of each run over ``rounds`` rounds that call every run once, after one warm-up call each.
+
+    Interleaving keeps a change of the machine's state during the timing (frequent on shared VMs) from favouring
+    whichever candidate was timed in the quiet moment.
+    """
+    for run in runs.values():
+        run()
+    best = dict.fromkeys(runs, math.inf)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def choose(g: ConvGeometry, pass_name: str, dtype=np.float32, *, measure: bool | None = None, backend=None,

@@ -130,3 +130,13 @@ def test_calibrate_measures_positive_rates_and_saves_them_atomically(tmp_path, m
         assert 0 <= getattr(rates, name) < 0.1
     choose.set_rates(None)  # reload: comes back from the file
     assert choose.get_rates() == rates
+
+
+def test_candidates_are_timed_in_interleaved_rounds():
+    """Each candidate runs once to warm up, then once per round in turn; each keeps its best time."""
+    from fftconv.choose import _best_interleaved
+
+    calls = []
+    best = _best_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3)
+    assert calls == ["a", "b"] * 4
+    assert set(best) == {"a", "b"} and all(0 <= seconds < 1 for seconds in best.values())
