@@ -10,7 +10,7 @@ comparison is against the best of the algorithms actually timed at that point.
 :func:`fftconv.calibrate` (``save=False``: the user's saved rates are left alone). The rates are stored in the
 results file (resuming reuses them) and in ``metadata.json`` (``auto_rates``); every ``auto`` worker installs them
 with :func:`fftconv.choose.set_rates` and sets ``FFTCONV_AUTO=hybrid`` (the default, whatever the caller's
-environment says): the model decides, except where its estimates are within 2x of each other and the problem is
+environment says): the model decides, except where its estimates are within 4x of each other and the problem is
 small, where auto times those candidates once (in the warm-up call, which is not timed). Each ``auto`` row records
 the choice, the model's estimate of every candidate and what auto timed.
 
