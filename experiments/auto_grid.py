@@ -533,7 +533,8 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
         "measured here.",
         f"- `measure`: what `FFTCONV_AUTO=measure` would pick: among the candidates whose model estimate is within "
         f"{MEASURE_WINDOW:g}x of the lowest (the estimates the auto worker recorded), the one with the lowest "
-        "median measured here; no extra timing. Measure mode itself times them once per geometry (best of 5 interleaved rounds).", ""]
+        "median measured here; no extra timing. Measure mode itself times them once per geometry (best of 5 "
+        "interleaved rounds).", ""]
     lines.append("## Summary")
     lines.append("")
     if not comparisons:

@@ -1,11 +1,11 @@
 """Where one FFT layer's training step spends its time, stage by stage (not part of ``make figures``).
 
 ``python -m experiments.stage_profile --k 7 --n 32 --f 96 --fp 256`` times ``fftconv.nn.Conv2d`` forward + backward
-(transform reuse, default backend, float32) and the wall-clock time spent inside each stage, by wrapping the
-functions the spectral passes call: the per-bin GEMMs, the forward FFTs, the inverse FFTs with their crops (one
-fused stage), and the DFT-matrix kernel transforms. Each wrapped call runs its own thread-pool work, so the stages add up to the step, and
-``rest`` is what none of them covers (Python, allocation). It runs in the calling process and only prints: for
-numbers comparable with the experiments, set ``FFTCONV_THREADS`` and glibc's ``MALLOC_MMAP_THRESHOLD_`` and
+(transform reuse, default backend, float32) and the wall-clock time spent inside each stage, by wrapping the functions
+the spectral passes call: the per-bin GEMMs, the forward FFTs, the inverse FFTs with their crops (one fused stage),
+and the DFT-matrix kernel transforms. Each wrapped call runs its own thread-pool work, so the stages add up to the
+step, and ``rest`` is what none of them covers (Python, allocation). It runs in the calling process and only prints:
+for numbers comparable with the experiments, set ``FFTCONV_THREADS`` and glibc's ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` as ``experiments/_timing.py`` does (README, "Results").
 """
 

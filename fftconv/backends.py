@@ -301,8 +301,8 @@ class _ChunkPlan:
 
     The buffer is made on first need: an inverse transform allowed to destroy its contiguous, aligned input never
     needs one. The planning arrays are not kept (FFTW only needs their layout), so a cached plan holds at most one
-    input-sized buffer plus its last call's arrays; a staged plan (one block of maps) also holds its output buffer. One call at a time per plan: convolutions may run in several
-    user threads.
+    input-sized buffer plus its last call's arrays; a staged plan (one block of maps) also holds its output buffer.
+    One call at a time per plan: convolutions may run in several user threads.
     """
 
     def __init__(self, plan, in_shape: Shape, in_strides: Shape, in_dtype: np.dtype):
