@@ -469,19 +469,29 @@ class SpectralPlan:
 
     @blas_single_threaded_within
     def grad_weight(self, input_spectrum: np.ndarray, grad_output_spectrum: np.ndarray) -> np.ndarray:
-        """``accGradParameters``: ``GW = conj(GY)^T X``, read at the dilated taps ``t*d - p_before + grad_shift``."""
+        """``accGradParameters``: ``GW = conj(GY)^T X``, read at the dilated taps ``t*d - p_before + grad_shift``.
+
+        With fewer input than output channels the per-bin product is computed transposed, ``GW^T = X^T conj(GY)``:
+        OpenBLAS ran (f x S) @ (S x f') 1.6x faster than (f' x S) @ (S x f) at f = 3, f' = 96 (the paper's first
+        layer); with f <= f' the two orders measured the same.
+        """
         g = self.geometry
         offsets = [shift - p for shift, p in zip(self._grad_shift, g.padding_before)]
         reads = progressions(g.kernel_shape, g.dilation, offsets, self.fft_shape)
+        transposed = g.in_channels < g.out_channels
+        left, right = ((input_spectrum.swapaxes(-1, -2), grad_output_spectrum) if transposed else
+                       (grad_output_spectrum.swapaxes(-1, -2), input_spectrum))
+        # the product's maps are (groups, f'/g, f/g), or (groups, f/g, f'/g) transposed: this puts them back
+        out_first = (0, 1, 2) if not transposed else (0, 2, 1)
         if self.kernels_by_gemm:
             positions = [p.positions() for p in reads]
-            product = self._empty((*input_spectrum.shape[:-2], *grad_output_spectrum.shape[-1:],
-                                   input_spectrum.shape[-1]), self.complex_dtype)  # (*bins, groups, f'/g, f/g)
-            hermitian_matmul(grad_output_spectrum.swapaxes(-1, -2), input_spectrum, product, self.fft_shape)
+            product = self._empty((*left.shape[:-1], right.shape[-1]), self.complex_dtype)
+            hermitian_matmul(left, right, product, self.fft_shape)
             taps = _kernel_dft.inverse(product.reshape(*product.shape[:g.ndim], -1), positions, self.fft_shape,
-                                       self.dtype)  # (*k, f'*f/g)
+                                       self.dtype)  # (*k, maps)
             self._record("inverse", taps.shape[-1])
-            return np.ascontiguousarray(taps.reshape(-1, taps.shape[-1]).T).reshape(g.full_weight_shape)
-        taps = self._cropped_product(grad_output_spectrum.swapaxes(-1, -2), input_spectrum, reads,
-                                     self.dtype)  # (f'/groups, groups, f/groups, *k)
-        return np.ascontiguousarray(taps.swapaxes(0, 1)).reshape(g.full_weight_shape)
+            maps = taps.reshape(-1, *product.shape[g.ndim:]).transpose(*(1 + axis for axis in out_first), 0)
+        else:
+            taps = self._cropped_product(left, right, reads, self.dtype)  # (rows, groups, cols, *k)
+            maps = taps.transpose(*((1, 0, 2) if not transposed else (1, 2, 0)), *range(3, taps.ndim))
+        return np.ascontiguousarray(maps).reshape(g.full_weight_shape)
