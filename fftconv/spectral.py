@@ -127,6 +127,22 @@ def _half(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[:-1], shape[-1] // 2 + 1)
 
 
+def _conjugate_pairs(fft_shape: Sequence[int]) -> tuple[int, slice, slice] | None:
+    """Where a half spectrum holds conjugate pairs: ``(half, self_conjugate, middle)``, or None if it holds none.
+
+    The columns ``self_conjugate`` (``xi_last = 0`` and, for even sizes, ``N_last / 2``) pair bin ``(xi_0, ...)`` with
+    ``(-xi_0, ...)``; their rows ``xi_0 < half`` are enough. The ``middle`` columns have no pairs.
+    """
+    rows, last = fft_shape[0], fft_shape[-1]
+    half = rows // 2 + 1
+    if len(fft_shape) == 1 or half >= rows:
+        return None
+    columns = last // 2 + 1
+    self_conjugate = slice(0, columns, columns - 1) if last % 2 == 0 and columns > 1 else slice(0, 1)
+    middle = slice(1, columns - 1 if last % 2 == 0 else columns)
+    return half, self_conjugate, middle
+
+
 def multiplied_bins(fft_shape: Sequence[int]) -> int:
     """Frequency bins whose per-bin product :func:`hermitian_matmul` computes (the others are conjugated copies).
 
@@ -135,12 +151,13 @@ def multiplied_bins(fft_shape: Sequence[int]) -> int:
     >>> math.prod(_half((16, 16))), multiplied_bins((16, 16)), multiplied_bins((16,))
     (144, 130, 9)
     """
-    rows, last = fft_shape[0], fft_shape[-1]
     bins = math.prod(_half(tuple(fft_shape)))
-    if len(fft_shape) == 1 or rows // 2 + 1 >= rows:
+    pairs = _conjugate_pairs(fft_shape)
+    if pairs is None:
         return bins
-    self_conjugate_columns = 2 if last % 2 == 0 and last > 1 else 1
-    return bins - (rows - rows // 2 - 1) * math.prod(fft_shape[1:-1]) * self_conjugate_columns
+    half, self_conjugate, _ = pairs
+    columns = len(range(fft_shape[-1] // 2 + 1)[self_conjugate])
+    return bins - (fft_shape[0] - half) * math.prod(fft_shape[1:-1]) * columns
 
 
 def hermitian_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray,
@@ -164,14 +181,11 @@ def hermitian_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray,
     >>> bool(np.allclose(product, spectra[0] @ spectra[1]))
     True
     """
-    nd = len(fft_shape)
-    rows, last = fft_shape[0], fft_shape[-1]
-    half = rows // 2 + 1  # rows xi_0 = 0 .. N_0/2 are computed; the rest are mirrors of rows 1 .. N_0/2 - 1
-    if nd == 1 or half >= rows:
+    pairs = _conjugate_pairs(fft_shape)
+    if pairs is None:
         return batched_matmul(left, right, out)
-    columns = last // 2 + 1
-    self_conjugate = slice(0, columns, columns - 1) if last % 2 == 0 and columns > 1 else slice(0, 1)
-    middle = slice(1, columns - 1 if last % 2 == 0 else columns)
+    half, self_conjugate, middle = pairs
+    nd, rows = len(fft_shape), fft_shape[0]
 
     def at(row: slice, column: slice) -> tuple:
         return (row, *(slice(None),) * (nd - 2), column)
