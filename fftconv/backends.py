@@ -96,20 +96,15 @@ class ScipyBackend:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
 
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
-        normalised = _normalise_axes(axes, x.ndim)
-        axis = _split_axis(x.shape, normalised)
-        if out is None or axis is None or self.workers == 1:
-            return _into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), out)
-        # pocketfft has no ``out``: chunks on fftconv's pool transform and copy into ``out`` in parallel (measured
-        # 1.2-1.7x faster than workers=2 followed by one single-threaded copy into the frequency-major view).
-        _check_out(out, _half_spectrum_shape(x.shape, normalised, shape), np.result_type(x.dtype, np.complex64))
-
-        def chunk(start: int, stop: int) -> None:
-            part = (slice(None),) * axis + (slice(start, stop),)
-            np.copyto(out[part], scipy.fft.rfftn(x[part], s=shape, axes=axes, workers=1))
-
-        parts = parts_for(out.size, "elements", self.workers)
-        run_tasks([lambda a=a, b=b: chunk(a, b) for a, b in split(x.shape[axis], parts)])
+        if out is None:
+            return scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers)
+        # pocketfft has no ``out``: blocks of maps transformed on fftconv's pool are copied into ``out`` while in
+        # cache, as the inverse does. Transforming and copying in parallel measured 1.2-1.7x faster than workers=2
+        # followed by one single-threaded copy into the frequency-major view; blocks as fast as one chunk per thread.
+        axes = _normalise_axes(axes, x.ndim)
+        _check_out(out, _half_spectrum_shape(x.shape, axes, shape), np.result_type(x.dtype, np.complex64))
+        for_blocks(out, axes, self.workers, lambda block, task: np.copyto(
+            out[block], scipy.fft.rfftn(x[block], s=shape, axes=axes, workers=1)))
         return out
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
