@@ -23,6 +23,7 @@ from ._parallel import parallel_matmul
 from ._spatial import crop_padding, pad_input, padded_shape, tap_windows
 from .geometry import ConvGeometry
 
+
 def _per_group(array: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """``(S, channels, *space)`` -> ``(groups, channels/groups, S, *space)`` (a view)."""
     grouped = array.reshape(g.batch, g.groups, -1, *array.shape[2:])
