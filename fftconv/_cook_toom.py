@@ -3,7 +3,7 @@
 ``F(m, r)`` computes ``m`` outputs of the correlation ``y[i] = sum_k d[i + k] g[k]`` of ``alpha = m + r - 1`` inputs
 ``d`` with ``r`` taps ``g`` using ``alpha`` multiplications instead of ``m r``::
 
-    y = A^T [ (G g) * (B^T d) ]          (``*``: element-wise; ``A^T`` is m x alpha, ``G`` alpha x r, ``B^T`` alpha x alpha)
+    y = A^T [ (G g) * (B^T d) ]    (``*`` element-wise; A^T: m x alpha, G: alpha x r, B^T: alpha x alpha)
 
 Construction (the transposed Toom-Cook algorithm). A linear *convolution* of polynomials ``p`` (``m`` coefficients)
 and ``q`` (``r`` coefficients) is fixed by the product's values at ``alpha`` points: ``s = V^-1 [(V_r q) * (V_m p)]``,
@@ -12,10 +12,10 @@ coefficient) and ``V = V_alpha``. As a linear map of ``p`` this is ``s = T(q) p`
 transpose ``T(q)^T`` maps ``alpha`` values to ``m`` correlation outputs. Hence ``A^T = V_m^T``, ``G = V_r`` and
 ``B^T = V^-T``. Column ``j`` of ``V^-1`` holds the coefficients of the Lagrange polynomial ``N_j(x) / D_j`` of the
 finite point ``p_j`` (``N_j = prod_{l != j} (x - p_l)`` over the other finite points, ``D_j = N_j(p_j)``), and the
-column of the point at infinity those of ``M(x) = prod_l (x - p_l)``. As in Lavin & Gray (2016) the scalars ``1/D_j``
-move from ``B^T`` to ``G`` (their signs stay in ``B^T``; a diagonal between the two factors of an element-wise product is free), so ``B^T`` holds
-the polynomial coefficients of ``N_j`` and ``M``, and the kernel transform, computed once per layer, carries the
-divisions.
+column of the point at infinity those of ``M(x) = prod_l (x - p_l)``. As in Lavin & Gray (2016) the scalars
+``1/|D_j|`` move from ``B^T`` to ``G`` (a diagonal between the two factors of an element-wise product is free; the
+signs stay in ``B^T``), so ``B^T`` holds the polynomial coefficients of ``N_j`` and ``M``, and the kernel transform,
+computed once per layer, carries the divisions.
 
 ``B^T`` depends only on ``alpha`` and the points, not on how ``alpha`` splits into ``m + r - 1``: ``F(m, r)`` and
 ``F(r, m)`` transform their data tiles identically, and swap the roles of ``A`` and ``G`` (up to the ``1/D_j``).
@@ -23,9 +23,9 @@ divisions.
 Points: ``0``, ``1``, ``-1``, then ``1/p, -p, -1/p, p`` for ``p = 2, 4, ...`` (``0, 1, -1, 1/2, -2, -1/2, 2, 1/4,
 -4, ...``), as many as needed (``alpha - 1`` finite points), plus the point at infinity. Small magnitudes and their
 reciprocals keep the Vandermonde matrices as well conditioned as rational points allow, and powers of two make many
-entries exact in floating point. Even transform sizes take every ``+-`` pair; an odd number of points takes ``p``
-with ``-1/p`` (F(4, 3) uses ``0, +-1, 1/2, -2``), which measured 2-4x more accurate in float32 than ``+-1/2`` or
-``+-2`` (docs/winograd.md), as Barabasz et al. (2020) also found.
+entries exact in floating point. For ``alpha = 4, 8, 12`` the points come in complete ``+-`` pairs; otherwise the
+last ones pair ``p`` with ``-1/p``: F(4, 3) uses ``0, +-1, 1/2, -2``, which measured 3.8x more accurate in float32
+than ``0, +-1, +-1/2`` (docs/winograd.md), as Barabasz et al. (2020) also found.
 """
 
 from __future__ import annotations

@@ -204,16 +204,22 @@ def _chunks(batch: int, tile_rows: int, bytes_per_row: int, min_parts: int) -> l
 
 
 def _run_in_tasks(chunks: list, work, multiply_adds: int) -> list:
-    """``[work(chunk) for chunk in chunks]``, the list cut into contiguous runs, one per task of fftconv's pool."""
-    results: list = [None] * len(chunks)
+    """Run ``work(chunk)`` for every chunk; the list is cut into contiguous runs, one per task of fftconv's pool.
 
-    def run(a: int, b: int) -> None:
-        for i in range(a, b):
-            results[i] = work(chunks[i])
+    Returns, per task, the sum of its chunks' results (``None`` if ``work`` returns nothing), so a reduction holds
+    one partial sum per thread rather than one per chunk; the fixed order keeps results reproducible.
+    """
+    ranges = split(len(chunks), parts_for(multiply_adds, "multiply_adds"))
+    totals: list = [None] * len(ranges)
 
-    parts = parts_for(multiply_adds, "multiply_adds")
-    run_tasks([lambda a=a, b=b: run(a, b) for a, b in split(len(chunks), parts)])
-    return results
+    def run(task: int, start: int, stop: int) -> None:
+        for chunk in chunks[start:stop]:
+            result = work(chunk)
+            if result is not None:
+                totals[task] = result if totals[task] is None else np.add(totals[task], result, out=totals[task])
+
+    run_tasks([lambda i=i, a=a, b=b: run(i, a, b) for i, (a, b) in enumerate(ranges)])
+    return totals
 
 
 # --------------------------------------------------------------------------------------------------- the core
@@ -245,6 +251,7 @@ def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], tap
     tiles = _tile_counts(out_shape, tile)
     out_channels = filters.shape[1] * groups
     transforms = [float_transforms(m, r, data.dtype) for m, r in zip(tile, taps)]
+    data_transforms, output_transforms = [bt for _, _, bt in transforms], [at for at, _, _ in transforms]
     view = _tile_view(data, tile, alpha)
     full = np.empty((batch, out_channels, *(t * m for t, m in zip(tiles, tile))), dtype=data.dtype)
     out_tiles = full.reshape(batch, out_channels, *(v for t, m in zip(tiles, tile) for v in (t, m)))
@@ -252,13 +259,10 @@ def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], tap
 
     def work(chunk: tuple[slice, slice]) -> None:
         images, rows = chunk
-        part = view[images, :, rows]
-        spectra = _along_leading_axes([bt for _, _, bt in transforms], _gathered(part))  # (*alpha, C, s, *T)
-        products = np.matmul(filters, spectra.reshape(filters.shape[0], channels // groups, -1))
-        result = _along_leading_axes([at for at, _, _ in transforms], products.reshape(*alpha, out_channels,
-                                                                                        *part.shape[:1],
-                                                                                        *part.shape[2:2 + nd]))
-        out_tiles[images, :, rows] = result.transpose(to_output)
+        tiles_in = _along_leading_axes(data_transforms, _gathered(view[images, :, rows]))  # (*alpha, C, s, *T)
+        products = np.matmul(filters, tiles_in.reshape(filters.shape[0], channels // groups, -1))
+        products = products.reshape(*alpha, out_channels, *tiles_in.shape[nd + 1:])
+        out_tiles[images, :, rows] = _along_leading_axes(output_transforms, products).transpose(to_output)
 
     row_bytes = math.prod(alpha) * (channels + out_channels) * math.prod(tiles[1:]) * data.itemsize
     multiply_adds = filters.size * batch * math.prod(tiles)
@@ -387,6 +391,7 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
     alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
     tiles = _tile_counts(g.output_shape, tile)
     transforms = [float_transforms(r, m, x.dtype) for m, r in zip(tile, taps)]  # F(r, m): A^T r x alpha, G alpha x m
+    data_transforms, filter_transforms = [bt for _, _, bt in transforms], [gm for _, gm, _ in transforms]
     view = _tile_view(_embed(x, g.padding_before, tuple(t * m + r - 1 for t, m, r in zip(tiles, tile, taps))),
                       tile, alpha)
     gy = _embed(grad_output, (0,) * nd, tuple(t * m for t, m in zip(tiles, tile)))
@@ -396,16 +401,16 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
 
     def work(chunk: tuple[slice, slice]) -> np.ndarray:
         images, rows = chunk
-        spectra = _along_leading_axes([bt for _, _, bt in transforms], _gathered(view[images, :, rows]))
+        tiles_in = _along_leading_axes(data_transforms, _gathered(view[images, :, rows]))  # (*alpha, f, s, *T)
         pieces = np.ascontiguousarray(gy_tiles[images, :, rows].transpose(to_filters))
-        filters = _along_leading_axes([gm for _, gm, _ in transforms], pieces)  # (*alpha, f', s, *T)
-        return np.matmul(filters.reshape(positions, f_out, -1), spectra.reshape(positions, f_in, -1).swapaxes(1, 2))
+        filters = _along_leading_axes(filter_transforms, pieces)  # (*alpha, f', s, *T)
+        return np.matmul(filters.reshape(positions, f_out, -1), tiles_in.reshape(positions, f_in, -1).swapaxes(1, 2))
 
     row_bytes = math.prod(alpha) * (g.in_channels + g.out_channels) * math.prod(tiles[1:]) * x.itemsize
     multiply_adds = positions * f_out * f_in * g.batch * math.prod(tiles)
     chunks = _chunks(g.batch, tiles[0], row_bytes, parts_for(multiply_adds, "multiply_adds"))
-    products = sum(_run_in_tasks(chunks, work, multiply_adds))  # (P * groups, f'/g, f/g)
-    kernels = _along_leading_axes([at for at, _, _ in transforms], products.reshape(*alpha, -1))
+    products = sum(_run_in_tasks(chunks, work, multiply_adds))  # (P * groups, f'/g, f/g), one per task
+    kernels = _along_leading_axes([at for at, _, _ in transforms], products.reshape(*alpha, -1))  # (*k, ...)
     kernels = kernels.reshape(*taps, groups, f_out, f_in).transpose(nd, nd + 1, nd + 2, *range(nd))
     return np.ascontiguousarray(kernels).reshape(g.full_weight_shape)
 
