@@ -1,0 +1,532 @@
+"""Winograd's minimal filtering ``F(m x m, r x r)`` (Lavin & Gray, CVPR 2016) for all three passes of a conv layer.
+
+Every pass is one tiled correlation (see docs/winograd.md for the derivations):
+
+- forward: ``y = x (*) w`` on the padded input, tiles of ``m`` outputs;
+- input gradient: ``dx = dy (*) flip(w)`` with the channel roles swapped, on ``dy`` padded by ``r - 1 - padding``;
+- weight gradient: ``dw = x (*) dy`` with ``F(r, m)``: each ``m``-tile of ``dy`` is the "filter" of an ``r``-output
+  correlation, and the products are summed over batch and tiles before the one output transform.
+
+The transform is a tensor product of 1-d transforms, so one N-dimensional code serves 1-d, 2-d and 3-d: each data
+tile of ``alpha = m + r - 1`` points per axis is transformed (``B^T d B``), each filter (``G g G^T``), then at each of
+the ``prod(alpha)`` transform positions ONE batched GEMM contracts the channels (as the FFT algorithm's per-bin GEMM
+does), and the output transform (``A^T M A``) gives the result. The 1-d transforms are exact rational matrices
+(:mod:`fftconv._cook_toom`) applied as matrix products along one axis at a time.
+
+The work is cut into chunks of images (or of tile rows when the batch is small), each gathered, transformed,
+multiplied and transformed back while it is in cache, on fftconv's thread pool with single-threaded BLAS.
+Stride and dilation other than 1 are not supported (:func:`unsupported_reason`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ._cook_toom import MAX_TRANSFORM_SIZE, cook_toom, float_transforms
+from ._parallel import blas_single_threaded_within, parts_for, run_tasks, split
+from .geometry import ConvGeometry
+
+TileArg = Union[int, Sequence[int], None]
+
+#: Pass names accepted by :func:`work` (those of :mod:`fftconv.choose`).
+PASSES = ("forward", "input", "weight")
+#: Transform size ``alpha = m + r - 1`` of the default tile, and the largest of :func:`tile_choices`. On a VGG-like
+#: float32 layer F(4, 3) (alpha 6) errs about 4x as much as im2col, F(6, 3) (alpha 8) 17x, F(7, 3) 450x
+#: (docs/winograd.md).
+DEFAULT_TRANSFORM_SIZE = 6
+CHOICES_MAX_TRANSFORM_SIZE = 8
+#: Bytes of transformed data and products one chunk holds: small enough to stay in a core's L2/L3 share, large
+#: enough (hundreds of tiles) that each per-position GEMM has a long dimension.
+CHUNK_BYTES = 1 << 21
+
+
+# ---------------------------------------------------------------------------------------------------------- tiles
+def tile_choices(r: int) -> tuple[int, ...]:
+    """Output tile sizes ``m`` worth trying for ``r`` kernel taps: ``2 <= m`` and ``m + r - 1 <= 8``.
+
+    Larger tiles need fewer multiplications per output (``(m + r - 1) / m`` per axis) but lose accuracy; past a
+    transform size of 8 the float32 error jumps about 30x (2.7e-4 relative for F(7, 3) on a VGG-like layer). A
+    kernel of one tap gains nothing from tiling: ``(1,)``. Kernels longer than 7 taps get ``(1,)`` too, which is
+    still exact but no faster than a direct method.
+
+    Examples
+    --------
+    >>> tile_choices(3), tile_choices(5), tile_choices(1), tile_choices(9)
+    ((2, 3, 4, 5, 6), (2, 3, 4), (1,), (1,))
+    """
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+        raise ValueError(f"r must be a positive int (kernel taps), got {r!r}")
+    choices = tuple(range(2, CHOICES_MAX_TRANSFORM_SIZE - r + 2))
+    return choices if r > 1 and choices else (1,)
+
+
+def default_tile(g: ConvGeometry) -> tuple[int, ...]:
+    """The output tile ``m`` per spatial axis used when ``tile=None``.
+
+    ``m = 7 - r`` (a transform of 6 points: F(4, 3), F(2, 5)) when that is at least 2, else 2 up to ``r = 7`` and 1
+    beyond (and for ``r = 1``); never larger than the output. F(4x4, 3x3) is the usual float32 choice (Lavin & Gray;
+    cuDNN's non-fused Winograd, oneDNN): it does 4x fewer multiplications than a direct 3x3 convolution at about 4x
+    im2col's float32 error on a VGG-like layer, whereas F(6x6, 3x3) saves 5.1x at about 17x the error.
+
+    Examples
+    --------
+    >>> default_tile(ConvGeometry.from_shapes((8, 64, 32, 32), (64, 64, 3, 3), padding=1))
+    (4, 4)
+    >>> default_tile(ConvGeometry.from_shapes((1, 2, 3, 40), (4, 2, 3, 5)))
+    (1, 2)
+    """
+    tiles = []
+    for r, out in zip(g.kernel_shape, g.output_shape):
+        if r == 1 or r > 7:
+            m = 1
+        else:
+            m = max(2, DEFAULT_TRANSFORM_SIZE + 1 - r)
+        tiles.append(min(m, out))
+    return tuple(tiles)
+
+
+def _tile_tuple(tile: TileArg, g: ConvGeometry) -> tuple[int, ...]:
+    if tile is None:
+        return default_tile(g)
+    if isinstance(tile, (int, np.integer)) and not isinstance(tile, bool):
+        values = (int(tile),) * g.ndim
+    else:
+        try:
+            values = tuple(tile)
+        except TypeError:
+            raise TypeError(f"tile must be an int, a tuple of {g.ndim} ints or None, got {tile!r}") from None
+        if len(values) != g.ndim or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                            for v in values):
+            raise ValueError(f"tile must be an int or a tuple of {g.ndim} ints for a {g.ndim}-d convolution, "
+                             f"got {tile!r}")
+        values = tuple(int(v) for v in values)
+    if any(v < 1 for v in values):
+        raise ValueError(f"tile must be positive in every dimension, got {values}")
+    return values
+
+
+def unsupported_reason(g: ConvGeometry, tile: TileArg = None) -> str | None:
+    """Why Winograd cannot run this geometry (with this tile), or ``None`` if it can.
+
+    Winograd's transforms assume consecutive outputs read consecutive inputs: stride 1 and dilation 1. The
+    transform size ``m + r - 1`` is limited to 16 per axis. A malformed ``tile`` raises instead (a usage error).
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((1, 1, 9, 9), (1, 1, 3, 3), stride=2)
+    >>> unsupported_reason(g)
+    'winograd needs stride 1; stride=(2, 2)'
+    >>> unsupported_reason(ConvGeometry.from_shapes((1, 1, 9, 9), (1, 1, 3, 3))) is None
+    True
+    """
+    tile = _tile_tuple(tile, g)
+    if any(s != 1 for s in g.stride):
+        return f"winograd needs stride 1; stride={g.stride}"
+    if any(d != 1 for d in g.dilation):
+        return f"winograd needs dilation 1; dilation={g.dilation}"
+    sizes = tuple(m + r - 1 for m, r in zip(tile, g.kernel_shape))
+    if max(sizes) > MAX_TRANSFORM_SIZE:
+        return (f"winograd supports transforms of at most {MAX_TRANSFORM_SIZE} points per axis; tile={tile} with "
+                f"kernel {g.kernel_shape} needs m + r - 1 = {sizes}; use a smaller tile or another algorithm")
+    return None
+
+
+def _checked_tile(g: ConvGeometry, tile: TileArg) -> tuple[int, ...]:
+    reason = unsupported_reason(g, tile)
+    if reason is not None:
+        raise ValueError(reason)
+    return _tile_tuple(tile, g)
+
+
+# ------------------------------------------------------------------------------------------------ array plumbing
+def _embed(array: np.ndarray, before: Sequence[int], length: Sequence[int]) -> np.ndarray:
+    """``out[..., j] = array[..., j - before]`` over ``length`` spatial points, zero outside ``array``.
+
+    ``before`` may be negative (the front is cropped) and ``length`` shorter than what ``array`` covers (the back
+    is cropped). Returns ``array`` itself when nothing changes.
+    """
+    spatial = array.shape[2:]
+    if not any(before) and tuple(length) == spatial:
+        return array
+    out = np.zeros((*array.shape[:2], *length), dtype=array.dtype)
+    target, source = [], []
+    for b, n, size in zip(before, spatial, length):
+        start, stop = max(b, 0), max(min(b + n, size), max(b, 0))
+        target.append(slice(start, stop))
+        source.append(slice(start - b, stop - b))
+    out[(Ellipsis, *target)] = array[(Ellipsis, *source)]
+    return out
+
+
+def _along_leading_axes(matrices: Sequence[np.ndarray], array: np.ndarray) -> np.ndarray:
+    """Apply ``matrices[d]`` (``out_d x in_d``) along leading axis ``d`` of ``array`` (``(*in, ...)``), one axis at a
+    time: a tensor product of 1-d transforms costs ``sum_d out_d in_d`` per point instead of ``prod``."""
+    for axis, matrix in enumerate(matrices):
+        shape = array.shape
+        stacked = array.reshape(math.prod(shape[:axis]), shape[axis], -1)
+        array = np.matmul(matrix, stacked).reshape(*shape[:axis], matrix.shape[0], *shape[axis + 1:])
+    return array
+
+
+def _tile_view(data: np.ndarray, tile: Sequence[int], alpha: Sequence[int]) -> np.ndarray:
+    """Read-only view ``(S, C, *tiles, *alpha)`` of the overlapping tiles of ``data``: tile ``t`` starts at ``t*m``."""
+    nd = len(tile)
+    windows = sliding_window_view(data, tuple(alpha), axis=tuple(range(2, 2 + nd)))
+    return windows[(Ellipsis, *(slice(None, None, m) for m in tile), *(slice(None),) * nd)]
+
+
+def _gathered(view: np.ndarray) -> np.ndarray:
+    """Tiles ``(s, C, *T, *alpha)`` -> contiguous ``(*alpha, C, s, *T)``: transform axes first, tiles last."""
+    nd = (view.ndim - 2) // 2
+    order = (*range(2 + nd, 2 + 2 * nd), 1, 0, *range(2, 2 + nd))
+    return np.ascontiguousarray(view.transpose(order))
+
+
+def _tile_counts(sizes: Sequence[int], tile: Sequence[int]) -> tuple[int, ...]:
+    return tuple(-(-n // m) for n, m in zip(sizes, tile))
+
+
+def _chunks(batch: int, tile_rows: int, bytes_per_row: int, min_parts: int) -> list[tuple[slice, slice]]:
+    """``(images, tile rows)`` slices that cover ``batch x tile_rows`` in pieces of about :data:`CHUNK_BYTES`.
+
+    Whole images when there are enough of them, else rows of tiles of one image.
+    """
+    rows_per_chunk = max(1, CHUNK_BYTES // max(bytes_per_row, 1))
+    count = min(batch * tile_rows, max(min_parts, -(-batch * tile_rows // rows_per_chunk)))
+    if count <= batch:
+        return [(slice(a, b), slice(None)) for a, b in split(batch, count)]
+    row_ranges = split(tile_rows, -(-count // batch))
+    return [(slice(s, s + 1), slice(a, b)) for s in range(batch) for a, b in row_ranges]
+
+
+def _run_in_tasks(chunks: list, work, multiply_adds: int) -> list:
+    """Run ``work(chunk)`` for every chunk; the list is cut into contiguous runs, one per task of fftconv's pool.
+
+    Returns, per task, the sum of its chunks' results (``None`` if ``work`` returns nothing), so a reduction holds
+    one partial sum per thread rather than one per chunk; the fixed order keeps results reproducible.
+    """
+    ranges = split(len(chunks), parts_for(multiply_adds, "multiply_adds"))
+    totals: list = [None] * len(ranges)
+
+    def run(task: int, start: int, stop: int) -> None:
+        for chunk in chunks[start:stop]:
+            result = work(chunk)
+            if result is not None:
+                totals[task] = result if totals[task] is None else np.add(totals[task], result, out=totals[task])
+
+    run_tasks([lambda i=i, a=a, b=b: run(i, a, b) for i, (a, b) in enumerate(ranges)])
+    return totals
+
+
+# --------------------------------------------------------------------------------------------------- the core
+def _transformed_filters(w: np.ndarray, g: ConvGeometry, tile: tuple[int, ...], for_input: bool) -> np.ndarray:
+    """``G w G^T`` per filter, ``(P * groups, out/groups, in/groups)`` in ``w``'s dtype, computed in float64.
+
+    ``for_input``: the input gradient's filters, flipped in space with input and output channels swapped. The
+    transform is cheap (``f' f/g`` small maps), so float64 removes its share of the round-off for free.
+    """
+    nd, groups = g.ndim, g.groups
+    grouped = w.astype(np.float64).reshape(groups, g.out_channels // groups, -1, *g.kernel_shape)
+    if for_input:
+        grouped = grouped[(Ellipsis, *(slice(None, None, -1),) * nd)].swapaxes(1, 2)
+    kernels = grouped.transpose(*range(3, 3 + nd), 0, 1, 2)  # (*k, groups, out/g, in/g)
+    matrices = [float_transforms(m, r, np.float64)[1] for m, r in zip(tile, g.kernel_shape)]
+    transformed = _along_leading_axes(matrices, kernels)
+    return np.ascontiguousarray(transformed.reshape(-1, *transformed.shape[-2:]), dtype=w.dtype)
+
+
+def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], taps: tuple[int, ...],
+               out_shape: tuple[int, ...], groups: int) -> np.ndarray:
+    """``out[s, o, i] = sum_{c, k} data[s, c, i + k] filter[o, c, k]`` by ``F(tile, taps)``, trusted arguments.
+
+    ``data`` is ``(S, C, *(T m + r - 1))`` with ``T = ceil(out / m)`` tiles per axis; ``filters`` the transformed
+    filters ``(P * groups, O/groups, C/groups)``. Returns the contiguous ``(S, O, *out_shape)``.
+    """
+    nd, batch, channels = len(tile), data.shape[0], data.shape[1]
+    alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
+    tiles = _tile_counts(out_shape, tile)
+    out_channels = filters.shape[1] * groups
+    transforms = [float_transforms(m, r, data.dtype) for m, r in zip(tile, taps)]
+    data_transforms, output_transforms = [bt for _, _, bt in transforms], [at for at, _, _ in transforms]
+    view = _tile_view(data, tile, alpha)
+    full = np.empty((batch, out_channels, *(t * m for t, m in zip(tiles, tile))), dtype=data.dtype)
+    out_tiles = full.reshape(batch, out_channels, *(v for t, m in zip(tiles, tile) for v in (t, m)))
+    to_output = (nd + 1, nd, *(v for d in range(nd) for v in (nd + 2 + d, d)))  # (*m, O, s, *T) -> (s, O, T1, m1..)
+
+    def work(chunk: tuple[slice, slice]) -> None:
+        images, rows = chunk
+        tiles_in = _along_leading_axes(data_transforms, _gathered(view[images, :, rows]))  # (*alpha, C, s, *T)
+        products = np.matmul(filters, tiles_in.reshape(filters.shape[0], channels // groups, -1))
+        products = products.reshape(*alpha, out_channels, *tiles_in.shape[nd + 1:])
+        out_tiles[images, :, rows] = _along_leading_axes(output_transforms, products).transpose(to_output)
+
+    row_bytes = math.prod(alpha) * (channels + out_channels) * math.prod(tiles[1:]) * data.itemsize
+    multiply_adds = filters.size * batch * math.prod(tiles)
+    chunks = _chunks(batch, tiles[0], row_bytes, parts_for(multiply_adds, "multiply_adds"))
+    _run_in_tasks(chunks, work, multiply_adds)
+    if full.shape[2:] == tuple(out_shape):
+        return full
+    return np.ascontiguousarray(full[(Ellipsis, *(slice(0, n) for n in out_shape))])
+
+
+# ------------------------------------------------------------------------------------------------- the passes
+@blas_single_threaded_within
+def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, g: ConvGeometry, *,
+            tile: TileArg = None) -> np.ndarray:
+    """The forward pass ``y = conv(x, w) + bias`` by ``F(m, r)`` tiles.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(S, f, *n)``
+        Input, float32 or float64 (validated by the caller, as ``g`` describes).
+    w : ndarray, shape ``(f', f/groups, *k)``
+        Weights of the same dtype.
+    bias : ndarray of shape ``(f',)`` or None
+    g : ConvGeometry
+        Stride and dilation must be 1 (:func:`unsupported_reason`).
+    tile : int, tuple of int or None
+        Output tile ``m`` per spatial axis; ``None``: :func:`default_tile`.
+
+    Returns
+    -------
+    ndarray, shape ``(S, f', *out)``, of ``x``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        When :func:`unsupported_reason` gives a reason.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 10, 10)), rng.standard_normal((4, 3, 3, 3))
+    >>> g = ConvGeometry.from_shapes(x.shape, w.shape, padding=1)
+    >>> from fftconv import direct
+    >>> bool(np.allclose(forward(x, w, None, g, tile=4), direct.forward(x, w, None, g)))
+    True
+    """
+    tile = _checked_tile(g, tile)
+    filters = _transformed_filters(w, g, tile, for_input=False)
+    length = tuple(-(-n // m) * m + r - 1 for n, m, r in zip(g.output_shape, tile, g.kernel_shape))
+    data = _embed(x, g.padding_before, length)
+    y = _correlate(data, filters, tile, g.kernel_shape, g.output_shape, g.groups)
+    if bias is not None:
+        y += bias.reshape(-1, *(1,) * g.ndim)
+    return y
+
+
+@blas_single_threaded_within
+def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry, *, tile: TileArg = None) -> np.ndarray:
+    """The input gradient ``dL/dx``: correlate ``grad_output`` with the flipped, channel-transposed kernels.
+
+    ``dx_pad[p] = sum_k dy[p - k] w[k]``, a full convolution; for the kept positions ``p = b + q`` it is the
+    correlation of ``dy`` shifted by ``r - 1 - b`` (zero-padded, or cropped when the padding ``b`` exceeds
+    ``r - 1``) with ``flip(w)``, of which ``F(m, r)`` computes the ``n`` input positions directly.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape ``(S, f', *out)``
+    w : ndarray, shape ``(f', f/groups, *k)``
+    g : ConvGeometry
+    tile : int, tuple of int or None
+        Tile ``m`` of the computed input gradient per axis; ``None``: :func:`default_tile`.
+
+    Returns
+    -------
+    ndarray, shape ``(S, f, *n)``
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> g = ConvGeometry.from_shapes((2, 3, 9, 9), (4, 3, 3, 3), padding="same")
+    >>> gy, w = rng.standard_normal(g.full_output_shape), rng.standard_normal(g.full_weight_shape)
+    >>> from fftconv import direct
+    >>> bool(np.allclose(grad_input(gy, w, g), direct.grad_input(gy, w, g)))
+    True
+    """
+    tile = _checked_tile(g, tile)
+    filters = _transformed_filters(w, g, tile, for_input=True)
+    lead = tuple(r - 1 - b for r, b in zip(g.kernel_shape, g.padding_before))
+    length = tuple(-(-n // m) * m + r - 1 for n, m, r in zip(g.input_shape, tile, g.kernel_shape))
+    data = _embed(grad_output, lead, length)
+    return _correlate(data, filters, tile, g.kernel_shape, g.input_shape, g.groups)
+
+
+@blas_single_threaded_within
+def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile: TileArg = None) -> np.ndarray:
+    """The weight gradient ``dL/dw`` by ``F(r, m)``: tiles of ``m`` output gradients act as the filters.
+
+    ``dw[o, c, k] = sum_{s, i} dy[s, o, i] x_pad[s, c, i + k]``. Cutting ``i`` into tiles of ``m``, each tile
+    contributes an ``r``-output correlation of an ``m + r - 1`` input tile with an ``m``-point piece of ``dy``:
+    ``F(r, m)``. Its output transform is linear, so the products are summed over images and tiles first: one GEMM
+    per transform position over ``S * tiles``, then one output transform per filter.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(S, f, *n)``
+    grad_output : ndarray, shape ``(S, f', *out)``
+    g : ConvGeometry
+    tile : int, tuple of int or None
+        Tile ``m`` of ``grad_output`` per axis; ``None``: :func:`default_tile`.
+
+    Returns
+    -------
+    ndarray, shape ``(f', f/groups, *k)``
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> g = ConvGeometry.from_shapes((2, 4, 11), (6, 2, 3), padding=1, groups=2)
+    >>> x, gy = rng.standard_normal(g.full_input_shape), rng.standard_normal(g.full_output_shape)
+    >>> from fftconv import direct
+    >>> bool(np.allclose(grad_weight(x, gy, g, tile=2), direct.grad_weight(x, gy, g)))
+    True
+    """
+    tile = _checked_tile(g, tile)
+    nd, groups, taps = g.ndim, g.groups, g.kernel_shape
+    alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
+    tiles = _tile_counts(g.output_shape, tile)
+    transforms = [float_transforms(r, m, x.dtype) for m, r in zip(tile, taps)]  # F(r, m): A^T r x alpha, G alpha x m
+    data_transforms, filter_transforms = [bt for _, _, bt in transforms], [gm for _, gm, _ in transforms]
+    view = _tile_view(_embed(x, g.padding_before, tuple(t * m + r - 1 for t, m, r in zip(tiles, tile, taps))),
+                      tile, alpha)
+    gy = _embed(grad_output, (0,) * nd, tuple(t * m for t, m in zip(tiles, tile)))
+    gy_tiles = gy.reshape(*gy.shape[:2], *(v for t, m in zip(tiles, tile) for v in (t, m)))
+    to_filters = (*range(3, 2 + 2 * nd, 2), 1, 0, *range(2, 2 + 2 * nd, 2))  # (s, O, T1, m1, ..) -> (*m, O, s, *T)
+    positions, f_in, f_out = math.prod(alpha) * groups, g.in_channels // groups, g.out_channels // groups
+
+    def work(chunk: tuple[slice, slice]) -> np.ndarray:
+        images, rows = chunk
+        tiles_in = _along_leading_axes(data_transforms, _gathered(view[images, :, rows]))  # (*alpha, f, s, *T)
+        pieces = np.ascontiguousarray(gy_tiles[images, :, rows].transpose(to_filters))
+        filters = _along_leading_axes(filter_transforms, pieces)  # (*alpha, f', s, *T)
+        return np.matmul(filters.reshape(positions, f_out, -1), tiles_in.reshape(positions, f_in, -1).swapaxes(1, 2))
+
+    row_bytes = math.prod(alpha) * (g.in_channels + g.out_channels) * math.prod(tiles[1:]) * x.itemsize
+    multiply_adds = positions * f_out * f_in * g.batch * math.prod(tiles)
+    chunks = _chunks(g.batch, tiles[0], row_bytes, parts_for(multiply_adds, "multiply_adds"))
+    products = sum(_run_in_tasks(chunks, work, multiply_adds))  # (P * groups, f'/g, f/g), one per task
+    kernels = _along_leading_axes([at for at, _, _ in transforms], products.reshape(*alpha, -1))  # (*k, ...)
+    kernels = kernels.reshape(*taps, groups, f_out, f_in).transpose(nd, nd + 1, nd + 2, *range(nd))
+    return np.ascontiguousarray(kernels).reshape(g.full_weight_shape)
+
+
+# --------------------------------------------------------------------------------------------------- cost model
+def _rms_growth_1d(m: int, r: int) -> float:
+    """``max_i sqrt(sum_j A_ij^2 |G_j|^2 |B^T_j|^2 / r)`` for ``F(m, r)``; see :func:`error_growth`."""
+    a_transposed, g_matrix, b_transposed = (np.array(exact, dtype=np.float64) for exact in cook_toom(m, r))
+    weights = np.sum(g_matrix ** 2, axis=1) * np.sum(b_transposed ** 2, axis=1)
+    return float(np.sqrt(np.max(a_transposed ** 2 @ weights) / r))
+
+
+def error_growth(g: ConvGeometry, pass_name: str, tile: TileArg = None) -> float:
+    """How much Winograd's transforms amplify round-off, relative to one rounding of each result: ``>= 1``.
+
+    A statistical model, exact in the matrices: for independent random data and filters, entry ``j`` of the
+    transformed product ``(G g)_j (B^T d)_j`` carries a rounding error of relative size ``eps`` and has mean square
+    ``|G_j|^2 |B^T_j|^2`` (row norms, unit variances), while the ``r``-term correlation output has mean square
+    ``r``. The output transform sums them with weights ``A_ij``, so the relative rms error of output ``i`` is
+    ``eps sqrt(sum_j A_ij^2 |G_j|^2 |B^T_j|^2 / r)``. In N-d the matrices are Kronecker products, whose row norms
+    factor: the growth is the product over axes of the 1-d growth (of ``F(m, r)``; ``F(r, m)`` for the weight
+    gradient). The GEMM's accumulation over channels adds its own ``eps sqrt(K)``, as in any method.
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((8, 64, 32, 32), (64, 64, 3, 3), padding=1)
+    >>> [round(error_growth(g, "forward", m), 1) for m in (2, 4, 6)]
+    [1.7, 10.4, 46.3]
+    """
+    if pass_name not in PASSES:
+        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    tile = _checked_tile(g, tile)
+    pairs = zip(g.kernel_shape, tile) if pass_name == "weight" else zip(tile, g.kernel_shape)
+    return math.prod(_rms_growth_1d(m, r) for m, r in pairs)
+
+
+def _separable_flops(sizes_in: Sequence[int], sizes_out: Sequence[int], rest: int) -> int:
+    """Flops of :func:`_along_leading_axes`: dense ``out_d x in_d`` products, one axis at a time, two per FMA."""
+    total = 0
+    for d, (n_in, n_out) in enumerate(zip(sizes_in, sizes_out)):
+        total += 2 * n_out * n_in * math.prod(sizes_out[:d]) * math.prod(sizes_in[d + 1:]) * rest
+    return total
+
+
+def work(g: ConvGeometry, pass_name: str, tile: TileArg = None, dtype=np.float32) -> dict:
+    """What one Winograd pass computes and stores, for a cost model: a pure function of its arguments.
+
+    Every pass is a tiled correlation with three roles: the *data* tiles (transformed by ``B^T``), the *filters*
+    (``G``) and the *products* (one GEMM per transform position and group, then the output transform ``A^T``).
+
+    ========  =========================  ===========================  ==============================
+    pass      data (``B^T``)             filters (``G``)              products (``A^T``)
+    ========  =========================  ===========================  ==============================
+    forward   ``S T`` input tiles, f     ``f' f/g`` kernels           ``S T`` tiles, ``f'`` -> ``m``
+    input     ``S T`` dy tiles, f'       ``f f'/g`` flipped kernels   ``S T`` tiles, ``f`` -> ``m``
+    weight    ``S T`` input tiles, f     ``S T`` dy tiles, ``f'``     ``f' f/g`` -> ``r``
+    ========  =========================  ===========================  ==============================
+
+    ``T`` is the number of tiles per image (over the output, or over the input for the input gradient).
+
+    Parameters
+    ----------
+    g : ConvGeometry
+    pass_name : {"forward", "input", "weight"}
+    tile : int, tuple of int or None
+        As for the passes; ``None``: :func:`default_tile`.
+    dtype : float32 or float64
+        Sets the byte counts.
+
+    Returns
+    -------
+    dict
+        ``tile``, ``transform_size`` (``alpha`` per axis), ``tiles`` (per image), ``positions`` (``prod(alpha)``),
+        ``data_transform_flops``, ``filter_transform_flops``, ``output_transform_flops`` (dense matrix products
+        along one axis at a time, two flops per multiply-add, zeros included: what runs), ``gemm_flops``
+        (``2 M N K`` summed), ``gemm_count`` and ``gemm_shape`` ``(M, N, K)`` (one GEMM per position and group, before
+        the split into chunks), ``data_bytes``, ``filter_bytes``, ``product_bytes`` (the transformed arrays in
+        total; at run time only chunks of the data and products exist at once), ``direct_flops`` (``2 S f' f/g out
+        k``, for comparison).
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((32, 64, 32, 32), (64, 64, 3, 3), padding=1)
+    >>> counts = work(g, "forward", tile=4)
+    >>> counts["positions"], counts["tiles"], counts["gemm_shape"]
+    (36, 64, (64, 2048, 64))
+    >>> round(counts["direct_flops"] / counts["gemm_flops"], 2)  # (4*3)^2 / 6^2 fewer multiplications
+    4.0
+    """
+    if pass_name not in PASSES:
+        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    tile = _checked_tile(g, tile)
+    itemsize = np.dtype(dtype).itemsize
+    taps, groups, batch = g.kernel_shape, g.groups, g.batch
+    alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
+    positions = math.prod(alpha)
+    tiles = math.prod(_tile_counts(g.input_shape if pass_name == "input" else g.output_shape, tile))
+    f_in, f_out = g.in_channels // groups, g.out_channels // groups
+    data_channels = g.out_channels if pass_name == "input" else g.in_channels
+    product_channels = g.in_channels if pass_name == "input" else g.out_channels
+    kernels = g.out_channels * f_in
+    counts = dict(tile=tile, transform_size=alpha, tiles=tiles, positions=positions,
+                  data_transform_flops=_separable_flops(alpha, alpha, batch * tiles * data_channels),
+                  gemm_flops=2 * positions * kernels * batch * tiles, gemm_count=positions * groups,
+                  data_bytes=positions * batch * tiles * data_channels * itemsize,
+                  direct_flops=2 * batch * kernels * math.prod(g.output_shape) * math.prod(taps))
+    if pass_name == "weight":
+        counts.update(filter_transform_flops=_separable_flops(tile, alpha, batch * tiles * g.out_channels),
+                      output_transform_flops=_separable_flops(alpha, taps, kernels),
+                      gemm_shape=(f_out, batch * tiles, f_in),
+                      filter_bytes=positions * batch * tiles * g.out_channels * itemsize,
+                      product_bytes=positions * kernels * itemsize)
+    else:
+        counts.update(filter_transform_flops=_separable_flops(taps, alpha, kernels),
+                      output_transform_flops=_separable_flops(alpha, tile, batch * tiles * product_channels),
+                      gemm_shape=(product_channels // groups, batch * tiles, data_channels // groups),
+                      filter_bytes=positions * kernels * itemsize,
+                      product_bytes=positions * batch * tiles * product_channels * itemsize)
+    return counts
