@@ -249,8 +249,8 @@ def _overlap_add(tiles: np.ndarray, tiling: _Tiling) -> np.ndarray:
     extent = tuple(max(s, b + n) for s, b, n in zip(tiling.span, g.padding_before, g.input_shape))
     padded = np.zeros((g.batch, g.in_channels, *extent), dtype=tiles.dtype)
     tile_major = tiles.reshape(g.batch, *tiling.counts, g.in_channels, *tiling.read)
-    for index, view in _tile_views(padded, tiling.step, tiling.read, tiling.counts):
-        _in_parallel(_add, view, tile_major[index])
+    for number, (index, view) in enumerate(_tile_views(padded, tiling.step, tiling.read, tiling.counts)):
+        _in_parallel(_add if number else _copy, view, tile_major[index])  # the first class lands on zeros
     return np.ascontiguousarray(padded[(Ellipsis, *(slice(b, b + n) for b, n in zip(g.padding_before,
                                                                                      g.input_shape)))])
 
@@ -379,8 +379,6 @@ def _counts(g: ConvGeometry, pass_name: str, tile: Sequence, fft: Sequence, item
     counts = [-(-m // t) for m, t in zip(g.output_shape, tile)]
     read = [(t - 1) * s + kd for t, s, kd in zip(tile, g.stride, g.dilated_kernel_shape)]
     step = [t * s for t, s in zip(tile, g.stride)]
-    covered = [c * t for c, t in zip(counts, tile)]
-    span = [(c - 1) * st + r for c, st, r in zip(counts, step, read)]
     batch = g.batch * math.prod(counts)
     cg, fg = g.in_channels // g.groups, g.out_channels // g.groups
     kernels = g.out_channels * cg
@@ -391,25 +389,37 @@ def _counts(g: ConvGeometry, pass_name: str, tile: Sequence, fft: Sequence, item
     # the rule of fftconv._kernel_dft.gemm_is_cheaper, which SpectralPlan follows, on arrays of FFT sizes
     by_gemm = per_kernel < _kernel_dft.GEMM_OVER_FFT_RATE * 2.5 * points * np.log2(np.maximum(points, 2))
     maps = batch * (g.in_channels + g.out_channels) + np.where(by_gemm, 0, kernels)
-    # moved elements: a copy reads and writes (2), an add reads two and writes one (3), a zero fill writes (1)
+    moved = _moved_elements(g, pass_name, tile, counts, read, step)
+    return {"fft_flops": maps * per_map, "kernel_dft_flops": np.where(by_gemm, kernels * per_kernel, 0.0),
+            "gemm_flops": 8.0 * bins * batch * cg * fg * g.groups, "fft_maps": maps,
+            "moved_bytes": moved * float(itemsize)}
+
+
+def _moved_elements(g: ConvGeometry, pass_name: str, tile: list, counts: list, read: list, step: list):
+    """Elements the tiling itself reads and writes in one pass (arguments per axis: ints or broadcasting arrays).
+
+    A copy reads and writes (2 per element), an add reads two and writes one (3), a zero fill writes (1). The
+    overlap-add copies its first class of disjoint tiles, a ``1 / prod(ceil(read / step))`` share, and adds the rest.
+    """
+    batch = g.batch * math.prod(counts)
+    covered = [c * t for c, t in zip(counts, tile)]
+    span = [(c - 1) * st + r for c, st, r in zip(counts, step, read)]
     x_space, y_space = math.prod(g.input_shape), math.prod(g.output_shape)
-    padded = functools.reduce(np.logical_or, [s > n for s, n in zip(span, g.input_shape)], any(g.padding_before))
+    padded = functools.reduce(np.logical_or, [e > n for e, n in zip(span, g.input_shape)], any(g.padding_before))
     input_tiles = 2 * batch * g.in_channels * math.prod(read) + np.where(
         padded, g.batch * g.in_channels * (math.prod(span) + 2 * x_space), 0)
     partial = functools.reduce(np.logical_or, [c != m for c, m in zip(covered, g.output_shape)], False)
     grad_tiles = 2 * batch * g.out_channels * math.prod(tile) + np.where(
         partial, g.batch * g.out_channels * (math.prod(covered) + 2 * y_space), 0)
-    moved = {
-        "forward": input_tiles + 2 * batch * g.out_channels * math.prod(tile)
-        + np.where(partial, 2 * g.batch * g.out_channels * y_space, 0),
-        "input": grad_tiles + 3 * batch * g.in_channels * math.prod(read)
-        + g.batch * g.in_channels * (math.prod([np.maximum(s, b + n) for s, b, n in zip(
-            span, g.padding_before, g.input_shape)]) + 2 * x_space),
-        "weight": input_tiles + grad_tiles,
-    }[pass_name]
-    return {"fft_flops": maps * per_map, "kernel_dft_flops": np.where(by_gemm, kernels * per_kernel, 0.0),
-            "gemm_flops": 8.0 * bins * batch * cg * fg * g.groups, "fft_maps": maps,
-            "moved_bytes": moved * float(itemsize)}
+    if pass_name == "forward":  # the tiles' outputs into blocks, then the crop of a partial last tile
+        return (input_tiles + 2 * batch * g.out_channels * math.prod(tile)
+                + np.where(partial, 2 * g.batch * g.out_channels * y_space, 0))
+    if pass_name == "input":  # the zeroed padded gradient, the overlap-add, the crop of the padding
+        first_class = 1 / math.prod([-(-r // st) for r, st in zip(read, step)])
+        extent = [np.maximum(e, b + n) for e, b, n in zip(span, g.padding_before, g.input_shape)]
+        return (grad_tiles + (3 - first_class) * batch * g.in_channels * math.prod(read)
+                + g.batch * g.in_channels * (math.prod(extent) + 2 * x_space))
+    return input_tiles + grad_tiles
 
 
 def _peak_bytes(tiling: _Tiling, pass_name: str, plan: SpectralPlan) -> int:
@@ -419,7 +429,7 @@ def _peak_bytes(tiling: _Tiling, pass_name: str, plan: SpectralPlan) -> int:
     input_tiles = batch * g.in_channels * math.prod(tiling.read)
     grad_tiles = batch * g.out_channels * math.prod(tiling.tile)
     result = {"forward": math.prod(g.full_output_shape), "input": math.prod(g.full_input_shape),
-              "weight": 0}[PASS_NAMES[pass_name]]
+              "weight": math.prod(g.full_weight_shape)}[PASS_NAMES[pass_name]]
     operands = {"forward": input_tiles, "input": grad_tiles, "weight": input_tiles + grad_tiles}[PASS_NAMES[pass_name]]
     return plan.peak_bytes() + (operands + result) * itemsize
 
@@ -434,7 +444,7 @@ def work(g: ConvGeometry, pass_name: str, tile: int | Sequence[int], fft_size: F
     pass_name : {"forward", "input", "weight"}
         Also ``"grad_input"`` / ``"grad_weight"``.
     tile : int or tuple of int
-        Output positions per tile and spatial dimension.
+        Output positions per tile and spatial dimension (None: :func:`choose_tile`'s).
     fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional
         FFT size policy of the tiles, as for :func:`forward`.
     dtype : float32 or float64
