@@ -1,13 +1,18 @@
-"""Layers under misuse and concurrency.
+"""Layers under misuse and concurrency, and the memory check under the limits a process can run with.
 
-Oracles: an im2col twin of each layer (shares no spectral code), the float64 loops of ``tests/oracle.py``
-and layers built afresh from the same seed.
+Oracles: an im2col twin of each layer (shares no spectral code), the float64 loops of ``tests/oracle.py``, layers
+built afresh from the same seed, and, for the memory limits, fake ``/proc`` and ``/sys`` files or a real
+``resource.setrlimit`` in a child process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
+import subprocess
+import sys
+import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +22,7 @@ import pytest
 import oracle
 from conftest import assert_close, relative_error, tolerance
 import fftconv
+from fftconv import _memory
 from fftconv.nn import (SGD, Conv1d, Conv2d, Flatten, Linear, LocallyConnected2d, MaxPool2d, ReLU, Workspace,
                         default_workspace)
 
@@ -219,3 +225,124 @@ def test_bias_rebound_or_removed_is_named():
     no_bias.bias = np.zeros(1, np.float32)
     with pytest.raises(ValueError, match="bias must stay None"):
         no_bias.forward(np.ones((1, 1, 4), np.float32))
+
+
+# ---------------------------------------------------------------------- FFTCONV_MEMORY_LIMIT
+X, W = np.zeros((2, 3, 8, 8)), np.zeros((4, 3, 3, 3))
+
+
+@pytest.mark.parametrize("text, nbytes", [("100000", 100000), ("1e9", 10**9), ("1GB", 10**9), ("512MiB", 2**29),
+                                          ("1.5 gib", 3 * 2**29), ("64 kB", 64000), (" 2TiB ", 2 * 2**40)])
+def test_memory_limit_accepts_bytes_and_units(monkeypatch, text, nbytes):
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", text)
+    assert _memory.available_bytes() == nbytes
+    assert fftconv.conv2d(X, W).shape == (2, 4, 6, 6)  # the small problem fits every one of these budgets
+
+
+@pytest.mark.parametrize("text", ["-1", "1G", "lots", "1e999999", "nan", "1 2"])
+def test_memory_limit_refuses_other_values_naming_the_variable(monkeypatch, text):
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", text)
+    message = f"FFTCONV_MEMORY_LIMIT={text!r} is not a memory size: give a non-negative number of bytes"
+    with pytest.raises(ValueError, match=re.escape(message) + ".*512MiB"):
+        fftconv.conv2d(X, W)
+
+
+def test_memory_limit_budget_refuses_a_problem_over_it(monkeypatch):
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", "1kB")
+    with pytest.raises(MemoryError, match=r"only 0\.00 GiB is available; .*FFTCONV_MEMORY_LIMIT='1kB'"):
+        fftconv.conv2d(X, W, algo="im2col")
+
+
+# ---------------------------------------------------------------------- limits read from /proc, /sys and rlimits
+GiB = 2**30
+
+
+def fake_machine(monkeypatch, files: dict[str, str], rlimits: dict[str, int] | None = None) -> None:
+    """Replace the files and resource limits ``_memory`` reads by ``files`` and ``rlimits``."""
+    monkeypatch.delenv("FFTCONV_MEMORY_LIMIT", raising=False)
+    files = {"/proc/meminfo": f"MemTotal: {64 * GiB // 1024} kB\nMemAvailable: {32 * GiB // 1024} kB\n", **files}
+    monkeypatch.setattr(_memory, "_read_text", files.get)
+    monkeypatch.setattr(_memory, "_soft_limit", (rlimits or {}).get)
+
+
+def test_memory_available_from_meminfo_alone(monkeypatch):
+    fake_machine(monkeypatch, {})
+    assert _memory.headroom() == (32 * GiB, "MemAvailable in /proc/meminfo")
+
+
+def test_memory_address_space_limit_counts_what_is_mapped(monkeypatch):
+    fake_machine(monkeypatch, {"/proc/self/status": f"VmSize:\t{GiB // 1024} kB\nVmData:\t{GiB // 2048} kB\n"},
+                 {"RLIMIT_AS": 3 * GiB, "RLIMIT_DATA": 8 * GiB})
+    assert _memory.headroom() == (2 * GiB, "the RLIMIT_AS limit (ulimit) minus VmSize")
+
+
+def test_memory_cgroup_v2_limit_at_an_ancestor_with_page_cache_counted_free(monkeypatch):
+    root = "/sys/fs/cgroup"
+    fake_machine(monkeypatch, {
+        "/proc/self/cgroup": "0::/batch/job7\n",
+        f"{root}/cgroup.controllers": "cpu memory\n",
+        **{f"{root}{d}/cgroup.procs": "" for d in ("", "/batch", "/batch/job7")},
+        f"{root}/batch/job7/memory.max": "max\n", f"{root}/batch/job7/memory.current": f"{GiB}\n",
+        f"{root}/batch/memory.max": f"{4 * GiB}\n", f"{root}/batch/memory.current": f"{3 * GiB}\n",
+        f"{root}/batch/memory.stat": f"anon {2 * GiB}\ninactive_file {GiB // 2}\n",
+    })
+    assert _memory.headroom() == (3 * GiB // 2, "the cgroup limit /sys/fs/cgroup/batch/memory.max")
+
+
+def test_memory_cgroup_v1_limit_minus_usage(monkeypatch):
+    group = "/sys/fs/cgroup/memory/docker/abc"
+    fake_machine(monkeypatch, {
+        "/proc/self/cgroup": "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n",
+        f"{group}/cgroup.procs": "", "/sys/fs/cgroup/memory/cgroup.procs": "",
+        f"{group}/memory.limit_in_bytes": f"{2 * GiB}\n", f"{group}/memory.usage_in_bytes": f"{GiB // 4}\n",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",  # the root: no limit
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes": f"{10 * GiB}\n",
+    })
+    assert _memory.headroom() == (7 * GiB // 4, f"the cgroup limit {group}/memory.limit_in_bytes")
+
+
+def test_memory_cgroup_seen_from_inside_its_namespace(monkeypatch):
+    """In a container /proc/self/cgroup names a path the container's mount does not show: the mount root is it."""
+    fake_machine(monkeypatch, {
+        "/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cgroup.controllers": "memory\n",
+        "/sys/fs/cgroup/cgroup.procs": "",
+        "/sys/fs/cgroup/memory.max": f"{GiB}\n", "/sys/fs/cgroup/memory.current": f"{GiB // 2}\n",
+    })
+    assert _memory.headroom().nbytes == GiB // 2
+
+
+def test_memory_error_names_the_limit_that_refused(monkeypatch):
+    fake_machine(monkeypatch, {"/proc/self/status": "VmSize:\t1024 kB\n"}, {"RLIMIT_AS": 2**20 + 100})
+    with pytest.raises(MemoryError, match=r"only 0\.00 GiB is available; .*\(the limit: the RLIMIT_AS limit"):
+        _memory.check_fits(_memory.ALWAYS_FITS_BYTES, "this problem", "use less")
+
+
+CHILD_UNDER_RLIMIT = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    import fftconv
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    mapped = int(status["VmSize"].split()[0]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY))
+    zero = np.zeros((), np.float32)
+    x = np.broadcast_to(zero, (16, 64, 512, 512))  # 1 GiB as one allocation: over the limit with the rest
+    w = np.zeros((64, 64, 3, 3), np.float32)
+    try:
+        fftconv.conv2d(x, w, algo=sys.argv[1])
+    except MemoryError as error:
+        print(error)
+""")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize("algo", ["fft", "im2col"])
+def test_memory_check_sees_an_address_space_limit(algo):
+    """Under ``ulimit -v`` a problem the machine could hold is refused by the check, not by numpy's allocator."""
+    if (_memory.available_bytes() or 0) < 8 * GiB:
+        pytest.skip("needs a machine with 8 GiB available, so that only the address-space limit refuses")
+    env = {**os.environ, "FFTCONV_THREADS": "1"}
+    env.pop("FFTCONV_MEMORY_LIMIT", None)
+    child = subprocess.run([sys.executable, "-c", CHILD_UNDER_RLIMIT, algo], capture_output=True, text=True,
+                           timeout=120, env=env, cwd=os.path.dirname(os.path.dirname(fftconv.__file__)))
+    assert child.returncode == 0, child.stderr
+    assert "GiB is available" in child.stdout and "RLIMIT_AS" in child.stdout, child.stdout + child.stderr
