@@ -227,6 +227,17 @@ def test_bias_rebound_or_removed_is_named():
         no_bias.forward(np.ones((1, 1, 4), np.float32))
 
 
+@pytest.mark.parametrize("dtype, hint", [
+    (">f8", r"dtype >f8 \(byte-swapped float64\) but the layer was built with dtype=float64; cast with "
+            r"input.astype\(np.float64\)$"),
+    ("float16", r"dtype float16 but the layer was built with dtype=float64; cast with input.astype\(np.float64\)$"),
+    ("float32", r"cast with input.astype\(np.float64\) or build the layer with dtype=np.float32$"),
+])
+def test_layer_dtype_hint_names_only_dtypes_a_layer_can_have(dtype, hint):
+    with pytest.raises(TypeError, match=hint):
+        Conv2d(1, 1, 1, dtype=np.float64).forward(np.ones((1, 1, 2, 2), dtype=dtype))
+
+
 # ---------------------------------------------------------------------- FFTCONV_MEMORY_LIMIT
 X, W = np.zeros((2, 3, 8, 8)), np.zeros((4, 3, 3, 3))
 

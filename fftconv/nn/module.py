@@ -215,8 +215,10 @@ def check_input(x: Any, dtype: np.dtype, ndim: int | None, layer: "Module", name
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{layer!r}: {name} must be a numpy.ndarray, got {type(x).__name__}; wrap it with np.asarray")
     if x.dtype != dtype:
-        raise TypeError(f"{layer!r}: {name} has dtype {x.dtype} but the layer was built with dtype={dtype}; cast "
-                        f"with {name}.astype(np.{dtype}) or build the layer with dtype=np.{x.dtype}")
+        swapped = "" if x.dtype.isnative else f" (byte-swapped {x.dtype.newbyteorder('=')})"
+        other_layer = f" or build the layer with dtype=np.{x.dtype}" if x.dtype in SUPPORTED_DTYPES else ""
+        raise TypeError(f"{layer!r}: {name} has dtype {x.dtype}{swapped} but the layer was built with dtype={dtype}; "
+                        f"cast with {name}.astype(np.{dtype}){other_layer}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{layer!r}: {name} must have {ndim} dimensions, got shape {x.shape}")
 
