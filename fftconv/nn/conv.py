@@ -187,8 +187,8 @@ class _ConvNd(Module):
                 input_spectrum = plan.transform_input(x, out=buffers["input"])
                 weight_spectrum = plan.transform_weight(self.weight, out=buffers["weight"])
                 y = plan.forward(input_spectrum, weight_spectrum, self.bias)
-        if self.training:  # backward's operands as they are now, whatever the caller does to x and weight
-            self._save(geometry=geometry, plan=plan, input=x.copy(), weight=self.weight.copy())
+        if self.training:  # backward's operands as they are now (np.array copies), whatever the caller does to them
+            self._save(geometry=geometry, plan=plan, input=np.array(x), weight=self.weight.copy())
         return y
 
     # ------------------------------------------------------------------ updateGradInput + accGradParameters

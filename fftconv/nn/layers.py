@@ -95,7 +95,7 @@ class Linear(Module):
         if self.bias is not None:
             y += self.bias
         if self.training:
-            self._save(input=x.copy())
+            self._save(input=np.array(x))  # a plain in-memory copy, whatever x is (a view, a memmap)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
