@@ -3,7 +3,7 @@
 A layer is a thin holder of state around the functional core:
 
 - ``forward(x)`` (Torch's ``updateOutput``) computes the output and, in training mode, keeps what ``backward``
-  needs (the *saved* state: spectra, an argmax, an input reference);
+  needs (the *saved* state: spectra, an argmax, a copy of the input);
 - ``backward(grad_output)`` returns the gradient with respect to the input (``updateGradInput``) and **adds** the
   parameter gradients into ``grad_*`` arrays (``accGradParameters``); it consumes the saved state when it succeeds,
   so each ``forward`` allows one ``backward`` (a ``backward`` refused for a bad argument can be retried);
@@ -110,9 +110,10 @@ class Module:
                                  f"{grad.shape}; assign values of that shape in place (layer.{name}[...] = values) "
                                  "or build a new layer for another size")
             if value.dtype != grad.dtype:
+                supported = value.dtype in SUPPORTED_DTYPES
+                other_layer = f" or build the layer with dtype=np.{value.dtype}" if supported else ""
                 raise TypeError(f"{self!r}: {name} has dtype {value.dtype}, but the layer was built with dtype="
-                                f"{grad.dtype}; assign in place (layer.{name}[...] = values casts) or build the layer "
-                                f"with dtype=np.{value.dtype}")
+                                f"{grad.dtype}; assign in place (layer.{name}[...] = values casts){other_layer}")
 
     def _initialise(self, name: str, values: np.ndarray | None) -> None:
         """Make ``values`` the parameter ``name``: written into the existing array when there is one (optimisers hold
