@@ -166,7 +166,8 @@ def test_nbytes_counts_parameters_gradients_and_kept_spectra(rng):
     recompute.forward(x)
     spectra = next(iter(reuse._plans.values()))[1].spectrum_bytes()
     assert reuse.nbytes == parameters + spectra["input"] + spectra["weight"]
-    assert recompute.nbytes == parameters + x.nbytes  # keeps its input, not its spectra
+    # keeps copies of its input and weight (backward's operands as at forward), not their spectra
+    assert recompute.nbytes == parameters + x.nbytes + reuse.weight.nbytes
     reuse.backward(np.zeros((2, 4, 6, 6)))
     assert reuse.nbytes == parameters  # saved spectra are released by backward
     reuse.eval()

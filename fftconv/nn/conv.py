@@ -10,9 +10,13 @@ transformed once, and the three convolutions of the step are per-frequency compl
 ``memory="recompute"``
     the paper's memory-efficient mode: nothing spectral is kept; each pass transforms what it needs into one
     :class:`~fftconv.nn.Workspace` shared by all layers and sized by the largest. Backward re-transforms the input
-    and the kernels (the layer keeps a reference to its input instead of its spectrum).
+    and the kernels from copies of both kept by forward.
 
-Other algorithms (``"im2col"``, ``"direct"``) call the functional API and keep a reference to the input.
+Other algorithms (``"im2col"``, ``"direct"``) call the functional API and keep the same copies.
+
+Whatever the policy and algorithm, ``backward`` computes the gradients of the ``forward`` that ran: with the input
+and the weights as they were then, even if the caller changes either array in place in between (an optimiser step
+before ``backward``, a reused input buffer). ``"reuse"`` has them as spectra; the other modes copy them in forward.
 """
 
 from __future__ import annotations
@@ -66,8 +70,19 @@ class _ConvNd(Module):
     Notes
     -----
     The geometry is validated by :class:`fftconv.ConvGeometry` when the layer is built (hyper-parameters) and at the
-    first input of each shape; one :class:`fftconv.SpectralPlan` is cached per input shape. ``backward`` uses the
-    weights as they were in ``forward``: update parameters only after ``backward``, as an optimiser step does.
+    first input of each shape; one :class:`fftconv.SpectralPlan` is cached per input shape.
+
+    ``backward`` uses the input and the weights as they were in ``forward``, for every ``memory`` policy and
+    ``algo``: ``"reuse"`` keeps their spectra, the other modes keep private copies (the input copy replaces the
+    reference a layer would otherwise hold, so in a network it costs a copy, not memory; the weight copy is small
+    next to any spectrum). PyTorch raises instead when a saved tensor is modified in place; here the gradients are
+    those of the computation that ran, so a step taken before ``backward`` applies last step's gradients.
+
+    ``weight`` and ``bias`` may be changed in place at any time; rebinding them to arrays of another shape or dtype
+    is refused by the next ``forward`` or ``backward`` with a message naming the attribute.
+
+    One layer serves one thread at a time (its saved state is per layer). Layers in different threads may share a
+    :class:`~fftconv.nn.Workspace`: each pass holds it while it uses the buffer (see its notes).
     """
 
     ndim: int = 0  # set by the subclasses
@@ -128,11 +143,15 @@ class _ConvNd(Module):
         return shapes
 
     def reset_parameters(self, rng: int | np.random.Generator | None = None) -> None:
-        """Draw weight, then bias, from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch's default)."""
+        """Draw weight, then bias, from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch's default), in place.
+
+        The arrays stay the same objects, so an optimiser built on :meth:`parameters` keeps updating them.
+        """
         generator = resolve_rng(rng)
         fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
-        self.weight = fan_in_uniform(generator, self.grad_weight.shape, fan_in, self.dtype)
-        self.bias = fan_in_uniform(generator, self.grad_bias.shape, fan_in, self.dtype) if self.has_bias else None
+        self._initialise("weight", fan_in_uniform(generator, self.grad_weight.shape, fan_in, self.dtype))
+        self._initialise("bias", fan_in_uniform(generator, self.grad_bias.shape, fan_in, self.dtype)
+                         if self.has_bias else None)
 
     @property
     def has_bias(self) -> bool:
@@ -151,53 +170,61 @@ class _ConvNd(Module):
 
     # ------------------------------------------------------------------ updateOutput
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``updateOutput``: ``y = conv(x, weight) + bias``; keeps the spectra (``"reuse"``) or ``x``."""
+        """``updateOutput``: ``y = conv(x, weight) + bias``; keeps the spectra (``"reuse"``) or copies of ``x`` and
+        ``weight`` for :meth:`backward`."""
         check_input(x, self.dtype, self.ndim + 2, self)
+        self._check_parameters()
         geometry, plan = self._geometry_and_plan(x.shape)
         if plan is None:
             y = functional.conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                                 algo=self.algo)
-            self._save(geometry=geometry, input=x)
-            return y
-        if self.memory == "reuse":
+        elif self.memory == "reuse":
             input_spectrum, weight_spectrum = plan.transform_input(x), plan.transform_weight(self.weight)
             self._save(geometry=geometry, plan=plan, input_spectrum=input_spectrum, weight_spectrum=weight_spectrum)
+            return plan.forward(input_spectrum, weight_spectrum, self.bias)
         else:
-            buffers = self.workspace.spectra(plan)
-            input_spectrum = plan.transform_input(x, out=buffers["input"])
-            weight_spectrum = plan.transform_weight(self.weight, out=buffers["weight"])
-            self._save(geometry=geometry, plan=plan, input=x)
-        return plan.forward(input_spectrum, weight_spectrum, self.bias)
+            with self.workspace.borrow(plan) as buffers:
+                input_spectrum = plan.transform_input(x, out=buffers["input"])
+                weight_spectrum = plan.transform_weight(self.weight, out=buffers["weight"])
+                y = plan.forward(input_spectrum, weight_spectrum, self.bias)
+        if self.training:  # backward's operands as they are now (np.array copies), whatever the caller does to them
+            self._save(geometry=geometry, plan=plan, input=np.array(x), weight=self.weight.copy())
+        return y
 
     # ------------------------------------------------------------------ updateGradInput + accGradParameters
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         """Return ``dL/dx`` and add ``dL/dw``, ``dL/db`` into ``grad_weight``, ``grad_bias``."""
         check_input(grad_output, self.dtype, self.ndim + 2, self, "grad_output")
-        saved = self._pop_saved()
-        geometry: ConvGeometry = saved["geometry"]
-        geometry.check_grad_output(grad_output.shape)
-        plan: SpectralPlan | None = saved.get("plan")
+        self._check_parameters()
+        with self._consuming_saved() as saved:
+            geometry: ConvGeometry = saved["geometry"]
+            geometry.check_grad_output(grad_output.shape)
+            grad_input, grad_weight = self._input_and_weight_gradients(saved, grad_output)
+            self.grad_weight += grad_weight
+            if self.has_bias:
+                self.grad_bias += grad_output.sum(axis=(0, *range(2, 2 + self.ndim)))
+        return grad_input
+
+    def _input_and_weight_gradients(self, saved: dict[str, Any],
+                                    grad_output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        plan: SpectralPlan | None = saved["plan"]
         if plan is None:
             hyper = (self.stride, self.padding, self.dilation, self.groups)
-            grad_input = functional.conv_input(geometry.full_input_shape, self.weight, grad_output, *hyper,
+            weight = saved["weight"]
+            grad_input = functional.conv_input(saved["geometry"].full_input_shape, weight, grad_output, *hyper,
                                                algo=self.algo)
-            grad_weight = functional.conv_weight(saved["input"], self.weight.shape, grad_output, *hyper,
-                                                 algo=self.algo)
-        elif self.memory == "reuse":
+            grad_weight = functional.conv_weight(saved["input"], weight.shape, grad_output, *hyper, algo=self.algo)
+            return grad_input, grad_weight
+        if self.memory == "reuse":
             grad_output_spectrum = plan.transform_grad_output(grad_output)
-            grad_input = plan.grad_input(grad_output_spectrum, saved["weight_spectrum"])
-            grad_weight = plan.grad_weight(saved["input_spectrum"], grad_output_spectrum)
-        else:
-            buffers = self.workspace.spectra(plan)
+            return (plan.grad_input(grad_output_spectrum, saved["weight_spectrum"]),
+                    plan.grad_weight(saved["input_spectrum"], grad_output_spectrum))
+        with self.workspace.borrow(plan) as buffers:
             grad_output_spectrum = plan.transform_grad_output(grad_output, out=buffers["grad_output"])
-            weight_spectrum = plan.transform_weight(self.weight, out=buffers["weight"])
+            weight_spectrum = plan.transform_weight(saved["weight"], out=buffers["weight"])
             grad_input = plan.grad_input(grad_output_spectrum, weight_spectrum)
             input_spectrum = plan.transform_input(saved["input"], out=buffers["input"])
-            grad_weight = plan.grad_weight(input_spectrum, grad_output_spectrum)
-        self.grad_weight += grad_weight
-        if self.has_bias:
-            self.grad_bias += grad_output.sum(axis=(0, *range(2, 2 + self.ndim)))
-        return grad_input
+            return grad_input, plan.grad_weight(input_spectrum, grad_output_spectrum)
 
     # ------------------------------------------------------------------ memory and repr
     def workspaces(self) -> list[Workspace]:

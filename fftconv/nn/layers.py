@@ -2,6 +2,12 @@
 
 All follow :class:`~fftconv.nn.Module`: ``forward`` saves what ``backward`` needs, ``backward`` returns the input
 gradient and adds the parameter gradients.
+
+Between ``forward`` and ``backward`` the layers keep their own copy of what they read from the input (so changing the
+input array in place does not change the gradients), but :class:`Linear` and the locally connected layers read their
+*current* weight in ``backward``: a copy would double their parameter memory, the largest of a network. Update their
+parameters after ``backward``, as an optimiser step does. (Convolution weights are small; the convolution layers copy
+them, see :mod:`fftconv.nn.conv`.)
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ class Linear(Module):
     ----------
     weight, grad_weight : ndarray, shape (out_features, in_features)
     bias, grad_bias : ndarray, shape (out_features,), or None
+
+    Notes
+    -----
+    ``backward`` reads the current ``weight`` (for the input gradient) and a copy of the input taken by ``forward``
+    (for the weight gradient): change the weight in place only after ``backward``.
 
     Examples
     --------
@@ -67,33 +78,39 @@ class Linear(Module):
         return shapes
 
     def reset_parameters(self, rng: int | np.random.Generator | None = None) -> None:
-        """Draw weight, then bias, from ``U(-1/sqrt(in_features), 1/sqrt(in_features))``."""
+        """Draw weight, then bias, from ``U(-1/sqrt(in_features), 1/sqrt(in_features))``, in place (optimisers
+        built on :meth:`parameters` keep updating the same arrays)."""
         generator = resolve_rng(rng)
-        self.weight = fan_in_uniform(generator, self.grad_weight.shape, self.in_features, self.dtype)
-        self.bias = (fan_in_uniform(generator, self.grad_bias.shape, self.in_features, self.dtype)
-                     if self.grad_bias is not None else None)
+        self._initialise("weight", fan_in_uniform(generator, self.grad_weight.shape, self.in_features, self.dtype))
+        self._initialise("bias", fan_in_uniform(generator, self.grad_bias.shape, self.in_features, self.dtype)
+                         if self.grad_bias is not None else None)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(x, self.dtype, 2, self)
+        self._check_parameters()
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: input has {x.shape[1]} features (shape {x.shape}), expected "
                              f"{self.in_features}; put a Flatten() before Linear for image inputs")
         y = x @ self.weight.T
         if self.bias is not None:
             y += self.bias
-        self._save(input=x)
+        if self.training:
+            self._save(input=np.array(x))  # a plain in-memory copy, whatever x is (a view, a memmap)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         check_input(grad_output, self.dtype, 2, self, "grad_output")
-        x = self._pop_saved()["input"]
-        if grad_output.shape != (x.shape[0], self.out_features):
-            raise ValueError(f"{self!r}: grad_output has shape {grad_output.shape}, expected "
-                             f"{(x.shape[0], self.out_features)}")
-        self.grad_weight += grad_output.T @ x
-        if self.grad_bias is not None:
-            self.grad_bias += grad_output.sum(axis=0)
-        return grad_output @ self.weight
+        self._check_parameters()
+        with self._consuming_saved() as saved:
+            x = saved["input"]
+            if grad_output.shape != (x.shape[0], self.out_features):
+                raise ValueError(f"{self!r}: grad_output has shape {grad_output.shape}, expected "
+                                 f"{(x.shape[0], self.out_features)}")
+            grad_input = grad_output @ self.weight
+            self.grad_weight += grad_output.T @ x
+            if self.grad_bias is not None:
+                self.grad_bias += grad_output.sum(axis=0)
+        return grad_input
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_features}", f"{self.out_features}"]
@@ -129,6 +146,11 @@ class _LocallyConnectedNd(Module):
     ----------
     weight, grad_weight : ndarray, shape (*output_size, out_channels, in_channels, *kernel_size)
     bias, grad_bias : ndarray, shape (out_channels, *output_size), or None
+
+    Notes
+    -----
+    ``backward`` reads the current ``weight`` (for the input gradient) and the unfolded copy of the input taken by
+    ``forward`` (for the weight gradient): change the weight in place only after ``backward``.
     """
 
     ndim: int = 0
@@ -169,12 +191,12 @@ class _LocallyConnectedNd(Module):
         return shapes
 
     def reset_parameters(self, rng: int | np.random.Generator | None = None) -> None:
-        """Draw weight, then bias, from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, ``fan_in = f * prod(k)``."""
+        """Draw weight, then bias, from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, ``fan_in = f * prod(k)``, in place."""
         generator = resolve_rng(rng)
         fan_in = self.in_channels * math.prod(self.kernel_size)
-        self.weight = fan_in_uniform(generator, self.grad_weight.shape, fan_in, self.dtype)
-        self.bias = (fan_in_uniform(generator, self.grad_bias.shape, fan_in, self.dtype)
-                     if self.grad_bias is not None else None)
+        self._initialise("weight", fan_in_uniform(generator, self.grad_weight.shape, fan_in, self.dtype))
+        self._initialise("bias", fan_in_uniform(generator, self.grad_bias.shape, fan_in, self.dtype)
+                         if self.grad_bias is not None else None)
 
     # ------------------------------------------------------------------ unfold / fold
     def _columns(self, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
@@ -184,7 +206,9 @@ class _LocallyConnectedNd(Module):
         windows = windows[(slice(None), slice(None), *(slice(None, (m - 1) * s + 1, s)
                                                        for m, s in zip(g.output_shape, g.stride)))]
         order = (*range(2, 2 + nd), 0, 1, *range(2 + nd, 2 + 2 * nd))  # -> (*m, S, f, *k)
-        return windows.transpose(order).reshape(math.prod(g.output_shape), g.batch, -1)
+        columns = windows.transpose(order).reshape(math.prod(g.output_shape), g.batch, -1)
+        # reshape copies the overlapping windows; a 1-tap kernel may give a view of x, which backward must not see
+        return columns.copy() if np.may_share_memory(columns, x) else columns
 
     def _fold(self, grad_columns: np.ndarray, g: ConvGeometry) -> np.ndarray:
         """Adjoint of :meth:`_columns` (col2im): add each patch gradient back where it was read."""
@@ -204,6 +228,7 @@ class _LocallyConnectedNd(Module):
     # ------------------------------------------------------------------ the passes
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(x, self.dtype, self.ndim + 2, self)
+        self._check_parameters()
         if x.shape[1:] != (self.in_channels, *self.input_size):
             raise ValueError(f"{self!r}: input has shape {x.shape}, expected (batch, {self.in_channels}, "
                              f"{', '.join(map(str, self.input_size))}); a locally connected layer is built for one "
@@ -220,14 +245,16 @@ class _LocallyConnectedNd(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         check_input(grad_output, self.dtype, self.ndim + 2, self, "grad_output")
-        saved = self._pop_saved()
-        g: ConvGeometry = saved["geometry"]
-        g.check_grad_output(grad_output.shape)
-        per_position = grad_output.reshape(g.batch, g.out_channels, -1).transpose(2, 0, 1)  # (positions, S, f')
-        self.grad_weight += np.matmul(per_position.swapaxes(1, 2), saved["columns"]).reshape(self.weight.shape)
-        if self.grad_bias is not None:
-            self.grad_bias += grad_output.sum(axis=0)
-        return self._fold(np.matmul(per_position, self._filter_matrices()), g)
+        self._check_parameters()
+        with self._consuming_saved() as saved:
+            g: ConvGeometry = saved["geometry"]
+            g.check_grad_output(grad_output.shape)
+            per_position = grad_output.reshape(g.batch, g.out_channels, -1).transpose(2, 0, 1)  # (positions, S, f')
+            grad_input = self._fold(np.matmul(per_position, self._filter_matrices()), g)
+            self.grad_weight += np.matmul(per_position.swapaxes(1, 2), saved["columns"]).reshape(self.weight.shape)
+            if self.grad_bias is not None:
+                self.grad_bias += grad_output.sum(axis=0)
+        return grad_input
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_channels}", f"{self.out_channels}", f"input_size={self.input_size}",
@@ -284,10 +311,12 @@ class ReLU(Module):
         return np.maximum(x, 0, dtype=x.dtype)  # NaN propagates, as in torch.relu
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        positive = self._pop_saved()["positive"]
-        if grad_output.shape != positive.shape:
-            raise ValueError(f"ReLU: grad_output has shape {grad_output.shape}, the input had {positive.shape}")
-        return grad_output * positive
+        with self._consuming_saved() as saved:
+            positive = saved["positive"]
+            if getattr(grad_output, "shape", None) != positive.shape:
+                raise ValueError(f"ReLU: grad_output has shape {getattr(grad_output, 'shape', None)}, the input had "
+                                 f"{positive.shape}")
+            return grad_output * positive
 
 
 class Flatten(Module):
@@ -311,10 +340,13 @@ class Flatten(Module):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        shape = self._pop_saved()["shape"]
-        if grad_output.size != math.prod(shape):
-            raise ValueError(f"Flatten: grad_output has shape {grad_output.shape}, cannot restore {shape}")
-        return grad_output.reshape(shape)
+        with self._consuming_saved() as saved:
+            shape = saved["shape"]
+            flat = (shape[0], math.prod(shape[1:]))
+            if getattr(grad_output, "shape", None) != flat:
+                raise ValueError(f"Flatten: grad_output has shape {getattr(grad_output, 'shape', None)}, expected "
+                                 f"{flat} to restore {shape}")
+            return grad_output.reshape(shape)
 
 
 class Sequential(Module):

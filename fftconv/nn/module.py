@@ -3,11 +3,12 @@
 A layer is a thin holder of state around the functional core:
 
 - ``forward(x)`` (Torch's ``updateOutput``) computes the output and, in training mode, keeps what ``backward``
-  needs (the *saved* state: spectra, an argmax, an input reference);
+  needs (the *saved* state: spectra, an argmax, a copy of the input);
 - ``backward(grad_output)`` returns the gradient with respect to the input (``updateGradInput``) and **adds** the
-  parameter gradients into ``grad_*`` arrays (``accGradParameters``); it consumes the saved state, so each
-  ``forward`` allows one ``backward``;
-- ``parameters()`` lists ``(parameter, gradient)`` pairs of arrays that optimisers update in place.
+  parameter gradients into ``grad_*`` arrays (``accGradParameters``); it consumes the saved state when it succeeds,
+  so each ``forward`` allows one ``backward`` (a ``backward`` refused for a bad argument can be retried);
+- ``parameters()`` lists ``(parameter, gradient)`` pairs of arrays that optimisers update in place; the layers
+  never rebind them (``reset_parameters`` writes in place too), so an optimiser built once keeps working.
 
 There is no autograd graph: :class:`~fftconv.nn.Sequential` calls ``backward`` in reverse order.
 """
@@ -15,6 +16,7 @@ There is no autograd graph: :class:`~fftconv.nn.Sequential` calls ``backward`` i
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -50,14 +52,20 @@ class Module:
         """Keep what ``backward`` needs; in evaluation mode keep nothing (no backward will follow)."""
         self._saved = state if self.training else None
 
-    def _pop_saved(self) -> dict[str, Any]:
-        """Hand the saved state to ``backward`` and drop the layer's reference, as PyTorch frees saved tensors."""
+    @contextmanager
+    def _consuming_saved(self) -> Iterator[dict[str, Any]]:
+        """The state saved by ``forward``, dropped when the ``with`` block ends without an exception.
+
+        ``backward`` validates its argument and computes inside the block: a refused or failed call leaves the state
+        in place for a corrected retry, and a successful one releases it, as PyTorch frees saved tensors.
+        """
         saved = self._saved
         if saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward() needs the state saved by forward(); call forward() "
                                "in training mode first (each forward allows one backward; eval() saves nothing)")
-        self._saved = None
-        return saved
+        yield saved
+        if self._saved is saved:
+            self._saved = None
 
     def train(self, mode: bool = True) -> "Module":
         """Training mode (default): ``forward`` saves state for ``backward``. Returns ``self``."""
@@ -79,6 +87,43 @@ class Module:
             if value is not None:
                 pairs.append((value, getattr(self, f"grad_{name}")))
         return pairs
+
+    def _check_parameters(self) -> None:
+        """Raise if a parameter was rebound to an array of another shape or dtype than its gradient's.
+
+        The gradients keep the shapes the layer was built with, so they are the reference; the message names the
+        attribute, both shapes or dtypes, and the in-place assignment that keeps optimisers working.
+        """
+        for name in self._parameter_names:
+            value, grad = getattr(self, name), getattr(self, f"grad_{name}")
+            if grad is None:
+                if value is not None:
+                    raise ValueError(f"{self!r}: {name} must stay None, the layer was built without it; build a new "
+                                     f"layer with {name}=True to have one")
+                continue
+            expected = f"shape {grad.shape} and dtype {grad.dtype}"
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{self!r}: {name} must be a numpy.ndarray of {expected}, got "
+                                f"{type(value).__name__}; assign values in place with layer.{name}[...] = values")
+            if value.shape != grad.shape:
+                raise ValueError(f"{self!r}: {name} has shape {value.shape}, but the layer was built for "
+                                 f"{grad.shape}; assign values of that shape in place (layer.{name}[...] = values) "
+                                 "or build a new layer for another size")
+            if value.dtype != grad.dtype:
+                supported = value.dtype in SUPPORTED_DTYPES
+                other_layer = f" or build the layer with dtype=np.{value.dtype}" if supported else ""
+                raise TypeError(f"{self!r}: {name} has dtype {value.dtype}, but the layer was built with dtype="
+                                f"{grad.dtype}; assign in place (layer.{name}[...] = values casts){other_layer}")
+
+    def _initialise(self, name: str, values: np.ndarray | None) -> None:
+        """Make ``values`` the parameter ``name``: written into the existing array when there is one (optimisers hold
+        it, as ``torch.nn.init`` writes in place), bound as the attribute on the first call."""
+        current = getattr(self, name, None)
+        if current is None or values is None:
+            setattr(self, name, values)
+            return
+        self._check_parameters()
+        current[...] = values
 
     def zero_grad(self) -> None:
         """Set every parameter gradient to zero (``backward`` accumulates into them)."""
@@ -171,8 +216,10 @@ def check_input(x: Any, dtype: np.dtype, ndim: int | None, layer: "Module", name
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{layer!r}: {name} must be a numpy.ndarray, got {type(x).__name__}; wrap it with np.asarray")
     if x.dtype != dtype:
-        raise TypeError(f"{layer!r}: {name} has dtype {x.dtype} but the layer was built with dtype={dtype}; cast "
-                        f"with {name}.astype(np.{dtype}) or build the layer with dtype=np.{x.dtype}")
+        swapped = "" if x.dtype.isnative else f" (byte-swapped {x.dtype.newbyteorder('=')})"
+        other_layer = f" or build the layer with dtype=np.{x.dtype}" if x.dtype in SUPPORTED_DTYPES else ""
+        raise TypeError(f"{layer!r}: {name} has dtype {x.dtype}{swapped} but the layer was built with dtype={dtype}; "
+                        f"cast with {name}.astype(np.{dtype}){other_layer}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{layer!r}: {name} must have {ndim} dimensions, got shape {x.shape}")
 

@@ -58,19 +58,20 @@ class _MaxPoolNd(Module):
         return np.take_along_axis(flat, first_max[..., None], axis=-1)[..., 0]
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        saved = self._pop_saved()
-        first_max: np.ndarray = saved["argmax"]
-        input_shape: tuple[int, ...] = saved["input_shape"]
-        if grad_output.shape != first_max.shape:
-            raise ValueError(f"{self!r}: grad_output has shape {grad_output.shape}, expected {first_max.shape}")
-        # Input coordinate of each window's maximum: window origin (output index * stride) plus the tap offset.
-        taps = np.unravel_index(first_max, self.kernel_size)
-        grids = np.ogrid[tuple(slice(0, n) for n in first_max.shape)]
-        coordinates = (grids[0], grids[1], *(grids[2 + i] * self.stride[i] + taps[i] for i in range(self.ndim)))
-        target = np.ravel_multi_index(coordinates, input_shape)
-        # bincount sums the gradients of overlapping windows that share a maximum (in float64, then cast back).
-        summed = np.bincount(target.ravel(), weights=grad_output.ravel(), minlength=math.prod(input_shape))
-        return summed.astype(grad_output.dtype).reshape(input_shape)
+        with self._consuming_saved() as saved:
+            first_max: np.ndarray = saved["argmax"]
+            input_shape: tuple[int, ...] = saved["input_shape"]
+            if getattr(grad_output, "shape", None) != first_max.shape:
+                raise ValueError(f"{self!r}: grad_output has shape {getattr(grad_output, 'shape', None)}, expected "
+                                 f"{first_max.shape}")
+            # Input coordinate of each window's maximum: window origin (output index * stride) plus the tap offset.
+            taps = np.unravel_index(first_max, self.kernel_size)
+            grids = np.ogrid[tuple(slice(0, n) for n in first_max.shape)]
+            coordinates = (grids[0], grids[1], *(grids[2 + i] * self.stride[i] + taps[i] for i in range(self.ndim)))
+            target = np.ravel_multi_index(coordinates, input_shape)
+            # bincount sums the gradients of overlapping windows that share a maximum (in float64, then cast back).
+            summed = np.bincount(target.ravel(), weights=grad_output.ravel(), minlength=math.prod(input_shape))
+            return summed.astype(grad_output.dtype).reshape(input_shape)
 
     def extra_repr(self) -> str:
         text = f"kernel_size={self.kernel_size}"

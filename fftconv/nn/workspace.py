@@ -9,6 +9,11 @@ three spectra of each pass (``S*f`` input maps, ``f'*f/groups`` kernels, ``S*f'`
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 
@@ -27,6 +32,13 @@ class Workspace:
 
     The buffer grows to the largest layer's need (each of the spectra ``spectrum_shapes`` of its plan, one after the
     other) and is then reused by every layer on every call: after the first training step nothing is allocated.
+
+    Threads: a pass holds the workspace (:meth:`borrow`) from its first transform to its last product, and a pass of
+    another thread waits meanwhile. One buffer per process is the point of the memory-efficient mode (its size is
+    that of the largest layer, however many layers and threads there are); a per-thread buffer would multiply it by
+    the number of threads. Threads that should run their recompute passes concurrently give their layers their own
+    ``Workspace()`` and pay its memory. A forked child starts with the workspace free, even if a thread of the
+    parent held it at the fork.
 
     Attributes
     ----------
@@ -52,6 +64,31 @@ class Workspace:
         self._storage = np.empty(0, dtype=np.uint8)
         self._buffer = self._storage
         self.allocations = 0
+        self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    @contextmanager
+    def borrow(self, plan: SpectralPlan) -> Iterator[dict[str, np.ndarray]]:
+        """Hold the workspace for one pass and give its views for ``plan`` (see :meth:`spectra`).
+
+        Other threads' ``borrow`` calls wait until the ``with`` block ends, so no pass overwrites another's spectra.
+        Not re-entrant: a pass must not borrow the workspace it already holds.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fftconv import ConvGeometry, SpectralPlan
+        >>> plan = SpectralPlan.create(ConvGeometry.from_shapes((1, 1, 8), (1, 1, 3)), np.float64)
+        >>> with Workspace().borrow(plan) as buffers:
+        ...     sorted(buffers)
+        ['grad_output', 'input', 'weight']
+        """
+        with self._lock:
+            yield self.spectra(plan)
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread exists in the child: a lock held by another parent thread would never be released.
+        self._lock = threading.Lock()
 
     def reserve(self, nbytes: int) -> None:
         """Make the buffer hold at least ``nbytes`` (aligned); only ever grows."""
@@ -71,6 +108,7 @@ class Workspace:
         """Views of the buffer for ``plan``'s spectra, keyed like ``plan.spectrum_shapes``, ready as ``out=``.
 
         The views alias the same memory for every layer: their contents are valid only until another layer asks.
+        Code that may run in several threads uses :meth:`borrow`, which holds the workspace meanwhile.
         """
         self.reserve(self.bytes_needed(plan))
         dtype = plan.complex_dtype
@@ -96,6 +134,18 @@ class Workspace:
     def __repr__(self) -> str:
         return f"Workspace(nbytes={self.nbytes}, allocations={self.allocations})"
 
+
+#: Every workspace alive, so that a forked child can free their locks.
+_LIVE: "weakref.WeakSet[Workspace]" = weakref.WeakSet()
+
+
+def _free_workspaces_in_child() -> None:
+    for workspace in list(_LIVE):
+        workspace._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_free_workspaces_in_child)
 
 _DEFAULT = Workspace()
 

@@ -1,0 +1,359 @@
+"""Layers under misuse and concurrency, and the memory check under the limits a process can run with.
+
+Oracles: an im2col twin of each layer (shares no spectral code), the float64 loops of ``tests/oracle.py``, layers
+built afresh from the same seed, and, for the memory limits, fake ``/proc`` and ``/sys`` files or a real
+``resource.setrlimit`` in a child process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import oracle
+from conftest import assert_close, relative_error, tolerance
+import fftconv
+from fftconv import _memory
+from fftconv.nn import (SGD, Conv1d, Conv2d, Flatten, Linear, LocallyConnected2d, MaxPool2d, ReLU, Workspace,
+                        default_workspace)
+
+# Every way a convolution layer computes its passes.
+CONV_MODES = {"fft-reuse": dict(algo="fft", memory="reuse"), "fft-recompute": dict(algo="fft", memory="recompute"),
+              "im2col": dict(algo="im2col"), "direct": dict(algo="direct")}
+
+
+# ---------------------------------------------------------------------- threads sharing the default workspace
+def _train_against_im2col_twin(seed: int, barrier: threading.Barrier) -> float:
+    """20 training steps of a recompute layer on the shared default workspace; worst relative gradient error
+    against an im2col layer with the same weights, fed the same data in the same thread."""
+    layer = Conv2d(8, 8, 5, padding=2, rng=seed, memory="recompute")
+    twin = Conv2d(8, 8, 5, padding=2, rng=seed, algo="im2col")
+    assert layer.workspace is default_workspace()
+    data = np.random.default_rng(100 + seed)
+    worst = 0.0
+    barrier.wait()
+    for _ in range(20):
+        x = data.standard_normal((4, 8, 32, 32)).astype(np.float32)
+        grad_output = data.standard_normal((4, 8, 32, 32)).astype(np.float32)
+        for net in (layer, twin):
+            net.zero_grad()
+            net.forward(x)
+        grad_input, twin_grad_input = layer.backward(grad_output), twin.backward(grad_output)
+        worst = max(worst, relative_error(grad_input, twin_grad_input),
+                    relative_error(layer.grad_weight, twin.grad_weight))
+    return worst
+
+
+def test_recompute_layers_training_in_two_threads_get_correct_gradients():
+    """Two threads train their own recompute layers; both write their spectra into the one default workspace."""
+    barrier = threading.Barrier(2)
+    with ThreadPoolExecutor(2) as pool:
+        worst = [f.result() for f in [pool.submit(_train_against_im2col_twin, seed, barrier) for seed in (0, 1)]]
+    # float32, FFT of 36x36 points, weight gradient sums 4 * 32 * 32 terms: the model gives the 1e-5 cap. Buffers
+    # overwritten by the other thread give errors of order 1.
+    limit = tolerance(np.float32, fft_points=36 * 36, reduction_length=4 * 32 * 32)
+    assert max(worst) <= limit, f"worst relative gradient error per thread {worst} > {limit:.1e}"
+
+
+def _use_workspace_in_child(workspace: Workspace) -> None:
+    layer = Conv1d(2, 3, 3, memory="recompute", workspace=workspace, dtype=np.float64, rng=0, backend="numpy")
+    y = layer.forward(np.ones((1, 2, 8)))
+    layer.backward(np.ones_like(y))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_can_use_a_workspace_a_parent_thread_holds():
+    """A thread of the parent holds the workspace across the fork: the child must not wait for it forever."""
+    workspace = Workspace()
+    plan = fftconv.SpectralPlan.create(fftconv.ConvGeometry.from_shapes((1, 2, 8), (3, 2, 3)), np.float64, "numpy")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with workspace.borrow(plan):
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        child = multiprocessing.get_context("fork").Process(target=_use_workspace_in_child, args=(workspace,))
+        child.start()
+        child.join(timeout=30)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+    finally:
+        release.set()
+        holder.join()
+    assert not hung, "the forked child waited on a workspace held by a thread that does not exist in it"
+    assert child.exitcode == 0
+
+
+# ---------------------------------------------------------------------- reset_parameters keeps the arrays
+LAYERS_WITH_PARAMETERS = {
+    "conv2d": lambda seed: Conv2d(3, 4, 3, dtype=np.float64, rng=seed),
+    "conv1d-nobias": lambda seed: Conv1d(2, 4, 3, bias=False, rng=seed),
+    "linear": lambda seed: Linear(5, 3, dtype=np.float64, rng=seed),
+    "locally-connected": lambda seed: LocallyConnected2d(2, 3, input_size=6, kernel_size=3, rng=seed),
+}
+
+
+@pytest.mark.parametrize("make", LAYERS_WITH_PARAMETERS.values(), ids=LAYERS_WITH_PARAMETERS.keys())
+def test_reset_parameters_writes_in_place_so_an_existing_optimiser_keeps_working(make):
+    layer = make(0)
+    arrays = [parameter for parameter, _ in layer.parameters()]
+    optimizer = SGD(layer.parameters(), lr=0.5)
+    layer.reset_parameters(7)
+    # the same objects, now holding the values a layer built with seed 7 starts from
+    assert all(new is old for (new, _), old in zip(layer.parameters(), arrays))
+    for (value, _), (expected, _) in zip(layer.parameters(), make(7).parameters()):
+        np.testing.assert_array_equal(value, expected)
+    for _, grad in layer.parameters():
+        grad.fill(1)
+    before = [parameter.copy() for parameter, _ in layer.parameters()]
+    optimizer.step()
+    for (parameter, _), old in zip(layer.parameters(), before):
+        np.testing.assert_allclose(parameter, old - 0.5, rtol=1e-6)
+
+
+def test_reset_parameters_refuses_a_parameter_rebound_to_another_shape():
+    layer = Linear(5, 3, rng=0)
+    layer.weight = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"weight has shape \(3, 4\), but the layer was built for \(3, 5\)"):
+        layer.reset_parameters(1)
+
+
+# ---------------------------------------------------------------------- arrays changed between forward and backward
+@pytest.mark.parametrize("mode", CONV_MODES.values(), ids=CONV_MODES.keys())
+def test_backward_uses_input_and_weight_as_they_were_at_forward(mode, rng):
+    """An optimiser step (or any in-place change) between forward and backward does not reach backward."""
+    hyper = dict(stride=2, padding=1, dilation=1, groups=2)
+    layer = Conv2d(4, 6, 3, **hyper, dtype=np.float64, rng=0, **mode)
+    x = rng.standard_normal((2, 4, 9, 9))
+    weight = layer.weight.copy()
+    y = layer.forward(x)
+    grad_output = rng.standard_normal(y.shape)
+    expected_input = oracle.grad_input(x.shape, weight, grad_output, **hyper)
+    expected_weight = oracle.grad_weight(x, weight.shape, grad_output, **hyper)
+    layer.weight -= 10 * rng.standard_normal(weight.shape)  # in place: what SGD.step does
+    x *= -3
+    grad_input = layer.backward(grad_output)
+    # float64, FFT <= 16x16 points, sums of <= 2*5*5 terms: round-off is about 1e-14
+    assert_close(grad_input, expected_input, 1e-12, "input gradient")
+    assert_close(layer.grad_weight, expected_weight, 1e-12, "weight gradient")
+
+
+def test_linear_backward_uses_the_input_as_it_was_at_forward(rng):
+    layer = Linear(4, 3, dtype=np.float64, rng=0)
+    x = rng.standard_normal((5, 4))
+    expected = x.copy()
+    layer.forward(x)
+    x[:] = 0  # e.g. a data loader refilling its batch buffer
+    grad_output = rng.standard_normal((5, 3))
+    layer.backward(grad_output)
+    np.testing.assert_allclose(layer.grad_weight, grad_output.T @ expected, rtol=1e-13)
+
+
+# ---------------------------------------------------------------------- a refused backward can be retried
+def _conv_case(mode):
+    return (lambda: Conv2d(3, 4, 3, dtype=np.float64, rng=0, **mode)), (2, 3, 8, 8)
+
+
+RETRY_CASES = {
+    **{f"conv-{name}": _conv_case(mode) for name, mode in CONV_MODES.items()},
+    "linear": ((lambda: Linear(6, 2, dtype=np.float64, rng=0)), (3, 6)),
+    "locally-connected": ((lambda: LocallyConnected2d(2, 3, 6, 3, dtype=np.float64, rng=0)), (2, 2, 6, 6)),
+    "relu": (ReLU, (2, 3, 4)),
+    "flatten": (Flatten, (2, 3, 4)),
+    "maxpool": ((lambda: MaxPool2d(2)), (1, 2, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("make, shape", RETRY_CASES.values(), ids=RETRY_CASES.keys())
+def test_backward_with_a_wrong_grad_output_shape_keeps_the_state_for_a_retry(make, shape, rng):
+    layer, reference = make(), make()
+    x = rng.standard_normal(shape)
+    y = layer.forward(x)
+    reference.forward(x)
+    grad_output = rng.standard_normal(y.shape)
+    wrong = np.zeros((y.shape[0] + 1, *y.shape[1:]))
+    with pytest.raises(ValueError, match=r"grad_output has shape \(" + str(wrong.shape[0])):
+        layer.backward(wrong)
+    np.testing.assert_array_equal(layer.backward(grad_output), reference.backward(grad_output))
+    for (_, grad), (_, expected) in zip(layer.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(grad, expected)  # the refused call added nothing
+    with pytest.raises(RuntimeError, match="needs the state saved by forward"):
+        layer.backward(grad_output)  # a successful backward consumes the state
+
+
+@pytest.mark.parametrize("mode", CONV_MODES.values(), ids=CONV_MODES.keys())
+def test_weight_rebound_to_another_kernel_size_is_named(mode):
+    layer = Conv2d(3, 4, 3, dtype=np.float64, rng=0, **mode)
+    x = np.ones((1, 3, 8, 8))
+    y = layer.forward(x)
+    layer.weight = np.ones((4, 3, 5, 5))
+    message = r"weight has shape \(4, 3, 5, 5\), but the layer was built for \(4, 3, 3, 3\)"
+    with pytest.raises(ValueError, match=message):
+        layer.backward(np.ones_like(y))
+    with pytest.raises(ValueError, match=message):
+        layer.forward(x)  # the plan cached for this input shape was made for 3x3 kernels
+    layer.weight = np.ones((4, 3, 3, 3), np.float32)
+    with pytest.raises(TypeError, match="weight has dtype float32, but the layer was built with dtype=float64"):
+        layer.forward(x)
+    layer.weight = [[0.0]]
+    with pytest.raises(TypeError, match="weight must be a numpy.ndarray of shape"):
+        layer.forward(x)
+
+
+def test_bias_rebound_or_removed_is_named():
+    layer = Linear(3, 2, rng=0)
+    layer.bias = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"bias has shape \(3,\), but the layer was built for \(2,\)"):
+        layer.forward(np.ones((1, 3), np.float32))
+    no_bias = Conv1d(1, 1, 1, bias=False, rng=0)
+    no_bias.bias = np.zeros(1, np.float32)
+    with pytest.raises(ValueError, match="bias must stay None"):
+        no_bias.forward(np.ones((1, 1, 4), np.float32))
+
+
+@pytest.mark.parametrize("dtype, hint", [
+    (">f8", r"dtype >f8 \(byte-swapped float64\) but the layer was built with dtype=float64; cast with "
+            r"input.astype\(np.float64\)$"),
+    ("float16", r"dtype float16 but the layer was built with dtype=float64; cast with input.astype\(np.float64\)$"),
+    ("float32", r"cast with input.astype\(np.float64\) or build the layer with dtype=np.float32$"),
+])
+def test_layer_dtype_hint_names_only_dtypes_a_layer_can_have(dtype, hint):
+    with pytest.raises(TypeError, match=hint):
+        Conv2d(1, 1, 1, dtype=np.float64).forward(np.ones((1, 1, 2, 2), dtype=dtype))
+
+
+# ---------------------------------------------------------------------- FFTCONV_MEMORY_LIMIT
+X, W = np.zeros((2, 3, 8, 8)), np.zeros((4, 3, 3, 3))
+
+
+@pytest.mark.parametrize("text, nbytes", [("100000", 100000), ("1e9", 10**9), ("1GB", 10**9), ("512MiB", 2**29),
+                                          ("1.5 gib", 3 * 2**29), ("64 kB", 64000), (" 2TiB ", 2 * 2**40)])
+def test_memory_limit_accepts_bytes_and_units(monkeypatch, text, nbytes):
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", text)
+    assert _memory.available_bytes() == nbytes
+    assert fftconv.conv2d(X, W).shape == (2, 4, 6, 6)  # the small problem fits every one of these budgets
+
+
+@pytest.mark.parametrize("text", ["-1", "1G", "lots", "1e999999", "nan", "1 2"])
+def test_memory_limit_refuses_other_values_naming_the_variable(monkeypatch, text):
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", text)
+    message = f"FFTCONV_MEMORY_LIMIT={text!r} is not a memory size: give a non-negative number of bytes"
+    with pytest.raises(ValueError, match=re.escape(message) + ".*512MiB"):
+        fftconv.conv2d(X, W)
+
+
+def test_memory_limit_budget_refuses_a_problem_over_it(monkeypatch):
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", "1kB")
+    with pytest.raises(MemoryError, match=r"only 0\.00 GiB is available; .*FFTCONV_MEMORY_LIMIT='1kB'"):
+        fftconv.conv2d(X, W, algo="im2col")
+
+
+# ---------------------------------------------------------------------- limits read from /proc, /sys and rlimits
+GiB = 2**30
+
+
+def fake_machine(monkeypatch, files: dict[str, str], rlimits: dict[str, int] | None = None) -> None:
+    """Replace the files and resource limits ``_memory`` reads by ``files`` and ``rlimits``."""
+    monkeypatch.delenv("FFTCONV_MEMORY_LIMIT", raising=False)
+    files = {"/proc/meminfo": f"MemTotal: {64 * GiB // 1024} kB\nMemAvailable: {32 * GiB // 1024} kB\n", **files}
+    monkeypatch.setattr(_memory, "_read_text", files.get)
+    monkeypatch.setattr(_memory, "_soft_limit", (rlimits or {}).get)
+
+
+def test_memory_available_from_meminfo_alone(monkeypatch):
+    fake_machine(monkeypatch, {})
+    assert _memory.headroom() == (32 * GiB, "MemAvailable in /proc/meminfo")
+
+
+def test_memory_address_space_limit_counts_what_is_mapped(monkeypatch):
+    fake_machine(monkeypatch, {"/proc/self/status": f"VmSize:\t{GiB // 1024} kB\nVmData:\t{GiB // 2048} kB\n"},
+                 {"RLIMIT_AS": 3 * GiB, "RLIMIT_DATA": 8 * GiB})
+    assert _memory.headroom() == (2 * GiB, "the RLIMIT_AS limit (ulimit) minus VmSize")
+
+
+def test_memory_cgroup_v2_limit_at_an_ancestor_with_page_cache_counted_free(monkeypatch):
+    root = "/sys/fs/cgroup"
+    fake_machine(monkeypatch, {
+        "/proc/self/cgroup": "0::/batch/job7\n",
+        f"{root}/cgroup.controllers": "cpu memory\n",
+        **{f"{root}{d}/cgroup.procs": "" for d in ("", "/batch", "/batch/job7")},
+        f"{root}/batch/job7/memory.max": "max\n", f"{root}/batch/job7/memory.current": f"{GiB}\n",
+        f"{root}/batch/memory.max": f"{4 * GiB}\n", f"{root}/batch/memory.current": f"{3 * GiB}\n",
+        f"{root}/batch/memory.stat": f"anon {2 * GiB}\ninactive_file {GiB // 2}\n",
+    })
+    assert _memory.headroom() == (3 * GiB // 2, "the cgroup limit /sys/fs/cgroup/batch/memory.max")
+
+
+def test_memory_cgroup_v1_limit_minus_usage(monkeypatch):
+    group = "/sys/fs/cgroup/memory/docker/abc"
+    fake_machine(monkeypatch, {
+        "/proc/self/cgroup": "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n",
+        f"{group}/cgroup.procs": "", "/sys/fs/cgroup/memory/cgroup.procs": "",
+        f"{group}/memory.limit_in_bytes": f"{2 * GiB}\n", f"{group}/memory.usage_in_bytes": f"{GiB // 4}\n",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",  # the root: no limit
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes": f"{10 * GiB}\n",
+    })
+    assert _memory.headroom() == (7 * GiB // 4, f"the cgroup limit {group}/memory.limit_in_bytes")
+
+
+def test_memory_cgroup_seen_from_inside_its_namespace(monkeypatch):
+    """In a container /proc/self/cgroup names a path the container's mount does not show: the mount root is it."""
+    fake_machine(monkeypatch, {
+        "/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cgroup.controllers": "memory\n",
+        "/sys/fs/cgroup/cgroup.procs": "",
+        "/sys/fs/cgroup/memory.max": f"{GiB}\n", "/sys/fs/cgroup/memory.current": f"{GiB // 2}\n",
+    })
+    assert _memory.headroom().nbytes == GiB // 2
+
+
+def test_memory_error_names_the_limit_that_refused(monkeypatch):
+    fake_machine(monkeypatch, {"/proc/self/status": "VmSize:\t1024 kB\n"}, {"RLIMIT_AS": 2**20 + 100})
+    with pytest.raises(MemoryError, match=r"only 0\.00 GiB is available; .*\(the limit: the RLIMIT_AS limit"):
+        _memory.check_fits(_memory.ALWAYS_FITS_BYTES, "this problem", "use less")
+
+
+CHILD_UNDER_RLIMIT = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    import fftconv
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    mapped = int(status["VmSize"].split()[0]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY))
+    zero = np.zeros((), np.float32)
+    x = np.broadcast_to(zero, (16, 64, 512, 512))  # 1 GiB as one allocation: over the limit with the rest
+    w = np.zeros((64, 64, 3, 3), np.float32)
+    try:
+        fftconv.conv2d(x, w, algo=sys.argv[1])
+    except MemoryError as error:
+        print(error)
+""")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize("algo", ["fft", "im2col"])
+def test_memory_check_sees_an_address_space_limit(algo):
+    """Under ``ulimit -v`` a problem the machine could hold is refused by the check, not by numpy's allocator."""
+    if (_memory.available_bytes() or 0) < 8 * GiB:
+        pytest.skip("needs a machine with 8 GiB available, so that only the address-space limit refuses")
+    env = {**os.environ, "FFTCONV_THREADS": "1"}
+    env.pop("FFTCONV_MEMORY_LIMIT", None)
+    child = subprocess.run([sys.executable, "-c", CHILD_UNDER_RLIMIT, algo], capture_output=True, text=True,
+                           timeout=120, env=env, cwd=os.path.dirname(os.path.dirname(fftconv.__file__)))
+    assert child.returncode == 0, child.stderr
+    assert "GiB is available" in child.stdout and "RLIMIT_AS" in child.stdout, child.stdout + child.stderr
