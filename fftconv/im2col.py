@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._parallel import parallel_matmul
-from ._spatial import crop_padding, pad_input, padded_shape, tap_windows
+from ._spatial import crop_padding, pad_input, tap_windows
 from .geometry import ConvGeometry
 
 
@@ -74,7 +74,7 @@ def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.nd
     cg = g.in_channels // g.groups
     dcols = parallel_matmul(_weight_matrix(w, g).swapaxes(1, 2), _grad_matrix(grad_output, g))  # (G, f/G*k, S*m)
     dcols = dcols.reshape(g.groups, cg, *g.kernel_shape, g.batch, *g.output_shape)
-    padded = np.zeros(padded_shape(g), dtype=grad_output.dtype)
+    padded = np.zeros(g.full_padded_input_shape, dtype=grad_output.dtype)
     target = _per_group(padded, g)  # a view: (groups, f/g, S, *padded space)
     for taps, window in tap_windows(g):  # col2im: each tap adds its rows back where it read them
         target[window] += dcols[(slice(None), slice(None), *taps)]
