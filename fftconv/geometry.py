@@ -223,15 +223,48 @@ def _check_ranks(input_shape: tuple, weight_shape: tuple, input_name: str, weigh
                          "x[None] if you passed a single sample")
 
 
+def parse_shape(shape: Sequence[int], name: str) -> tuple[int, ...]:
+    """A shape argument as a tuple of ints; floats and non-sequences raise ``TypeError`` naming the argument.
+
+    Examples
+    --------
+    >>> parse_shape([2, np.int64(3)], "input_shape")
+    (2, 3)
+    """
+    try:  # operator.index accepts Python and numpy ints but not floats: 8.5 must not become 8
+        return tuple(operator.index(v) for v in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {shape!r}") from None
+
+
 def parse_size(size: Sequence[int], expected_ndim: int, name: str) -> tuple[int, ...]:
     """Validate an ``input_size`` / ``weight_size`` argument of a gradient pass."""
-    try:  # operator.index accepts Python and numpy ints but not floats: 8.5 must not become 8
+    try:
         values = tuple(operator.index(v) for v in size)
     except TypeError:
         raise TypeError(f"{name} must be a sequence of {expected_ndim} ints, got {size!r}") from None
     if len(values) != expected_ndim:
         raise ValueError(f"{name} must have {expected_ndim} entries (batch, channels, spatial...), got {values}")
     return values
+
+
+def parse_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """``dtype`` as a numpy dtype fftconv supports; anything else raises ``TypeError`` naming the argument.
+
+    Examples
+    --------
+    >>> parse_dtype("float32")
+    dtype('float32')
+    """
+    try:
+        if dtype is None:  # np.dtype(None) would silently mean float64
+            raise TypeError
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}={dtype!r} is not a dtype; fftconv supports float32 and float64") from None
+    if resolved not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name}={resolved} is not supported; fftconv supports float32 and float64")
+    return resolved
 
 
 def check_arrays(**arrays: np.ndarray) -> np.dtype:

@@ -12,6 +12,7 @@ import scipy.signal
 import fftconv
 import oracle
 from conftest import DTYPES, PASSES, assert_close, fft_points_bound, reduction_lengths, tolerance
+from counting_backend import CountingBackend
 
 ORACLE_PASS = {"forward": oracle.forward, "input": oracle.grad_input, "weight": oracle.grad_weight}
 
@@ -186,7 +187,7 @@ def test_fft_algorithm_really_uses_ffts(monkeypatch, rng):
             monkeypatch.setattr(module, name, sabotaged)
     case = CASES["2d-stride-dil-groups-bias"]
     x, w, b, gy = case.arrays(rng, np.float64)
-    counter = fftconv.CountingBackend(fftconv.NumpyBackend())
+    counter = CountingBackend(fftconv.NumpyBackend())
     for pass_name in PASSES:
         counter.reset()
         result = run_pass(pass_name, x, w, b, gy, case.options, algo="fft", backend=counter)
