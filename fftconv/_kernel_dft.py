@@ -2,9 +2,9 @@
 
 A ``k x k`` kernel zero-padded to ``N x N`` has only ``k`` non-zero rows and columns, and the weight gradient needs
 only ``k x k`` of the ``N x N`` outputs of its inverse transform. Applying the DFT one axis at a time as a matrix
-``(bins x k)`` costs about ``k * N/2 * (k + N)`` complex multiply-adds per map (:func:`fftconv.costs.kernel_dft_flops`)
-instead of an FFT's ``2.5 N^2 log2 N^2`` flops, and runs at GEMM speed, several times the batched FFT rate: for ``k``
-up to about half of ``N`` it is the faster way.
+``(bins x k)`` costs about ``k * N/2 * (k + N)`` complex multiply-adds per map (:func:`fftconv.costs.kernel_dft_flops`),
+more or fewer flops than an FFT (:func:`fftconv.costs.real_fft_flops`), but runs at GEMM speed, several times the
+batched FFT rate: for ``k`` up to about half of ``N`` it is the faster way.
 :func:`fftconv.costs.kernels_by_matrix` decides from the machine's rates.
 
 Each map is at an arbitrary set of positions ``pos[t]`` of the cyclic buffer (time reversal, dilation and the

@@ -40,7 +40,7 @@ class MachineRates:
     (1.0, 'defaults')
     """
 
-    fft_flops: float = 12e9           # batched real FFT into/out of fftconv's frequency-major spectra, 2.5 N log2 N
+    fft_flops: float = 12e9           # batched real FFTs into/out of frequency-major spectra (costs.real_fft_flops)
     complex_gemm_flops: float = 150e9  # per-bin complex GEMMs with every dimension large (8 flops per multiply-add)
     real_gemm_flops: float = 190e9    # one real GEMM with large output dimensions (im2col)
     copy_bytes: float = 6e9           # bytes copied per second with long contiguous runs (unfold, crops, transposes)
