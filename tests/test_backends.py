@@ -143,7 +143,7 @@ def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeyp
 @pytest.mark.parametrize("name", BACKENDS)
 def test_irfftn_blocks_hands_every_map_over_once(name, lead, stage_maps, wrapped, monkeypatch, rng):
     """The blocked inverse of a frequency-major spectrum: the blocks tile the maps exactly, and each block's maps
-    are the unnormalised inverse (numpy has no blocked method and takes the fallback; CountingBackend passes the
+    are the unnormalised inverse (numpy has no blocked method and takes the shared one; CountingBackend passes the
     blocks through and counts the maps). With one row, the threads share the columns instead."""
     monkeypatch.setattr(blocks, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 spectra of 7 x 3 bins
     backend = fresh(name, threads=3)

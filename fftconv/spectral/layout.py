@@ -17,9 +17,6 @@ import numpy as np
 from ..geometry import ConvGeometry
 from ..sizes import half_spectrum_shape
 
-#: The three spectra a training step transforms, keyed as :attr:`SpectrumLayout.shapes` (and workspaces) name them.
-SPECTRA = ("input", "weight", "grad_output")
-
 
 @dataclass(frozen=True)
 class SpectrumLayout:

@@ -16,7 +16,7 @@ weight gradient    ``GW  = conj(GY)^T @ X``    (f' x f)          batch ``S``    
 The conjugates give PyTorch's cross-correlation (not convolution): for real ``w``, the transform of
 ``c[j] = sum_t x[j + t] w[t]`` is ``X * conj(W)``; the input gradient is a true convolution of the
 stride-upsampled gradient with the dilated kernel (no conjugate); the weight gradient correlates the input with the
-upsampled gradient. docs/algorithm.md derives them; docs/paper.md states the paper's formulas.
+upsampled gradient. docs/algorithm.md walks through the pipeline; docs/paper.md states the paper's formulas.
 
 Layout. Spectra are kept frequency-major (:mod:`fftconv.spectral.layout`), so the per-bin products are one batched
 ``matmul`` with no transposes. The inverse transform is read block of maps by block, cropping each block while it
