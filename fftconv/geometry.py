@@ -1,7 +1,8 @@
-"""The one place that validates convolution geometry.
+"""The one place that validates a convolution's shapes, and derives every shape the algorithms use.
 
 Every algorithm (``"fft"``, ``"im2col"``, ``"direct"``) and every pass (forward, input gradient, weight gradient)
-receives a :class:`ConvGeometry` built here. Nothing downstream re-derives shapes or re-checks arguments.
+receives a :class:`ConvGeometry` built here from the array shapes and a :class:`~fftconv.params.ConvParams` (the
+hyper-parameters, validated there). Nothing downstream re-derives shapes or re-checks arguments.
 
 Conventions follow ``torch.nn.functional.convNd``: channels-first arrays ``(batch, channels, *spatial)``, weights
 ``(out_channels, in_channels // groups, *kernel)``, cross-correlation, and output size
