@@ -4,8 +4,8 @@ Analytic (no timing, the same in quick and full mode). The paper's setting is S=
 n in {8, 16, 32, 64}. Left panel: the paper's own counts (``fftconv.costs.direct_ops`` and ``fft_ops`` with the
 constant C stated). Right panel: the real flops each method executes here, for all three passes: direct/im2col at
 2 flops per multiply-add, and fftconv at the FFT size its default policy chooses (real FFTs at 2.5 N log2 N, complex
-GEMMs at 8 flops per complex multiply-add over the half spectrum; small kernels are transformed by DFT-matrix
-products when fftconv chooses to, counted as such).
+GEMMs at 8 flops per complex multiply-add over the half spectrum, each conjugate pair once; small kernels are
+transformed by DFT-matrix products when fftconv chooses to, counted as such).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def add_arguments(parser) -> None:
 
 def measure(ctx) -> None:
     from fftconv import ConvGeometry, fft_shape_for
-    from fftconv.costs import PASSES, direct_flops, direct_ops, executed_flops, fft_ops
+    from fftconv.costs import direct_flops, direct_ops, executed_flops, fft_ops
+    from fftconv.passes import PASSES
 
     constant = getattr(ctx.options, "fft_constant", 5.0)
     for n in ctx.progress(INPUT_SIZES, desc=NAME):
@@ -105,14 +106,14 @@ def plot(ctx) -> None:
                      f"{row['paper_direct_ops'] / row['paper_fft_ops']:.1f}x", f"{row['direct_flops']:.3e}",
                      "yes" if row.get("fftconv_fast_kernels_by_gemm") else "no", f"{forward:.3e}",
                      f"{row['fftconv_fast_forward_products'] / forward:.0%}",
-                     f"{row['fftconv_fast_grad_input_total']:.3e}", f"{row['fftconv_fast_grad_weight_total']:.3e}",
+                     f"{row['fftconv_fast_input_total']:.3e}", f"{row['fftconv_fast_weight_total']:.3e}",
                      f"{row['direct_flops'] / forward:.1f}x"])
     text = (f"# Operation counts (paper Fig. 2), {setting}\n\n"
             "Analytic, machine-independent, identical in quick and full mode. Paper counts: one operation per "
             f"multiply-add for direct, its Table 1 forward row with C={constant:g} for FFT. Executed flops: 2 per "
             "multiply-add for direct/im2col; fftconv at the FFT size of its default `fast` policy (equal to the "
             "`pow2` size for these n), real FFTs at 2.5 N log2 N, complex GEMMs at 8 flops per complex MAC over the "
-            "half spectrum; kernels (and the weight gradient's inverse) go through DFT-matrix products instead of FFTs "
+            "half spectrum (each conjugate pair once); kernels (and the weight gradient's inverse) go through DFT-matrix products instead of FFTs "
             "where fftconv picks that (column 'kernels by DFT matrix'), counted at 8 flops per complex MAC.\n\n"
             + markdown_table(header, body))
     write_table(ctx.out_dir, "opcounts", text)

@@ -20,11 +20,12 @@ from typing import Iterator
 @contextmanager
 def stage_timers(totals: dict[str, float]) -> Iterator[None]:
     """Wrap the stage functions so that each call adds its wall-clock seconds to ``totals[stage]``."""
-    from fftconv import _kernel_dft, backends, spectral
+    from fftconv import _kernel_dft, backends
+    from fftconv.spectral import hermitian
 
     backend = backends.get_backend()
-    targets = [(spectral, "batched_matmul", "per-bin GEMMs"),
-               (spectral, "irfftn_blocks", "inverse FFTs and crops"),
+    targets = [(hermitian, "batched_matmul", "per-bin GEMMs"),
+               (backend, "irfftn_blocks", "inverse FFTs and crops"),
                (_kernel_dft, "forward", "kernel DFTs (forward)"), (_kernel_dft, "inverse", "kernel DFTs (inverse)"),
                (backend, "rfftn", "forward FFTs")]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]

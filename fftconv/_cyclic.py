@@ -61,7 +61,7 @@ def gather_into(result: np.ndarray, array: np.ndarray, progressions: Sequence[Pr
     """``result[...] = scale * array[..., pos_0, pos_1, ...]`` (outer indexing over the trailing axes).
 
     Scaling while copying costs nothing extra; the spectral passes use it to normalise inverse FFTs while cropping
-    each block of maps (:func:`fftconv.backends.irfftn_blocks`).
+    each block of maps (:meth:`fftconv.backends.FFTBackend.irfftn_blocks`).
     """
     if any(p.repeats() for p in progressions):
         index = np.ix_(*(p.positions() for p in progressions))

@@ -2,9 +2,10 @@
 
 A ``k x k`` kernel zero-padded to ``N x N`` has only ``k`` non-zero rows and columns, and the weight gradient needs
 only ``k x k`` of the ``N x N`` outputs of its inverse transform. Applying the DFT one axis at a time as a matrix
-``(bins x k)`` costs ``k * N/2 * (k + N)`` complex multiply-adds per map instead of an FFT's
-``2.5 N^2 log2 N^2`` flops, but runs at GEMM speed (5-7x the batched FFT rate on the project's machine, see
-``cpu-baseline.md``). For ``k`` up to about half of ``N`` this is the cheaper way; :func:`gemm_is_cheaper` decides.
+``(bins x k)`` costs about ``k * N/2 * (k + N)`` complex multiply-adds per map (:func:`fftconv.costs.kernel_dft_flops`),
+more or fewer flops than an FFT (:func:`fftconv.costs.real_fft_flops`), but runs at GEMM speed, several times the
+batched FFT rate: for ``k`` up to about half of ``N`` it is the faster way.
+:func:`fftconv.costs.kernels_by_matrix` decides from the machine's rates.
 
 Each map is at an arbitrary set of positions ``pos[t]`` of the cyclic buffer (time reversal, dilation and the
 padding shift are all just positions), so one pair of functions serves the kernel transform and the weight-gradient
@@ -20,10 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ._parallel import parallel_matmul
-
-#: Ratio of the complex GEMM rate to the batched real FFT rate assumed when choosing (measured 7x on the
-#: project's 2-core machine: ~210 vs ~30 GFLOP/s; 5 leaves room for the small-GEMM penalty).
-GEMM_OVER_FFT_RATE = 5.0
+from .sizes import half_spectrum_shape
 
 
 @lru_cache(maxsize=256)
@@ -47,29 +45,6 @@ def _inverse_matrix(positions: tuple[int, ...], size: int, bins: int, halved: bo
     return matrix.astype(dtype)
 
 
-def _bins(fft_shape: Sequence[int]) -> tuple[int, ...]:
-    return (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
-
-
-def multiply_adds(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> int:
-    """Complex multiply-adds per map of :func:`forward` (and of :func:`inverse`)."""
-    bins = _bins(fft_shape)
-    return sum(math.prod(kernel_shape[:i + 1]) * math.prod(bins[i:]) for i in range(len(bins)))
-
-
-def gemm_is_cheaper(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> bool:
-    """Whether the DFT-matrix transform of a ``kernel_shape`` map beats an FFT of size ``fft_shape``.
-
-    Examples
-    --------
-    >>> gemm_is_cheaper((5, 5), (32, 32)), gemm_is_cheaper((31, 31), (32, 32))
-    (True, False)
-    """
-    points = math.prod(fft_shape)
-    fft_flops = 2.5 * points * math.log2(max(points, 2))
-    return 8 * multiply_adds(kernel_shape, fft_shape) < GEMM_OVER_FFT_RATE * fft_flops
-
-
 def forward(maps: np.ndarray, positions: Sequence[Sequence[int]], fft_shape: Sequence[int],
             out: np.ndarray) -> np.ndarray:
     """Half-spectrum of real maps ``(*k, B)`` placed at ``positions`` in an ``fft_shape`` buffer, into ``out``.
@@ -77,7 +52,7 @@ def forward(maps: np.ndarray, positions: Sequence[Sequence[int]], fft_shape: Seq
     ``out`` has shape ``(*bins, B)`` (contiguous); the result equals
     ``rfftn(buffer, axes=spatial)`` where ``buffer[pos_0[t_0], pos_1[t_1], ...] = maps[t]``.
     """
-    bins, nd = _bins(fft_shape), len(fft_shape)
+    bins, nd = half_spectrum_shape(fft_shape), len(fft_shape)
     array = maps.astype(out.dtype)
     for axis in reversed(range(nd)):  # the halved last axis first: it shrinks N to N/2+1 soonest
         matrix = _forward_matrix(tuple(positions[axis]), fft_shape[axis], bins[axis], out.dtype.str)
@@ -95,7 +70,7 @@ def inverse(spectrum: np.ndarray, positions: Sequence[Sequence[int]], fft_shape:
     Equals ``irfftn(spectrum, fft_shape, axes=spatial)[pos_0, pos_1, ...]`` (outer indexing) for spectra of real
     maps, without computing the other ``N - k`` outputs.
     """
-    bins, nd = _bins(fft_shape), len(fft_shape)
+    bins, nd = half_spectrum_shape(fft_shape), len(fft_shape)
     array = spectrum
     for axis in range(nd):
         matrix = _inverse_matrix(tuple(positions[axis]), fft_shape[axis], bins[axis], axis == nd - 1,

@@ -1,13 +1,11 @@
 """One thread pool for all of fftconv's parallel work: FFT chunks, per-bin GEMMs, DFT-matrix products, im2col's
 GEMMs and large crops.
 
-Why one pool. On the project's 2-core machine, each library's own threads spin-wait after a parallel region: OpenBLAS
-for up to ~0.1 s, pyFFTW's OpenMP (its own libgomp copy) likewise. When the FFTs of one pass and the GEMMs of the
-next use different pools, the idle pool steals a core from the busy one. Measured on a forward pass at S=32, f=16,
-f'=32, n=32, k=7: 12-20 ms with OpenBLAS's threads and FFTW's OpenMP threads, against 10-12 ms with BLAS limited to
-one thread. So fftconv runs every library single-threaded and splits the work itself, over ``threads`` workers of one
-:class:`~concurrent.futures.ThreadPoolExecutor` whose idle threads block instead of spinning. numpy, scipy.fft and
-pyFFTW all release the GIL in their kernels.
+Why one pool. Each library's own threads spin-wait after a parallel region (OpenBLAS for up to ~0.1 s, pyFFTW's
+OpenMP likewise): when the FFTs of one pass and the GEMMs of the next use different pools, the idle pool steals a core
+from the busy one. So fftconv runs every library single-threaded and splits the work itself, over ``threads``
+workers of one :class:`~concurrent.futures.ThreadPoolExecutor` whose idle threads block instead of spinning. numpy,
+scipy.fft and pyFFTW all release the GIL in their kernels. docs/algorithm.md ("Threads") has the measurements.
 """
 
 from __future__ import annotations
@@ -123,9 +121,9 @@ def run_tasks(tasks: Sequence[Callable[[], object]]) -> None:
                 future.result()
 
 
-#: Least work worth a task of its own, by kind: a hand-off to the pool costs ~30 us, about what 2^15 elements of an
-#: FFT or a copy, or 2^18 complex multiply-adds of a GEMM, take on one core of the project's machine. (The tests
-#: lower these to 1 so that tiny arrays exercise the chunked code paths.)
+#: Least work worth a task of its own, by kind: a hand-off to the pool costs about as much (~30 us) as 2^15 elements
+#: of an FFT or a copy, or 2^18 complex multiply-adds of a GEMM, on one core. (The tests lower these to 1 so that
+#: tiny arrays exercise the chunked code paths.)
 MIN_WORK_PER_TASK = {"elements": 1 << 15, "multiply_adds": 1 << 18}
 
 
@@ -159,8 +157,8 @@ def batched_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray, threads
 
     ``left``, ``right`` and ``out`` have the same leading (stack) shape and any strides (fftconv's spectra have
     padded gaps between frequency bins); the split is along the first stack axis. numpy calls BLAS once per matrix,
-    and a multi-threaded BLAS would wake, split and join its pool for every one of them (1.4-2.5x slower for the
-    paper's layer shapes); contiguous ranges of bins per thread avoid that.
+    and a multi-threaded BLAS would wake, split and join its pool for every one of them; contiguous ranges of bins
+    per thread avoid that.
     """
     multiply_adds = out.size * left.shape[-1]
     ranges = split(out.shape[0], parts_for(multiply_adds, "multiply_adds", threads)) if out.ndim > 2 else [(0, None)]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Iterator
 
 import numpy as np
 
-from . import _memory
 from .geometry import ConvGeometry
 
 
@@ -34,23 +32,3 @@ def tap_windows(g: ConvGeometry) -> Iterator[tuple[tuple[int, ...], tuple[slice,
         window = tuple(slice(t * d, t * d + (m - 1) * s + 1, s)
                        for t, d, m, s in zip(taps, g.dilation, g.output_shape, g.stride))
         yield taps, (Ellipsis, *window)
-
-
-def padded_shape(g: ConvGeometry) -> tuple[int, ...]:
-    """Full shape of the zero-padded input, ``(S, f, *(n + p_before + p_after))``."""
-    return (g.batch, g.in_channels, *(n + b + a for n, b, a in zip(g.input_shape, g.padding_before, g.padding_after)))
-
-
-def check_spatial_memory(g: ConvGeometry, dtype, algo: str) -> None:
-    """Fail before allocating if the padded input, the unfolded columns (im2col) and the result cannot fit."""
-    itemsize = np.dtype(dtype).itemsize
-    needed = (math.prod(padded_shape(g)) + math.prod(g.full_output_shape) + math.prod(g.full_weight_shape)) * itemsize
-    if algo == "im2col":
-        needed += im2col_bytes(g, dtype)
-    _memory.check_fits(needed, f"algo={algo!r} for {g}",
-                       "use a smaller batch" + (" or algo='fft'" if algo == "im2col" else " or algo='im2col'"))
-
-
-def im2col_bytes(g: ConvGeometry, dtype) -> int:
-    """Bytes of the unfolded input matrix ``(S * prod(m), f * prod(k))``."""
-    return g.batch * math.prod(g.output_shape) * g.in_channels * math.prod(g.kernel_shape) * np.dtype(dtype).itemsize

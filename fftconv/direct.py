@@ -34,12 +34,11 @@ def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.nd
     """Scatter each output gradient back through every tap: ``gx_pad[i*s + t*d] += gy[i] * w[t]``."""
     gy = _grouped(grad_output.astype(np.float64), g.groups)
     wg = w.astype(np.float64).reshape(g.groups, -1, *w.shape[1:])
-    padded_shape = (g.batch, g.groups, g.in_channels // g.groups,
-                    *(n + b + a for n, b, a in zip(g.input_shape, g.padding_before, g.padding_after)))
-    gxp = np.zeros(padded_shape)
+    gxp = np.zeros(g.full_padded_input_shape)
+    grouped = _grouped(gxp, g.groups)  # a view
     for taps, window in tap_windows(g):
-        gxp[window] += np.einsum("sgf...,gfc->sgc...", gy, wg[(Ellipsis, *taps)])
-    return crop_padding(gxp.reshape(g.batch, g.in_channels, *padded_shape[3:]), g).astype(grad_output.dtype)
+        grouped[window] += np.einsum("sgf...,gfc->sgc...", gy, wg[(Ellipsis, *taps)])
+    return crop_padding(gxp, g).astype(grad_output.dtype)
 
 
 def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry) -> np.ndarray:

@@ -1,98 +1,44 @@
 """Functional API with PyTorch's semantics: ``conv{1,2,3}d``, ``conv{1,2,3}d_input``, ``conv{1,2,3}d_weight``.
 
-All nine public functions are thin wrappers, made by :func:`_make_public`, over three N-dimensional
-implementations: :func:`conv`, :func:`conv_input` and :func:`conv_weight`. They validate with
-:class:`~fftconv.geometry.ConvGeometry` and dispatch to one algorithm from :data:`ALGORITHMS`.
+The nine public functions are short wrappers over three N-dimensional implementations: :func:`conv`,
+:func:`conv_input` and :func:`conv_weight`. These validate the arrays and build a
+:class:`~fftconv.geometry.ConvGeometry`, then run one algorithm of :data:`~fftconv.algorithms.ALGORITHMS`, or the
+one :mod:`fftconv.choose` picks for ``algo="auto"``.
 """
 
 from __future__ import annotations
 
-import inspect
-from types import ModuleType
-from typing import Sequence, Union
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from . import direct, im2col
-from ._spatial import check_spatial_memory
-from .backends import FFTBackend, get_backend
-from .geometry import ConvGeometry, IntOrTuple, Padding, check_arrays, parse_size
-from .spectral import FFTSizePolicy, SpectralPlan, fft_shape_for
+from .algorithms import ALGORITHMS, BackendArg, FFTSizeArg
+from .choose.decide import choose
+from .geometry import ConvGeometry, check_arrays, parse_size
+from .params import IntOrTuple, Padding
+from .passes import Pass
 
-BackendArg = Union[str, FFTBackend, None]
-FFTSizeArg = Union[FFTSizePolicy, Sequence[int], None]
-
-
-class _FFTAlgorithm:
-    """Adapter giving the spectral plan the same three-function shape as the spatial algorithms."""
-
-    @staticmethod
-    def forward(x, w, bias, g, backend=None, fft_size=None):
-        plan = SpectralPlan.create(g, x.dtype, backend, fft_size)
-        return plan.forward(plan.transform_input(x), plan.transform_weight(w), bias)
-
-    @staticmethod
-    def grad_input(grad_output, w, g, backend=None, fft_size=None):
-        plan = SpectralPlan.create(g, grad_output.dtype, backend, fft_size)
-        return plan.grad_input(plan.transform_grad_output(grad_output), plan.transform_weight(w))
-
-    @staticmethod
-    def grad_weight(x, grad_output, g, backend=None, fft_size=None):
-        plan = SpectralPlan.create(g, x.dtype, backend, fft_size)
-        return plan.grad_weight(plan.transform_input(x), plan.transform_grad_output(grad_output))
-
-
-class _SpatialAlgorithm:
-    """A spatial-domain algorithm module, with its memory estimate checked before it allocates.
-
-    ``working_dtype`` is the precision it computes in (``None``: the input's); ``direct`` always uses float64.
-    """
-
-    def __init__(self, module: ModuleType, name: str, working_dtype=None):
-        self.module, self.name, self.working_dtype = module, name, working_dtype
-
-    def _check(self, g: ConvGeometry, dtype, backend: BackendArg, fft_size: FFTSizeArg) -> None:
-        """FFT-only options are validated (a typo must not pass silently), then ignored; memory is estimated."""
-        get_backend(backend)
-        fft_shape_for(g, fft_size)
-        check_spatial_memory(g, self.working_dtype or dtype, self.name)
-
-    def forward(self, x, w, bias, g, backend=None, fft_size=None):
-        self._check(g, x.dtype, backend, fft_size)
-        return self.module.forward(x, w, bias, g)
-
-    def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
-        self._check(g, grad_output.dtype, backend, fft_size)
-        return self.module.grad_input(grad_output, w, g)
-
-    def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
-        self._check(g, x.dtype, backend, fft_size)
-        return self.module.grad_weight(x, grad_output, g)
-
-
-#: The algorithms every pass offers. Tests parametrise over this registry.
-ALGORITHMS = {"fft": _FFTAlgorithm(), "im2col": _SpatialAlgorithm(im2col, "im2col"),
-              "direct": _SpatialAlgorithm(direct, "direct", np.float64)}
+__all__ = ["conv", "conv_input", "conv_weight", "conv1d", "conv2d", "conv3d", "conv1d_input", "conv2d_input",
+           "conv3d_input", "conv1d_weight", "conv2d_weight", "conv3d_weight", "ALGORITHMS"]
 
 
 class _AutoAlgorithm:
     """``algo="auto"``: per pass, the algorithm :func:`fftconv.choose.choose` picks for this geometry."""
 
     @staticmethod
-    def _pick(g, pass_name, dtype, backend, fft_size):
-        from .choose import choose  # choose imports this module to time candidates
-
+    def _pick(g, pass_name: Pass, dtype, backend, fft_size):
         return ALGORITHMS[choose(g, pass_name, dtype, backend=backend, fft_size=fft_size).algo]
 
     def forward(self, x, w, bias, g, backend=None, fft_size=None):
-        return self._pick(g, "forward", x.dtype, backend, fft_size).forward(x, w, bias, g, backend, fft_size)
+        return self._pick(g, Pass.FORWARD, x.dtype, backend, fft_size).forward(x, w, bias, g, backend, fft_size)
 
     def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
-        chosen = self._pick(g, "input", grad_output.dtype, backend, fft_size)
+        chosen = self._pick(g, Pass.INPUT, grad_output.dtype, backend, fft_size)
         return chosen.grad_input(grad_output, w, g, backend, fft_size)
 
     def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
-        return self._pick(g, "weight", x.dtype, backend, fft_size).grad_weight(x, grad_output, g, backend, fft_size)
+        chosen = self._pick(g, Pass.WEIGHT, x.dtype, backend, fft_size)
+        return chosen.grad_weight(x, grad_output, g, backend, fft_size)
 
 
 _AUTO = _AutoAlgorithm()
@@ -113,10 +59,11 @@ def _check_ndim(ndim: int | None, array: np.ndarray, name: str) -> None:
                          f"{ndim}-d convolution, got shape {array.shape}")
 
 
+# ---------------------------------------------------------------------- the N-dimensional implementations
 def conv(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: IntOrTuple = 1,
          padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
          backend: BackendArg = None, fft_size: FFTSizeArg = None, ndim: int | None = None) -> np.ndarray:
-    """N-dimensional forward pass (``updateOutput``); see :func:`conv2d`."""
+    """N-dimensional forward pass (``updateOutput``); see :func:`conv2d`. ``ndim`` checks the arrays' rank."""
     check_arrays(input=input, weight=weight, bias=bias)
     _check_ndim(ndim, input, "input")
     _check_ndim(ndim, weight, "weight")
@@ -150,8 +97,8 @@ def conv_weight(input: np.ndarray, weight_size: Sequence[int], grad_output: np.n
     return _algorithm(algo).grad_weight(input, grad_output, g, backend, fft_size)
 
 
-# ---------------------------------------------------------------------- public 1-d/2-d/3-d wrappers
-_SHARED_PARAMETERS = """\
+# ---------------------------------------------------------------------- the public 1-d, 2-d and 3-d functions
+_OPTIONS = """\
 stride : int or tuple of int, default 1
     Step between applications of the kernel, per spatial dimension.
 padding : int, tuple of int, "valid" or "same", default 0
@@ -179,112 +126,330 @@ end; the result has the input's dtype. Errors name the offending argument: shape
 than the padded input, non-positive stride or dilation, mixed or unsupported dtypes, and problems whose buffers
 would not fit in the available memory (``MemoryError``, raised before allocating)."""
 
-_EXAMPLE_SHAPES = {1: ((2, 3, 16), (4, 3, 5)), 2: ((2, 3, 16, 16), (4, 3, 5, 5)), 3: ((2, 3, 8, 8, 8), (4, 3, 3, 3, 3))}
-
-_DOCS = {
-    "conv": """{n}-d convolution (cross-correlation) forward pass, ``torch.nn.functional.conv{n}d``'s semantics.
-
-This is the paper's ``updateOutput``: ``y[f'] = sum_f x[f] * w[f', f]``.
-
-Parameters
-----------
-input : ndarray, shape (batch, in_channels, {dims})
-weight : ndarray, shape (out_channels, in_channels // groups, {kdims})
-bias : ndarray, shape (out_channels,), optional
-{shared}
-
-Returns
--------
-ndarray, shape (batch, out_channels, {odims})
-
-Examples
---------
->>> import numpy as np, fftconv
->>> rng = np.random.default_rng(0)
->>> x, w = rng.standard_normal({xs}), rng.standard_normal({ws})
->>> y = fftconv.conv{n}d(x, w, padding="same")
->>> y.shape == x.shape[:1] + w.shape[:1] + x.shape[2:]
-True
->>> bool(np.allclose(y, fftconv.conv{n}d(x, w, padding="same", algo="direct")))
-True
-""",
-    "conv_input": """Gradient of a {n}-d convolution with respect to its input, as ``torch.nn.grad.conv{n}d_input``.
-
-This is the paper's ``updateGradInput``: ``dL/dx[f] = sum_f' dL/dy[f'] * w^T[f', f]``.
-
-Parameters
-----------
-input_size : sequence of int
-    Shape of the forward input, ``(batch, in_channels, {dims})``.
-weight : ndarray, shape (out_channels, in_channels // groups, {kdims})
-grad_output : ndarray, shape (batch, out_channels, {odims})
-    Must equal the forward output's shape for ``input_size`` and ``weight``.
-{shared}
-
-Returns
--------
-ndarray of shape ``input_size``
-
-Examples
---------
->>> import numpy as np, fftconv
->>> rng = np.random.default_rng(0)
->>> x, w = rng.standard_normal({xs}), rng.standard_normal({ws})
->>> gy = rng.standard_normal(fftconv.conv{n}d(x, w).shape)
->>> gx = fftconv.conv{n}d_input(x.shape, w, gy)
->>> # adjoint identity: <conv(x, w), gy> == <x, conv_input(gy, w)>
->>> bool(np.isclose(np.vdot(fftconv.conv{n}d(x, w), gy), np.vdot(x, gx)))
-True
-""",
-    "conv_weight": """Gradient of a {n}-d convolution with respect to its weight, as ``torch.nn.grad.conv{n}d_weight``.
-
-This is the paper's ``accGradParameters``: ``dL/dw[f', f] = sum_s dL/dy[s, f'] * x[s, f]``.
-
-Parameters
-----------
-input : ndarray, shape (batch, in_channels, {dims})
-weight_size : sequence of int
-    Shape of the weight, ``(out_channels, in_channels // groups, {kdims})``.
-grad_output : ndarray, shape (batch, out_channels, {odims})
-{shared}
-
-Returns
--------
-ndarray of shape ``weight_size``
-
-Examples
---------
->>> import numpy as np, fftconv
->>> rng = np.random.default_rng(0)
->>> x, w = rng.standard_normal({xs}), rng.standard_normal({ws})
->>> gy = rng.standard_normal(fftconv.conv{n}d(x, w).shape)
->>> gw = fftconv.conv{n}d_weight(x, w.shape, gy)
->>> bool(np.isclose(np.vdot(fftconv.conv{n}d(x, w), gy), np.vdot(w, gw)))
-True
-""",
-}
+_MARKER = "{options}"
+F = TypeVar("F", bound=Callable)
 
 
-def _make_public(kind: str, ndim: int):
-    implementation = {"conv": conv, "conv_input": conv_input, "conv_weight": conv_weight}[kind]
-    name = kind.replace("conv", f"conv{ndim}d", 1)
+def _with_options(function: F) -> F:
+    """Put the options shared by the nine public functions where their docstring says ``{options}``.
 
-    def wrapper(*args, **kwargs):
-        return implementation(*args, ndim=ndim, **kwargs)
-
-    letters = "dhw"[-ndim:] if ndim <= 3 else None
-    xs, ws = _EXAMPLE_SHAPES[ndim]
-    signature = inspect.signature(implementation)
-    wrapper.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "ndim"])
-    wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__module__ = "fftconv"
-    wrapper.__doc__ = _DOCS[kind].format(
-        n=ndim, shared=_SHARED_PARAMETERS, xs=xs, ws=ws,
-        dims=", ".join(f"{c}_in" for c in letters), kdims=", ".join(f"k{c}" for c in letters),
-        odims=", ".join(f"{c}_out" for c in letters))
-    return wrapper
+    Only ``__doc__`` changes: ``inspect.signature`` and ``help`` show the function's own signature.
+    """
+    doc = function.__doc__
+    line = next(line for line in doc.splitlines() if line.strip() == _MARKER)
+    indent = line[:len(line) - len(line.lstrip())]
+    options = "\n".join(indent + text if text else "" for text in _OPTIONS.splitlines())
+    function.__doc__ = doc.replace(line, options)
+    return function
 
 
-conv1d, conv1d_input, conv1d_weight = (_make_public(k, 1) for k in ("conv", "conv_input", "conv_weight"))
-conv2d, conv2d_input, conv2d_weight = (_make_public(k, 2) for k in ("conv", "conv_input", "conv_weight"))
-conv3d, conv3d_input, conv3d_weight = (_make_public(k, 3) for k in ("conv", "conv_input", "conv_weight"))
+@_with_options
+def conv1d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: IntOrTuple = 1,
+           padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+           backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """1-d convolution (cross-correlation) forward pass, with ``torch.nn.functional.conv1d``'s semantics.
+
+    This is the paper's ``updateOutput``: ``y[f'] = sum_f x[f] * w[f', f]``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (batch, in_channels, w_in)
+    weight : ndarray, shape (out_channels, in_channels // groups, kw)
+    bias : ndarray, shape (out_channels,), optional
+    {options}
+
+    Returns
+    -------
+    ndarray, shape (batch, out_channels, w_out)
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 16)), rng.standard_normal((4, 3, 5))
+    >>> y = fftconv.conv1d(x, w, padding="same")
+    >>> y.shape
+    (2, 4, 16)
+    >>> bool(np.allclose(y, fftconv.conv1d(x, w, padding="same", algo="direct")))
+    True
+    """
+    return conv(input, weight, bias, stride, padding, dilation, groups, algo=algo, backend=backend,
+                fft_size=fft_size, ndim=1)
+
+
+@_with_options
+def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: IntOrTuple = 1,
+           padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+           backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """2-d convolution (cross-correlation) forward pass, with ``torch.nn.functional.conv2d``'s semantics.
+
+    This is the paper's ``updateOutput``: ``y[f'] = sum_f x[f] * w[f', f]``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (batch, in_channels, h_in, w_in)
+    weight : ndarray, shape (out_channels, in_channels // groups, kh, kw)
+    bias : ndarray, shape (out_channels,), optional
+    {options}
+
+    Returns
+    -------
+    ndarray, shape (batch, out_channels, h_out, w_out)
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 16, 16)), rng.standard_normal((4, 3, 5, 5))
+    >>> y = fftconv.conv2d(x, w, padding="same")
+    >>> y.shape
+    (2, 4, 16, 16)
+    >>> bool(np.allclose(y, fftconv.conv2d(x, w, padding="same", algo="direct")))
+    True
+    """
+    return conv(input, weight, bias, stride, padding, dilation, groups, algo=algo, backend=backend,
+                fft_size=fft_size, ndim=2)
+
+
+@_with_options
+def conv3d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: IntOrTuple = 1,
+           padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+           backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """3-d convolution (cross-correlation) forward pass, with ``torch.nn.functional.conv3d``'s semantics.
+
+    This is the paper's ``updateOutput``: ``y[f'] = sum_f x[f] * w[f', f]``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (batch, in_channels, d_in, h_in, w_in)
+    weight : ndarray, shape (out_channels, in_channels // groups, kd, kh, kw)
+    bias : ndarray, shape (out_channels,), optional
+    {options}
+
+    Returns
+    -------
+    ndarray, shape (batch, out_channels, d_out, h_out, w_out)
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 8, 8, 8)), rng.standard_normal((4, 3, 3, 3, 3))
+    >>> y = fftconv.conv3d(x, w, padding="same")
+    >>> y.shape
+    (2, 4, 8, 8, 8)
+    >>> bool(np.allclose(y, fftconv.conv3d(x, w, padding="same", algo="direct")))
+    True
+    """
+    return conv(input, weight, bias, stride, padding, dilation, groups, algo=algo, backend=backend,
+                fft_size=fft_size, ndim=3)
+
+
+@_with_options
+def conv1d_input(input_size: Sequence[int], weight: np.ndarray, grad_output: np.ndarray, stride: IntOrTuple = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+                 backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """Gradient of a 1-d convolution with respect to its input, as ``torch.nn.grad.conv1d_input``.
+
+    This is the paper's ``updateGradInput``: ``dL/dx[f] = sum_f' dL/dy[f'] * w^T[f', f]``.
+
+    Parameters
+    ----------
+    input_size : sequence of int
+        Shape of the forward input, ``(batch, in_channels, w_in)``.
+    weight : ndarray, shape (out_channels, in_channels // groups, kw)
+    grad_output : ndarray, shape (batch, out_channels, w_out)
+        Must equal the forward output's shape for ``input_size`` and ``weight``.
+    {options}
+
+    Returns
+    -------
+    ndarray of shape ``input_size``
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 16)), rng.standard_normal((4, 3, 5))
+    >>> gy = rng.standard_normal(fftconv.conv1d(x, w).shape)
+    >>> gx = fftconv.conv1d_input(x.shape, w, gy)
+    >>> # adjoint identity: <conv(x, w), gy> == <x, conv_input(gy, w)>
+    >>> bool(np.isclose(np.vdot(fftconv.conv1d(x, w), gy), np.vdot(x, gx)))
+    True
+    """
+    return conv_input(input_size, weight, grad_output, stride, padding, dilation, groups, algo=algo,
+                      backend=backend, fft_size=fft_size, ndim=1)
+
+
+@_with_options
+def conv2d_input(input_size: Sequence[int], weight: np.ndarray, grad_output: np.ndarray, stride: IntOrTuple = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+                 backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """Gradient of a 2-d convolution with respect to its input, as ``torch.nn.grad.conv2d_input``.
+
+    This is the paper's ``updateGradInput``: ``dL/dx[f] = sum_f' dL/dy[f'] * w^T[f', f]``.
+
+    Parameters
+    ----------
+    input_size : sequence of int
+        Shape of the forward input, ``(batch, in_channels, h_in, w_in)``.
+    weight : ndarray, shape (out_channels, in_channels // groups, kh, kw)
+    grad_output : ndarray, shape (batch, out_channels, h_out, w_out)
+        Must equal the forward output's shape for ``input_size`` and ``weight``.
+    {options}
+
+    Returns
+    -------
+    ndarray of shape ``input_size``
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 16, 16)), rng.standard_normal((4, 3, 5, 5))
+    >>> gy = rng.standard_normal(fftconv.conv2d(x, w).shape)
+    >>> gx = fftconv.conv2d_input(x.shape, w, gy)
+    >>> # adjoint identity: <conv(x, w), gy> == <x, conv_input(gy, w)>
+    >>> bool(np.isclose(np.vdot(fftconv.conv2d(x, w), gy), np.vdot(x, gx)))
+    True
+    """
+    return conv_input(input_size, weight, grad_output, stride, padding, dilation, groups, algo=algo,
+                      backend=backend, fft_size=fft_size, ndim=2)
+
+
+@_with_options
+def conv3d_input(input_size: Sequence[int], weight: np.ndarray, grad_output: np.ndarray, stride: IntOrTuple = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+                 backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """Gradient of a 3-d convolution with respect to its input, as ``torch.nn.grad.conv3d_input``.
+
+    This is the paper's ``updateGradInput``: ``dL/dx[f] = sum_f' dL/dy[f'] * w^T[f', f]``.
+
+    Parameters
+    ----------
+    input_size : sequence of int
+        Shape of the forward input, ``(batch, in_channels, d_in, h_in, w_in)``.
+    weight : ndarray, shape (out_channels, in_channels // groups, kd, kh, kw)
+    grad_output : ndarray, shape (batch, out_channels, d_out, h_out, w_out)
+        Must equal the forward output's shape for ``input_size`` and ``weight``.
+    {options}
+
+    Returns
+    -------
+    ndarray of shape ``input_size``
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 8, 8, 8)), rng.standard_normal((4, 3, 3, 3, 3))
+    >>> gy = rng.standard_normal(fftconv.conv3d(x, w).shape)
+    >>> gx = fftconv.conv3d_input(x.shape, w, gy)
+    >>> # adjoint identity: <conv(x, w), gy> == <x, conv_input(gy, w)>
+    >>> bool(np.isclose(np.vdot(fftconv.conv3d(x, w), gy), np.vdot(x, gx)))
+    True
+    """
+    return conv_input(input_size, weight, grad_output, stride, padding, dilation, groups, algo=algo,
+                      backend=backend, fft_size=fft_size, ndim=3)
+
+
+@_with_options
+def conv1d_weight(input: np.ndarray, weight_size: Sequence[int], grad_output: np.ndarray, stride: IntOrTuple = 1,
+                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+                  backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """Gradient of a 1-d convolution with respect to its weight, as ``torch.nn.grad.conv1d_weight``.
+
+    This is the paper's ``accGradParameters``: ``dL/dw[f', f] = sum_s dL/dy[s, f'] * x[s, f]``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (batch, in_channels, w_in)
+    weight_size : sequence of int
+        Shape of the weight, ``(out_channels, in_channels // groups, kw)``.
+    grad_output : ndarray, shape (batch, out_channels, w_out)
+    {options}
+
+    Returns
+    -------
+    ndarray of shape ``weight_size``
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 16)), rng.standard_normal((4, 3, 5))
+    >>> gy = rng.standard_normal(fftconv.conv1d(x, w).shape)
+    >>> gw = fftconv.conv1d_weight(x, w.shape, gy)
+    >>> bool(np.isclose(np.vdot(fftconv.conv1d(x, w), gy), np.vdot(w, gw)))
+    True
+    """
+    return conv_weight(input, weight_size, grad_output, stride, padding, dilation, groups, algo=algo,
+                       backend=backend, fft_size=fft_size, ndim=1)
+
+
+@_with_options
+def conv2d_weight(input: np.ndarray, weight_size: Sequence[int], grad_output: np.ndarray, stride: IntOrTuple = 1,
+                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+                  backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """Gradient of a 2-d convolution with respect to its weight, as ``torch.nn.grad.conv2d_weight``.
+
+    This is the paper's ``accGradParameters``: ``dL/dw[f', f] = sum_s dL/dy[s, f'] * x[s, f]``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (batch, in_channels, h_in, w_in)
+    weight_size : sequence of int
+        Shape of the weight, ``(out_channels, in_channels // groups, kh, kw)``.
+    grad_output : ndarray, shape (batch, out_channels, h_out, w_out)
+    {options}
+
+    Returns
+    -------
+    ndarray of shape ``weight_size``
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 16, 16)), rng.standard_normal((4, 3, 5, 5))
+    >>> gy = rng.standard_normal(fftconv.conv2d(x, w).shape)
+    >>> gw = fftconv.conv2d_weight(x, w.shape, gy)
+    >>> bool(np.isclose(np.vdot(fftconv.conv2d(x, w), gy), np.vdot(w, gw)))
+    True
+    """
+    return conv_weight(input, weight_size, grad_output, stride, padding, dilation, groups, algo=algo,
+                       backend=backend, fft_size=fft_size, ndim=2)
+
+
+@_with_options
+def conv3d_weight(input: np.ndarray, weight_size: Sequence[int], grad_output: np.ndarray, stride: IntOrTuple = 1,
+                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *, algo: str = "fft",
+                  backend: BackendArg = None, fft_size: FFTSizeArg = None) -> np.ndarray:
+    """Gradient of a 3-d convolution with respect to its weight, as ``torch.nn.grad.conv3d_weight``.
+
+    This is the paper's ``accGradParameters``: ``dL/dw[f', f] = sum_s dL/dy[s, f'] * x[s, f]``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (batch, in_channels, d_in, h_in, w_in)
+    weight_size : sequence of int
+        Shape of the weight, ``(out_channels, in_channels // groups, kd, kh, kw)``.
+    grad_output : ndarray, shape (batch, out_channels, d_out, h_out, w_out)
+    {options}
+
+    Returns
+    -------
+    ndarray of shape ``weight_size``
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 8, 8, 8)), rng.standard_normal((4, 3, 3, 3, 3))
+    >>> gy = rng.standard_normal(fftconv.conv3d(x, w).shape)
+    >>> gw = fftconv.conv3d_weight(x, w.shape, gy)
+    >>> bool(np.isclose(np.vdot(fftconv.conv3d(x, w), gy), np.vdot(w, gw)))
+    True
+    """
+    return conv_weight(input, weight_size, grad_output, stride, padding, dilation, groups, algo=algo,
+                       backend=backend, fft_size=fft_size, ndim=3)

@@ -1,7 +1,8 @@
-"""The one place that validates convolution geometry.
+"""The one place that validates a convolution's shapes, and derives every shape the algorithms use.
 
 Every algorithm (``"fft"``, ``"im2col"``, ``"direct"``) and every pass (forward, input gradient, weight gradient)
-receives a :class:`ConvGeometry` built here. Nothing downstream re-derives shapes or re-checks arguments.
+receives a :class:`ConvGeometry` built here from the array shapes and a :class:`~fftconv.params.ConvParams` (the
+hyper-parameters, validated there). Nothing downstream re-derives shapes or re-checks arguments.
 
 Conventions follow ``torch.nn.functional.convNd``: channels-first arrays ``(batch, channels, *spatial)``, weights
 ``(out_channels, in_channels // groups, *kernel)``, cross-correlation, and output size
@@ -12,65 +13,22 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 
-IntOrTuple = Union[int, Sequence[int]]
-Padding = Union[str, int, Sequence[int]]
+from .params import ConvParams, IntOrTuple, Padding, _expand, _require_positive  # noqa: F401  (fftconv.nn uses them)
 
 #: dtypes every algorithm supports end to end; the output dtype equals the input dtype.
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _expand(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
-    """Expand an int or a length-``ndim`` sequence of ints into a tuple, the ``_ntuple`` way."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return (int(value),) * ndim
-    try:
-        values = tuple(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}") from None
-    if len(values) != ndim or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must be an int or a tuple of {ndim} ints for a {ndim}-d convolution, got {value!r}")
-    return tuple(int(v) for v in values)
-
-
-def _require_positive(values: tuple[int, ...], name: str) -> None:
-    if any(v < 1 for v in values):
-        raise ValueError(f"{name} must be positive in every dimension, got {values}")
-
-
-def _resolve_padding(
-    padding: Padding, kernel: tuple[int, ...], dilation: tuple[int, ...], stride: tuple[int, ...]
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Return ``(before, after)`` zero padding per spatial dimension.
-
-    ``"same"`` follows PyTorch: total ``d * (k - 1)``, the smaller half before, and it requires stride 1.
-    """
-    ndim = len(kernel)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * ndim, (0,) * ndim
-        if padding == "same":
-            if any(s != 1 for s in stride):
-                raise ValueError(f"padding='same' requires stride 1 (as in PyTorch), got stride={stride}; "
-                                 "pass explicit integer padding for strided convolutions")
-            total = tuple(d * (k - 1) for k, d in zip(kernel, dilation))
-            before = tuple(t // 2 for t in total)
-            return before, tuple(t - b for t, b in zip(total, before))
-        raise ValueError(f"padding must be an int, a tuple of ints, 'valid' or 'same', got {padding!r}")
-    pad = _expand(padding, ndim, "padding")
-    if any(p < 0 for p in pad):
-        raise ValueError(f"padding must be non-negative, got {pad}")
-    return pad, pad
 
 
 @dataclass(frozen=True)
 class ConvGeometry:
     """Validated shapes and hyper-parameters of one N-dimensional convolution layer.
 
-    Build it with :meth:`from_arrays_shapes`; the constructor itself trusts its arguments.
+    Build it with :meth:`from_shapes` (hyper-parameters as the functional API takes them) or :meth:`from_params`
+    (a :class:`~fftconv.params.ConvParams` validated earlier, as layers do); the constructor trusts its arguments.
 
     Attributes
     ----------
@@ -115,16 +73,34 @@ class ConvGeometry:
     ) -> "ConvGeometry":
         """Validate full array shapes and hyper-parameters; raise an error naming the argument on any mismatch."""
         input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
-        if len(weight_shape) < 3:
-            raise ValueError(f"{weight_name} must have shape (out_channels, in_channels/groups, *kernel) with at "
-                             f"least one spatial dimension, got shape {weight_shape}")
-        ndim = len(weight_shape) - 2
-        if len(input_shape) != ndim + 2:
-            raise ValueError(f"{input_name} must have {ndim + 2} dimensions (batch, channels, {ndim} spatial) to match "
-                             f"{weight_name} of shape {weight_shape}, got shape {input_shape}; add a batch axis with "
-                             "x[None] if you passed a single sample")
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        _check_ranks(input_shape, weight_shape, input_name, weight_name)
+        params = ConvParams.create(len(weight_shape) - 2, stride, padding, dilation, groups)
+        return cls.from_params(params, input_shape, weight_shape, input_name=input_name, weight_name=weight_name)
+
+    @classmethod
+    def from_params(
+        cls,
+        params: ConvParams,
+        input_shape: Sequence[int],
+        weight_shape: Sequence[int],
+        *,
+        input_name: str = "input",
+        weight_name: str = "weight",
+    ) -> "ConvGeometry":
+        """Combine validated hyper-parameters with the array shapes of one call; raise naming the argument.
+
+        Examples
+        --------
+        >>> params = ConvParams.create(2, padding="same")
+        >>> ConvGeometry.from_params(params, (1, 3, 9, 9), (4, 3, 4, 4)).padding_after
+        (2, 2)
+        """
+        input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+        _check_ranks(input_shape, weight_shape, input_name, weight_name)
+        if len(weight_shape) - 2 != params.ndim:
+            raise ValueError(f"{weight_name} has {len(weight_shape) - 2} spatial dimensions but the convolution has "
+                             f"{params.ndim}; got shape {weight_shape}")
+        groups = params.groups
         batch, in_channels = input_shape[:2]
         out_channels, channels_per_group = weight_shape[:2]
         kernel = tuple(weight_shape[2:])
@@ -138,18 +114,14 @@ class ConvGeometry:
             raise ValueError(f"{weight_name}.shape[1]={channels_per_group} times groups={groups} must equal the "
                              f"{in_channels} channels of {input_name} (shape {input_shape}); expected "
                              f"{weight_name}.shape[1] == {in_channels // groups}")
-        stride_t = _expand(stride, ndim, "stride")
-        dilation_t = _expand(dilation, ndim, "dilation")
-        _require_positive(stride_t, "stride")
-        _require_positive(dilation_t, "dilation")
-        before, after = _resolve_padding(padding, kernel, dilation_t, stride_t)
-        geometry = cls(int(batch), int(in_channels), int(out_channels), int(groups), tuple(input_shape[2:]), kernel,
-                       stride_t, dilation_t, before, after)
+        before, after = params.padding_for(kernel)
+        geometry = cls(int(batch), int(in_channels), int(out_channels), groups, tuple(int(n) for n in input_shape[2:]),
+                       tuple(int(k) for k in kernel), params.stride, params.dilation, before, after)
         geometry._check_kernel_fits(input_name)
         return geometry
 
     def _check_kernel_fits(self, input_name: str) -> None:
-        padded = tuple(n + b + a for n, b, a in zip(self.input_shape, self.padding_before, self.padding_after))
+        padded = self.padded_input_shape
         if any(kd > p for kd, p in zip(self.dilated_kernel_shape, padded)):
             raise ValueError(f"kernel of size {self.kernel_shape} (dilated to {self.dilated_kernel_shape}) is larger "
                              f"than the padded {input_name} of spatial size {padded} (input {self.input_shape}, "
@@ -170,8 +142,18 @@ class ConvGeometry:
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Spatial output size, PyTorch's formula."""
-        return tuple((n + b + a - kd) // s + 1 for n, b, a, kd, s in zip(
-            self.input_shape, self.padding_before, self.padding_after, self.dilated_kernel_shape, self.stride))
+        return tuple((p - kd) // s + 1 for p, kd, s in zip(self.padded_input_shape, self.dilated_kernel_shape,
+                                                             self.stride))
+
+    @property
+    def padded_input_shape(self) -> tuple[int, ...]:
+        """Spatial size of the zero-padded input, ``n + p_before + p_after``."""
+        return tuple(n + b + a for n, b, a in zip(self.input_shape, self.padding_before, self.padding_after))
+
+    @property
+    def full_padded_input_shape(self) -> tuple[int, ...]:
+        """``(S, f, *padded_input_shape)``."""
+        return (self.batch, self.in_channels, *self.padded_input_shape)
 
     @property
     def full_input_shape(self) -> tuple[int, ...]:
@@ -231,15 +213,59 @@ class ConvGeometry:
         return f"ConvGeometry({', '.join(parts)})"
 
 
+def _check_ranks(input_shape: tuple, weight_shape: tuple, input_name: str, weight_name: str) -> None:
+    if len(weight_shape) < 3:
+        raise ValueError(f"{weight_name} must have shape (out_channels, in_channels/groups, *kernel) with at "
+                         f"least one spatial dimension, got shape {weight_shape}")
+    ndim = len(weight_shape) - 2
+    if len(input_shape) != ndim + 2:
+        raise ValueError(f"{input_name} must have {ndim + 2} dimensions (batch, channels, {ndim} spatial) to match "
+                         f"{weight_name} of shape {weight_shape}, got shape {input_shape}; add a batch axis with "
+                         "x[None] if you passed a single sample")
+
+
+def parse_shape(shape: Sequence[int], name: str) -> tuple[int, ...]:
+    """A shape argument as a tuple of ints; floats and non-sequences raise ``TypeError`` naming the argument.
+
+    Examples
+    --------
+    >>> parse_shape([2, np.int64(3)], "input_shape")
+    (2, 3)
+    """
+    try:  # operator.index accepts Python and numpy ints but not floats: 8.5 must not become 8
+        return tuple(operator.index(v) for v in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {shape!r}") from None
+
+
 def parse_size(size: Sequence[int], expected_ndim: int, name: str) -> tuple[int, ...]:
     """Validate an ``input_size`` / ``weight_size`` argument of a gradient pass."""
-    try:  # operator.index accepts Python and numpy ints but not floats: 8.5 must not become 8
+    try:
         values = tuple(operator.index(v) for v in size)
     except TypeError:
         raise TypeError(f"{name} must be a sequence of {expected_ndim} ints, got {size!r}") from None
     if len(values) != expected_ndim:
         raise ValueError(f"{name} must have {expected_ndim} entries (batch, channels, spatial...), got {values}")
     return values
+
+
+def parse_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """``dtype`` as a numpy dtype fftconv supports; anything else raises ``TypeError`` naming the argument.
+
+    Examples
+    --------
+    >>> parse_dtype("float32")
+    dtype('float32')
+    """
+    try:
+        if dtype is None:  # np.dtype(None) would silently mean float64
+            raise TypeError
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}={dtype!r} is not a dtype; fftconv supports float32 and float64") from None
+    if resolved not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name}={resolved} is not supported; fftconv supports float32 and float64")
+    return resolved
 
 
 def check_arrays(**arrays: np.ndarray) -> np.dtype:

@@ -2,10 +2,7 @@
 
 The unfolded matrix is kept **tap-major**, ``cols (f*k, S*m)`` per group, as Caffe does: row ``(c, t)`` holds what
 kernel tap ``t`` of channel ``c`` reads for every output position. The unfold and col2im then copy whole output rows
-(runs of ``m`` contiguous values). The position-major layout ``(S*m, f*k)`` needed copies with runs of ``k`` values
-(and col2im read single values). Measured, float32, 2 threads, old -> new layout, ms: S=32, 3 -> 16 maps, n=32,
-k=3: forward 2.1 -> 0.71, input gradient 1.6 -> 1.0, weight gradient 2.5 -> 1.3; S=8, 64 -> 64, n=32, k=7: 32 -> 22,
-163 -> 33, 36 -> 25; S=8, 128 -> 128, n=16, k=11: 10.4 -> 11.3, 28 -> 21, 9.8 -> 12.2.
+(runs of ``m`` contiguous values), where the position-major layout ``(S*m, f*k)`` would copy runs of ``k`` values.
 
 Forward: ``Y^T (f', S*m) = W @ cols``; input gradient: ``dcols = W^T @ GY^T`` folded back (col2im); weight gradient:
 ``GW = GY^T @ cols^T``. Everything runs in the input dtype, as BLAS does. The GEMMs run on fftconv's thread pool
@@ -20,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._parallel import parallel_matmul
-from ._spatial import crop_padding, pad_input, padded_shape, tap_windows
+from ._spatial import crop_padding, pad_input, tap_windows
 from .geometry import ConvGeometry
 
 
@@ -33,8 +30,8 @@ def _per_group(array: np.ndarray, g: ConvGeometry) -> np.ndarray:
 def _columns(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """The tap-major unfolded input, ``(groups, f/groups * prod(k), S * prod(m))``, as one contiguous copy.
 
-    One strided copy of all windows, whose innermost runs are output rows; it measured as fast as or faster than
-    filling the matrix tap by tap (0.7-1.3x of its time on eight geometries) without a Python loop over taps.
+    One strided copy of all windows, whose innermost runs are output rows: as fast as filling the matrix tap by tap,
+    without a Python loop over taps.
     """
     nd = g.ndim
     padded = _per_group(pad_input(x, g), g)  # (groups, f/g, S, *padded space)
@@ -74,7 +71,7 @@ def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.nd
     cg = g.in_channels // g.groups
     dcols = parallel_matmul(_weight_matrix(w, g).swapaxes(1, 2), _grad_matrix(grad_output, g))  # (G, f/G*k, S*m)
     dcols = dcols.reshape(g.groups, cg, *g.kernel_shape, g.batch, *g.output_shape)
-    padded = np.zeros(padded_shape(g), dtype=grad_output.dtype)
+    padded = np.zeros(g.full_padded_input_shape, dtype=grad_output.dtype)
     target = _per_group(padded, g)  # a view: (groups, f/g, S, *padded space)
     for taps, window in tap_windows(g):  # col2im: each tap adds its rows back where it read them
         target[window] += dcols[(slice(None), slice(None), *taps)]

@@ -10,7 +10,9 @@ import pytest
 
 import fftconv
 from fftconv import backends
+from fftconv.backends import base, blocks
 from conftest import assert_close, tolerance
+from counting_backend import CountingBackend
 
 BACKENDS = fftconv.available_backends()
 COMPLEX = {np.dtype(np.float32): np.dtype(np.complex64), np.dtype(np.float64): np.dtype(np.complex128)}
@@ -31,11 +33,11 @@ def fresh(name: str, threads: int = 1):
 @pytest.fixture
 def restore_global_backend():
     """Save and restore the module's default-backend state, which set_backend / configure_* change."""
-    saved = (backends._default, dict(backends._instances))
+    saved = (base._default, dict(base._instances))
     yield
-    backends._default = saved[0]
-    backends._instances.clear()
-    backends._instances.update(saved[1])
+    base._default = saved[0]
+    base._instances.clear()
+    base._instances.update(saved[1])
 
 
 # (input shape, transform size, axes): odd and even sizes, zero padding, leading and trailing axes, 1 to 3 axes
@@ -123,17 +125,15 @@ def test_rfftn_writes_into_out(name, dtype, threads, rng):
 def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeypatch, rng):
     """Strided outputs are written block by block through a stage buffer: every map lands in its place, including
     the partial blocks at the edges, from a reversed (negative-stride) input that needs zero padding."""
-    from fftconv import backends
-
-    monkeypatch.setattr(backends, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 maps of 7 x 3 bins
-    monkeypatch.setattr(backends, "STAGE_MIN_BYTES", 1)
+    monkeypatch.setattr(blocks, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 maps of 7 x 3 bins
+    monkeypatch.setattr(backends.pyfftw, "STAGE_MIN_BYTES", 1)
     backend = fresh("pyfftw", threads=3)
     maps = rng.standard_normal((5, 2, 4, 6, 4))[..., ::-1, ::-1]  # (rows, groups, cols, *space), flipped
     storage = np.full((7, 3, 2, 5, 4), np.nan, dtype=np.complex128)  # (*bins, groups, rows, cols)
     view = storage.transpose(3, 2, 4, 0, 1)
     assert backend.rfftn(maps, (7, 5), (3, 4), out=view) is view
     assert_close(view, np.fft.rfftn(maps, s=(7, 5), axes=(3, 4)), tolerance(np.float64, 35), "staged out")
-    cut = backends.stage_blocks(view.shape, view.strides, (3, 4), backends.STAGE_BYTES // 16)
+    cut = blocks.stage_blocks(view.shape, view.strides, (3, 4), blocks.STAGE_BYTES // 16)
     assert len(cut) == {1: 40, 3: 20, 100: 1}[stage_maps]
 
 
@@ -143,12 +143,12 @@ def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeyp
 @pytest.mark.parametrize("name", BACKENDS)
 def test_irfftn_blocks_hands_every_map_over_once(name, lead, stage_maps, wrapped, monkeypatch, rng):
     """The blocked inverse of a frequency-major spectrum: the blocks tile the maps exactly, and each block's maps
-    are the unnormalised inverse (numpy has no blocked method and takes the fallback; CountingBackend passes the
+    are the unnormalised inverse (numpy has no blocked method and takes the shared one; CountingBackend passes the
     blocks through and counts the maps). With one row, the threads share the columns instead."""
-    monkeypatch.setattr(backends, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 spectra of 7 x 3 bins
+    monkeypatch.setattr(blocks, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 spectra of 7 x 3 bins
     backend = fresh(name, threads=3)
     if wrapped:
-        backend = backends.CountingBackend(backend)
+        backend = CountingBackend(backend)
     maps = rng.standard_normal((*lead, 7, 5))  # (rows, groups, cols, *space)
     expected = np.fft.irfftn(np.fft.rfftn(maps, axes=(3, 4)), s=(7, 5), axes=(3, 4)) * 35
     rows, groups, cols = lead
@@ -161,13 +161,13 @@ def test_irfftn_blocks_hands_every_map_over_once(name, lead, stage_maps, wrapped
         handed[block[:3]] += 1
 
     spectrum[...] = np.fft.rfftn(maps, axes=(3, 4))
-    backends.irfftn_blocks(backend, spectrum, (7, 5), (3, 4), consume)
+    backend.irfftn_blocks(spectrum, (7, 5), (3, 4), consume)
     assert (handed == 1).all()
     assert_close(result, expected, tolerance(np.float64, 35), "blocked inverse")
     if wrapped:
         assert backend.inverse_maps == math.prod(lead)
     with pytest.raises(ValueError, match=r"spectrum has shape .*; irfftn to size \(8, 5\) over axes \(3, 4\) needs"):
-        backends.irfftn_blocks(backend, spectrum, (8, 5), (3, 4), consume)
+        backend.irfftn_blocks(spectrum, (8, 5), (3, 4), consume)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -331,7 +331,7 @@ def test_set_backend_with_a_configured_instance(rng):
 
 @pytest.mark.usefixtures("restore_global_backend")
 def test_set_backend_with_a_custom_instance_is_used_by_convolutions(rng):
-    counter = fftconv.CountingBackend(fftconv.NumpyBackend())
+    counter = CountingBackend(fftconv.NumpyBackend())
     fftconv.set_backend(counter)
     assert fftconv.get_backend() is counter
     fftconv.conv2d(rng.standard_normal((1, 1, 5, 5)), rng.standard_normal((1, 1, 2, 2)))
@@ -339,7 +339,7 @@ def test_set_backend_with_a_custom_instance_is_used_by_convolutions(rng):
 
 
 def test_per_call_backend_overrides_the_default(rng):
-    counter = fftconv.CountingBackend(fftconv.NumpyBackend())
+    counter = CountingBackend(fftconv.NumpyBackend())
     x, w = rng.standard_normal((1, 2, 6, 6)), rng.standard_normal((3, 2, 3, 3))
     assert_close(fftconv.conv2d(x, w, backend=counter), fftconv.conv2d(x, w, algo="direct"),
                  tolerance(np.float64, 64, 18))
@@ -355,7 +355,7 @@ def test_counting_backend_shows_each_map_transformed_once(groups, rng):
     x = rng.standard_normal((S, f, 9, 8))
     w = rng.standard_normal((f_out, f // groups, 3, 3))
     gy = rng.standard_normal((S, f_out, 7, 6))
-    counter = fftconv.CountingBackend(fftconv.NumpyBackend())
+    counter = CountingBackend(fftconv.NumpyBackend())
     kernels = f_out * f // groups
     expected = {
         "forward": (lambda: fftconv.conv2d(x, w, groups=groups, backend=counter), S * f + kernels, S * f_out),
@@ -368,11 +368,12 @@ def test_counting_backend_shows_each_map_transformed_once(groups, rng):
         counter.reset()
         run()
         assert (counter.forward_maps, counter.inverse_maps) == (forward_maps, inverse_maps), pass_name
-        assert [kind for kind, _ in counter.calls] == ["rfftn", "rfftn", "irfftn"], pass_name
+        directions = [kind.removesuffix("_by_matrix") for kind, _ in counter.calls]  # kernels may go by DFT matrix
+        assert directions == ["rfftn", "rfftn", "irfftn"], pass_name
 
 
 def test_counting_backend_passes_results_through(rng):
-    counter = fftconv.CountingBackend(fftconv.NumpyBackend())
+    counter = CountingBackend(fftconv.NumpyBackend())
     x = rng.standard_normal((2, 3, 4, 5))
     spectrum = counter.rfftn(x, (4, 5), (2, 3))
     assert (counter.forward_maps, counter.calls) == (6, [("rfftn", (2, 3, 4, 5))])
@@ -381,6 +382,45 @@ def test_counting_backend_passes_results_through(rng):
     assert counter.inverse_maps == 6 and counter.name == "counting[numpy]"
     counter.reset()
     assert (counter.forward_maps, counter.inverse_maps, counter.calls) == (0, 0, [])
+
+
+def test_a_library_needs_only_rfftn_and_irfftn(rng):
+    """The interface's shared implementations (blocked inverse, allocation, DFT-matrix transforms) serve a backend
+    that defines only the two transforms; one that lacks a transform cannot be made."""
+
+    class Minimal(backends.FFTBackend):
+        name = "minimal"
+
+        def rfftn(self, x, shape, axes, out=None):
+            spectrum = np.fft.rfftn(x, s=shape, axes=axes)
+            if out is None:
+                return spectrum
+            out[...] = spectrum
+            return out
+
+        def irfftn(self, spectrum, shape, axes, overwrite_input=False, normalise=True):
+            return np.fft.irfftn(spectrum, s=shape, axes=axes, norm="backward" if normalise else "forward")
+
+    class Incomplete(backends.FFTBackend):
+        name = "incomplete"
+
+        def rfftn(self, x, shape, axes, out=None):
+            return np.fft.rfftn(x, s=shape, axes=axes)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 2))
+    gy = rng.standard_normal((2, 4, 7, 7))
+    for kernel_transform in ("fft", "gemm"):
+        g = fftconv.ConvGeometry.from_shapes(x.shape, w.shape)
+        plan = fftconv.SpectralPlan.create(g, np.float64, Minimal(), kernel_transform=kernel_transform)
+        expected = fftconv.SpectralPlan.create(g, np.float64, "numpy", kernel_transform=kernel_transform)
+        got = [plan.forward(plan.transform_input(x), plan.transform_weight(w)),
+               plan.grad_weight(plan.transform_input(x), plan.transform_grad_output(gy))]
+        want = [expected.forward(expected.transform_input(x), expected.transform_weight(w)),
+                expected.grad_weight(expected.transform_input(x), expected.transform_grad_output(gy))]
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.usefixtures("restore_global_backend")

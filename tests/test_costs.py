@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from fftconv import ConvGeometry, CountingBackend, NumpyBackend, SpectralPlan
-from fftconv.costs import (PASSES, direct_flops, direct_ops, executed_flops, fft_ops, kernel_dft_flops,
-                           paper_memory_bytes, real_fft_flops)
+from counting_backend import CountingBackend
+from fftconv import ConvGeometry, NumpyBackend, SpectralPlan
+from fftconv.costs import (direct_flops, direct_ops, executed_flops, fft_ops, kernel_dft_flops, paper_memory_bytes,
+                           real_fft_flops)
+from fftconv.passes import PASSES
 
 # The paper's memory table (section 2.3): S, n, f, f', printed "MB".
 PAPER_MEMORY_ROWS = [
@@ -59,44 +61,75 @@ def test_real_fft_flops():
         real_fft_flops((0, 4))
 
 
+@pytest.fixture
+def matmul_flops(monkeypatch):
+    """Count the flops of every complex matrix product fftconv runs: the per-bin GEMMs (``hermitian_matmul``'s
+    ``batched_matmul``) and the DFT-matrix transforms (``_kernel_dft``'s ``parallel_matmul``), from the shapes of
+    the operands actually multiplied."""
+    from fftconv import _kernel_dft
+    from fftconv.spectral import hermitian
+
+    counted = {"per-bin": 0.0, "dft-matrix": 0.0}
+
+    def counting(function, kind):
+        def wrapper(left, right, *args, **kwargs):
+            out = function(left, right, *args, **kwargs)
+            m, k = left.shape[-2:]
+            counted[kind] += 8.0 * math.prod(out.shape[:-2]) * m * k * right.shape[-1]
+            return out
+        return wrapper
+
+    monkeypatch.setattr(hermitian, "batched_matmul", counting(hermitian.batched_matmul, "per-bin"))
+    monkeypatch.setattr(_kernel_dft, "parallel_matmul", counting(_kernel_dft.parallel_matmul, "dft-matrix"))
+    return counted
+
+
+@pytest.mark.parametrize("fft_size", ["fast", (10, 8), (9, 7)], ids=["fast", "even", "odd"])
 @pytest.mark.parametrize("pass_name", PASSES)
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("kernel_transform", ["fft", "gemm"])
-def test_executed_flops_count_the_transforms_fftconv_runs(pass_name, groups, kernel_transform):
-    """An independent oracle: count the maps a real SpectralPlan transforms in each pass, and how."""
+def test_executed_flops_count_the_work_fftconv_runs(pass_name, groups, kernel_transform, fft_size, matmul_flops):
+    """An independent oracle: run a real SpectralPlan pass and count what it does. Maps through the FFT come from a
+    counting backend (at 2.5 N log2 N each); GEMM and DFT-matrix flops from the shapes of the matrices multiplied,
+    so the conjugate bins hermitian_matmul skips are not counted."""
     geometry = ConvGeometry.from_shapes((3, 4, 9, 7), (6, 4 // groups, 3, 2), groups=groups)
-    plan = SpectralPlan.create(geometry, np.float64, backend=CountingBackend(NumpyBackend()), fft_size="fast",
+    counter = CountingBackend(NumpyBackend())
+    plan = SpectralPlan.create(geometry, np.float64, backend=counter, fft_size=fft_size,
                                kernel_transform=kernel_transform)
-    counter = plan.backend
     rng = np.random.default_rng(0)
     x = rng.standard_normal(geometry.full_input_shape)
     w = rng.standard_normal(geometry.full_weight_shape)
     gy = rng.standard_normal(geometry.full_output_shape)
     if pass_name == "forward":
         plan.forward(plan.transform_input(x), plan.transform_weight(w))
-    elif pass_name == "grad_input":
+    elif pass_name == "input":
         plan.grad_input(plan.transform_grad_output(gy), plan.transform_weight(w))
     else:
         plan.grad_weight(plan.transform_input(x), plan.transform_grad_output(gy))
     by_gemm = kernel_transform == "gemm"
     count = executed_flops(geometry, plan.fft_shape, pass_name, kernels_by_gemm=by_gemm)
-    fft_points = plan.fft_shape[0] * plan.fft_shape[1]
+    fft_points = math.prod(plan.fft_shape)
     one = 2.5 * fft_points * math.log2(fft_points)
-    b0, b1 = plan.fft_shape[0], plan.fft_shape[1] // 2 + 1
-    kernel_map = 8 * (3 * b0 * b1 + 3 * 2 * b1) if by_gemm else one  # per-axis DFT matrices on a 3x2 kernel
-    # The counter logs maps done by DFT-matrix products as ("dft by gemm", maps); the rest went through the FFT.
-    by_matrix = {"rfftn": 0, "irfftn": 0}
-    for direction, shape in counter.calls:
-        if shape[0] == "dft by gemm":
-            by_matrix[direction] += shape[1]
-    assert (by_matrix["rfftn"] + by_matrix["irfftn"] > 0) == by_gemm
-    expected = {"forward": (counter.forward_maps - by_matrix["rfftn"]) * one + by_matrix["rfftn"] * kernel_map,
-                "inverse": (counter.inverse_maps - by_matrix["irfftn"]) * one + by_matrix["irfftn"] * kernel_map}
-    assert count.forward_transforms == pytest.approx(expected["forward"])
-    assert count.inverse_transforms == pytest.approx(expected["inverse"])
-    assert count.products == 8 * b0 * b1 * 3 * 4 * 6 // groups  # S x f x f' multiply-adds per bin, in groups
+    fft_maps = {"rfftn": 0, "irfftn": 0}
+    for method, shape in counter.calls:
+        if method in fft_maps:
+            fft_maps[method] += math.prod(shape[:-2])  # (rows, groups, cols, *space): maps before the 2 spatial axes
+    assert (matmul_flops["dft-matrix"] > 0) == by_gemm
+    assert count.transforms == pytest.approx((fft_maps["rfftn"] + fft_maps["irfftn"]) * one
+                                             + matmul_flops["dft-matrix"])
+    assert count.forward_transforms >= fft_maps["rfftn"] * one and count.inverse_transforms >= fft_maps["irfftn"] * one
+    assert count.products == pytest.approx(matmul_flops["per-bin"])
+    every_bin = 8 * plan.fft_shape[0] * (plan.fft_shape[1] // 2 + 1) * 3 * 4 * 6 // groups  # S f f'/g per bin
+    assert count.products < every_bin  # the conjugate pairs are multiplied once
     assert count.total == count.forward_transforms + count.products + count.inverse_transforms
     assert count.kernels_by_gemm is by_gemm
+
+
+def test_executed_flops_skip_exactly_the_conjugate_bins():
+    """At 8 x 8 the columns 0 and 4 of the 8 x 5 half spectrum pair rows 1-3 with rows 7-5: 6 of 40 bins are copies."""
+    g = ConvGeometry.from_shapes((1, 1, 8, 8), (1, 1, 1, 1))
+    assert executed_flops(g, (8, 8), kernels_by_gemm=False).products == 8 * (40 - 6)
+    assert executed_flops(g.__class__.from_shapes((1, 1, 8), (1, 1, 1)), (8,)).products == 8 * 5  # 1-d: no pairs
 
 
 def test_direct_flops_are_two_per_multiply_add():
@@ -110,7 +143,7 @@ def test_direct_flops_are_two_per_multiply_add():
     (lambda: direct_ops(1, 1, 1, 4, 5), "kernel_size=5"),
     (lambda: fft_ops(1, 1, 1, 8, fft_constant=0), "fft_constant"),
     (lambda: paper_memory_bytes(1, 2.5, 1, 8), "in_channels"),
-    (lambda: executed_flops(ConvGeometry.from_shapes((1, 1, 8), (1, 1, 3)), (8,), "backward"), "pass_name"),
+    (lambda: executed_flops(ConvGeometry.from_shapes((1, 1, 8), (1, 1, 3)), (8,), "grad_input"), "pass_name"),
     (lambda: executed_flops(ConvGeometry.from_shapes((1, 1, 8), (1, 1, 3)), (8, 8)), "fft_shape"),
 ])
 def test_bad_arguments_are_named(call, message):
@@ -131,3 +164,21 @@ def test_executed_flops_follow_fftconvs_own_choice_of_kernel_transform():
 def test_kernel_dft_flops_by_hand():
     assert kernel_dft_flops((3, 3), (8, 8)) == 8 * (3 * 8 * 5 + 3 * 3 * 5)
     assert kernel_dft_flops((4,), (10,)) == 8 * 4 * 6
+
+
+def test_kernel_transform_follows_the_rates_in_use():
+    """DFT matrices for kernels when the complex GEMM is fast against the FFT, the FFT when it is slow; the plan and
+    the flop count ask the same rule at the rates in use."""
+    from fftconv.costs import kernels_by_matrix
+    from fftconv.rates import MachineRates, set_rates
+
+    g = ConvGeometry.from_shapes((2, 3, 32, 32), (4, 3, 5, 5))
+    fast_gemm, slow_gemm = MachineRates(dft_matrix_flops=1e12), MachineRates(dft_matrix_flops=1e9)
+    assert kernels_by_matrix((5, 5), (32, 32), fast_gemm) and not kernels_by_matrix((5, 5), (32, 32), slow_gemm)
+    try:
+        for rates, expected in ((fast_gemm, True), (slow_gemm, False)):
+            set_rates(rates)
+            assert SpectralPlan.create(g, np.float32, fft_size=(32, 32)).kernels_by_gemm is expected
+            assert executed_flops(g, (32, 32)).kernels_by_gemm is expected
+    finally:
+        set_rates(None)

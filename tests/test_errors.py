@@ -1,4 +1,4 @@
-"""Bad input gets a clear error naming the argument and the values, never a wrong answer (issue 2, section 7).
+"""Bad input gets a clear error naming the argument and the values, never a wrong answer.
 
 Each case is run with every algorithm: validation happens before dispatch, so no algorithm may skip it.
 """

@@ -12,6 +12,7 @@ import scipy.signal
 import fftconv
 import oracle
 from conftest import DTYPES, PASSES, assert_close, fft_points_bound, reduction_lengths, tolerance
+from counting_backend import CountingBackend
 
 ORACLE_PASS = {"forward": oracle.forward, "input": oracle.grad_input, "weight": oracle.grad_weight}
 
@@ -186,7 +187,7 @@ def test_fft_algorithm_really_uses_ffts(monkeypatch, rng):
             monkeypatch.setattr(module, name, sabotaged)
     case = CASES["2d-stride-dil-groups-bias"]
     x, w, b, gy = case.arrays(rng, np.float64)
-    counter = fftconv.CountingBackend(fftconv.NumpyBackend())
+    counter = CountingBackend(fftconv.NumpyBackend())
     for pass_name in PASSES:
         counter.reset()
         result = run_pass(pass_name, x, w, b, gy, case.options, algo="fft", backend=counter)
@@ -231,3 +232,27 @@ def test_input_read_only_through_padding(algo, rng):
     for pass_name in PASSES:
         result = run_pass(pass_name, x, w, b, gy, options, algo=algo)
         assert_close(result, run_oracle(pass_name, x, w, b, gy, options), tolerance(np.float64, 4, 2), pass_name)
+
+
+PUBLIC = [f"conv{n}d{suffix}" for n in (1, 2, 3) for suffix in ("", "_input", "_weight")]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_functions_are_written_out_with_their_signatures_and_docs(name):
+    """help() and inspect show the real parameters (no generated wrapper, no ndim), typed, with a numpydoc
+    docstring whose shared options were filled in, and a runnable example (collected as a doctest)."""
+    import inspect
+
+    function = getattr(fftconv, name)
+    first = {"": ["input", "weight", "bias"], "_input": ["input_size", "weight", "grad_output"],
+             "_weight": ["input", "weight_size", "grad_output"]}[name[6:]]
+    parameters = inspect.signature(function).parameters
+    assert list(parameters) == [*first, "stride", "padding", "dilation", "groups", "algo", "backend", "fft_size"]
+    assert all(p.annotation is not inspect.Parameter.empty for p in parameters.values())
+    assert function.__name__ == name and function.__module__ == "fftconv.functional"
+    assert not hasattr(function, "__wrapped__") and function.__code__.co_name == name
+    doc = inspect.getdoc(function)
+    for section in ("Parameters\n----------", "Returns\n-------", "Examples\n--------", "Notes\n-----",
+                    "stride : int or tuple of int, default 1", f"fftconv.{name}("):
+        assert section in doc, section
+    assert "{options}" not in doc

@@ -10,7 +10,7 @@ import pytest
 import fftconv
 import oracle
 from conftest import PASSES, relative_error
-from fftconv import ConvGeometry, SpectralPlan, fft_shape_for, next_fast_size, next_power_of_two
+from fftconv import ConvGeometry, ConvParams, SpectralPlan, fft_shape_for, next_fast_size, next_power_of_two
 
 
 def torch_formula(n, k, s, p_total, d) -> int:
@@ -242,3 +242,45 @@ def test_minimal_fft_shape_is_sufficient_for_random_geometries(ndim, rng):
         x, w = rng.standard_normal(g.full_input_shape), rng.standard_normal(g.full_weight_shape)
         gy = rng.standard_normal(g.full_output_shape)
         assert worst_error_at(g, g.minimal_fft_shape, x, w, gy, options) < 1e-12, g
+
+
+# ---------------------------------------------------------------------- ConvParams
+def test_conv_params_normalise_each_hyper_parameter_once():
+    p = ConvParams.create(3, stride=2, padding=(1, 0, 2), dilation=(1, 2, 1), groups=4)
+    assert (p.ndim, p.stride, p.padding, p.dilation, p.groups) == (3, (2, 2, 2), (1, 0, 2), (1, 2, 1), 4)
+    assert ConvParams.create(2, padding="valid").padding_for((3, 5)) == ((0, 0), (0, 0))
+    assert ConvParams.create(1, padding=np.int64(2), stride=np.int32(3)).stride == (3,)
+    same = ConvParams.create(2, padding="same", dilation=2)
+    assert same.padding == "same" and same.padding_for((3, 4)) == ((2, 3), (2, 3))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a tuple of 2 ints for a 2-d convolution"),
+    (dict(stride=1.5), TypeError, "stride must be an int or a tuple of 2 ints, got 1.5"),
+    (dict(dilation=0), ValueError, r"dilation must be positive in every dimension, got \(0, 0\)"),
+    (dict(padding=-1), ValueError, r"padding must be non-negative, got \(-1, -1\)"),
+    (dict(padding="full"), ValueError, "padding must be an int, a tuple of ints, 'valid' or 'same', got 'full'"),
+    (dict(padding="same", stride=2), ValueError, "padding='same' requires stride 1"),
+    (dict(groups=0), ValueError, "groups must be a positive int, got 0"),
+    (dict(groups=2.0), ValueError, "groups must be a positive int, got 2.0"),
+])
+def test_conv_params_reject_bad_values_naming_them(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ConvParams.create(2, **kwargs)
+
+
+def test_geometry_from_params_equals_from_shapes(rng):
+    for ndim in (1, 2, 3):
+        for _ in range(20):
+            shape, kernel, options = draw_geometry(rng, ndim)
+            params = ConvParams.create(ndim, groups=1, **options)
+            assert (ConvGeometry.from_params(params, (2, 3, *shape), (4, 3, *kernel))
+                    == ConvGeometry.from_shapes((2, 3, *shape), (4, 3, *kernel), **options))
+    with pytest.raises(ValueError, match=r"weight has 3 spatial dimensions but the convolution has 2"):
+        ConvGeometry.from_params(ConvParams.create(2), (1, 1, 8, 8, 8), (1, 1, 3, 3, 3))
+
+
+def test_padded_input_shape_is_the_input_plus_both_paddings():
+    g = ConvGeometry.from_shapes((2, 3, 10, 7), (4, 3, 4, 3), padding="same")
+    assert (g.padding_before, g.padding_after) == ((1, 1), (2, 1))
+    assert g.padded_input_shape == (13, 9) and g.full_padded_input_shape == (2, 3, 13, 9)

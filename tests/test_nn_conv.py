@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
-from fftconv import CountingBackend, NumpyBackend
+from counting_backend import CountingBackend
+from fftconv import NumpyBackend
 from fftconv.nn import SGD, Conv1d, Conv2d, Conv3d, CrossEntropyLoss, Flatten, Linear, ReLU, Sequential, Workspace
 from fftconv.nn.gradcheck import check_gradients
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from .. import functional
 from ..backends import FFTBackend
-from ..geometry import ConvGeometry, IntOrTuple, Padding, _expand, _require_positive
+from ..geometry import ConvGeometry
+from ..params import ConvParams, IntOrTuple, Padding, _expand, _require_positive
 from ..spectral import FFTSizePolicy, SpectralPlan
 from .module import Module, check_input, fan_in_uniform, positive_int, resolve_dtype, resolve_rng
 from .workspace import Workspace, default_workspace
@@ -97,13 +98,8 @@ class _ConvNd(Module):
         shapes = self.parameter_shapes(in_channels, out_channels, kernel_size, groups=groups, bias=bias)
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         self.kernel_size = shapes["weight"][2:]
-        # A probe input just large enough for the kernel lets ConvGeometry check stride, padding, dilation and
-        # groups now, with its usual messages, instead of at the first forward.
-        probe = ConvGeometry.from_shapes((1, self.in_channels, *(max(1, d * (k - 1) + 1) for k, d in zip(
-            self.kernel_size, _expand(dilation, self.ndim, "dilation")))), shapes["weight"], stride, padding,
-            dilation, groups)
-        self.stride, self.dilation = probe.stride, probe.dilation
-        self.padding = padding if isinstance(padding, str) else probe.padding_before
+        self._params = ConvParams.create(self.ndim, stride, padding, dilation, groups)  # checked now, not at forward
+        self.stride, self.padding, self.dilation = self._params.stride, self._params.padding, self._params.dilation
         if algo not in functional.ALGORITHMS:
             raise ValueError(f"algo={algo!r} is unknown; valid: {sorted(functional.ALGORITHMS)}")
         if memory not in MEMORY_POLICIES:
@@ -161,8 +157,7 @@ class _ConvNd(Module):
     def _geometry_and_plan(self, input_shape: tuple[int, ...]) -> tuple[ConvGeometry, SpectralPlan | None]:
         cached = self._plans.get(input_shape)
         if cached is None:
-            geometry = ConvGeometry.from_shapes(input_shape, self.weight.shape, self.stride, self.padding,
-                                                self.dilation, self.groups)
+            geometry = ConvGeometry.from_params(self._params, input_shape, self.weight.shape)
             plan = (SpectralPlan.create(geometry, self.dtype, self.backend, self.fft_size)
                     if self.algo == "fft" else None)
             cached = self._plans[input_shape] = (geometry, plan)
