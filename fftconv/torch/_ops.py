@@ -1,0 +1,269 @@
+"""fftconv's passes as PyTorch custom operators: ``fftconv::conv_pass`` and ``fftconv::conv_pass_backward``.
+
+``conv_pass`` runs one of the three passes (:mod:`fftconv.torch._passes`) and returns ``(result, a_spectrum,
+b_spectrum)``: with ``memory="reuse"`` and the FFT algorithm, the spectra of its two operands are extra complex
+outputs, flat 1-d tensors (their frequency-major layout, bin padding included, is the plan's business), which
+autograd saves for the backward. They are outputs rather than state kept on the side because that is the one form
+``torch.compile`` and ``torch.export`` can trace: the fake rule gives their sizes, AOTAutograd saves them between
+its forward and backward graphs like any activation, and the reuse works in compiled code as in eager mode. Where a
+spectrum is not kept (``memory="recompute"``, no gradient needed, a spatial algorithm) the output is empty.
+
+``conv_pass_backward`` computes both operand gradients of a ``conv_pass`` in one call, transforming the output
+gradient once and reading the kept spectra, or transforming the saved operands again (``"recompute"``).
+
+Gradients of gradients. With nothing spectral kept, a backward run with ``create_graph=True`` is built from
+differentiable ``conv_pass`` calls (the passes are closed under differentiation), so double backward works. Kept
+spectra are not differentiable: a second derivative through them raises an error that says so.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from .. import functional
+from ..backends import get_backend
+from ..geometry import ConvGeometry
+from ..nn import MEMORY_POLICIES
+from ..spectral import fft_shape_for
+from . import _passes
+from ._passes import OPERANDS, PASSES, PRODUCES, UNUSED, ConvSpec, gradient_pass
+from ._tensors import check_tensor, from_numpy, to_numpy
+from ._threads import release_torch_threads
+
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+# ---------------------------------------------------------------------- operator arguments <-> ConvSpec
+def config_from_spec(spec: ConvSpec) -> tuple:
+    """The operator arguments that describe ``spec`` (all but the tensors, the pass name and ``keep``)."""
+    padding, padding_name = ((), spec.padding) if isinstance(spec.padding, str) else (spec.padding, "")
+    policy, shape = ((spec.fft_size, None) if spec.fft_size is None or isinstance(spec.fft_size, str)
+                     else (None, list(spec.fft_size)))
+    return (list(spec.input_shape), list(spec.weight_shape), list(spec.stride), list(padding), padding_name,
+            list(spec.dilation), spec.groups, ",".join(spec.algos), spec.backend, policy, shape)
+
+
+def spec_from_config(dtype: torch.dtype, input_shape, weight_shape, stride, padding, padding_name, dilation, groups,
+                     algos, backend, fft_policy, fft_shape) -> ConvSpec:
+    algo_list = tuple(algos.split(","))
+    valid = (*functional.ALGORITHMS, UNUSED)
+    if len(algo_list) != len(PASSES) or any(a not in valid for a in algo_list):
+        raise ValueError(f"algos must name one algorithm per pass {PASSES} from {valid}, got {algos!r}")
+    return ConvSpec(tuple(input_shape), tuple(weight_shape), tuple(stride), padding_name or tuple(padding),
+                    tuple(dilation), int(groups), _DTYPE_NAMES[dtype], algo_list, backend,
+                    fft_policy if fft_shape is None else tuple(fft_shape))
+
+
+def _checked_spec(function: str, pass_name: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
+                  config: Sequence) -> ConvSpec:
+    """Validate the operands against the convolution the arguments describe; return its spec."""
+    if pass_name not in PASSES:
+        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    roles = OPERANDS[pass_name]
+    check_tensor(a, roles[0], function)
+    check_tensor(b, roles[1], function, like=a)
+    spec = spec_from_config(a.dtype, *config)
+    if spec.algo(pass_name) == UNUSED:
+        raise ValueError(f"no algorithm given for the {pass_name!r} pass (algos={config[7]!r})")
+    for role, tensor in zip(roles, (a, b)):
+        if tuple(tensor.shape) != spec.shape(role):
+            raise ValueError(f"{function}: the {role} operand has shape {tuple(tensor.shape)}, but the convolution "
+                             f"{spec.geometry} needs {spec.shape(role)}")
+    if bias is not None:
+        check_tensor(bias, "bias", function, like=a)
+        if pass_name == "weight":
+            raise ValueError(f"{function}: the weight pass takes no bias")
+        channels = spec.shape(PRODUCES[pass_name])[1]
+        if tuple(bias.shape) != (channels,):
+            raise ValueError(f"{function}: bias must have shape ({channels},), one value per output channel, got "
+                             f"{tuple(bias.shape)}")
+    return spec
+
+
+def _kept_elements(spec: ConvSpec, pass_name: str, keep: Sequence[bool]) -> list[int]:
+    """Sizes of the spectrum outputs: the storage of each operand's spectrum where kept, else 0."""
+    fft = spec.algo(pass_name) == "fft"
+    return [spec.spectrum_elements(role) if fft and kept else 0 for role, kept in zip(OPERANDS[pass_name], keep)]
+
+
+# ---------------------------------------------------------------------- fftconv::conv_pass
+@torch.library.custom_op("fftconv::conv_pass", mutates_args=())
+def conv_pass(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor], pass_name: str,
+              input_shape: List[int], weight_shape: List[int], stride: List[int], padding: List[int],
+              padding_name: str, dilation: List[int], groups: int, algos: str, backend: Optional[str],
+              fft_policy: Optional[str], fft_shape: Optional[List[int]],
+              keep: List[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pass of a convolution on operands ``a``, ``b`` (see :data:`fftconv.torch._passes.OPERANDS`)."""
+    config = (input_shape, weight_shape, stride, padding, padding_name, dilation, groups, algos, backend, fft_policy,
+              fft_shape)
+    spec = _checked_spec("fftconv::conv_pass", pass_name, a, b, bias, config)
+    spectra = [torch.empty(n, dtype=_COMPLEX[a.dtype]) for n in _kept_elements(spec, pass_name, keep)]
+    release_torch_threads()
+    storages = [s.numpy() if s.numel() else None for s in spectra]
+    result = _passes.run_pass(spec, pass_name, to_numpy(a), to_numpy(b), storages)
+    result = _passes.add_bias(result, to_numpy(bias))
+    return from_numpy(result, a, b, bias), spectra[0], spectra[1]
+
+
+@conv_pass.register_fake
+def _conv_pass_fake(a, b, bias, pass_name, *config_and_keep):
+    *config, keep = config_and_keep
+    spec = _checked_spec("fftconv::conv_pass", pass_name, a, b, bias, config)
+    spectra = [a.new_empty((n,), dtype=_COMPLEX[a.dtype]) for n in _kept_elements(spec, pass_name, keep)]
+    return a.new_empty(spec.shape(PRODUCES[pass_name])), spectra[0], spectra[1]
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    a, b, bias, pass_name, *config_and_keep = inputs
+    _, a_spectrum, b_spectrum = output
+    ctx.mark_non_differentiable(a_spectrum, b_spectrum)
+    ctx.pass_name, ctx.config = pass_name, tuple(config_and_keep[:-1])
+    ctx.argument_count = len(inputs)
+    needs_a, needs_b = ctx.needs_input_grad[:2]
+    # The gradient with respect to one operand reads the other operand: its spectrum where kept, else the tensor.
+    a_kept, b_kept = a_spectrum.numel() > 0, b_spectrum.numel() > 0
+    ctx.save_for_backward(a if needs_b and not a_kept else None, b if needs_a and not b_kept else None,
+                          a_spectrum if needs_b and a_kept else None, b_spectrum if needs_a and b_kept else None)
+
+
+def _backward(ctx, grad, _a_spectrum_grad, _b_spectrum_grad):
+    a, b, a_spectrum, b_spectrum = ctx.saved_tensors
+    needs = [bool(n) for n in ctx.needs_input_grad[:2]]
+    grads: list = [None, None]
+    if any(needs):
+        if torch.is_grad_enabled() and a_spectrum is None and b_spectrum is None:
+            grads = _differentiable_gradients(ctx.pass_name, ctx.config, grad, (a, b), needs)
+        else:
+            grad_a, grad_b = torch.ops.fftconv.conv_pass_backward(grad, a, b, a_spectrum, b_spectrum, ctx.pass_name,
+                                                                  *ctx.config, needs)
+            grads = [grad_a if needs[0] else None, grad_b if needs[1] else None]
+    grad_bias = grad.sum(dim=(0, *range(2, grad.dim()))) if ctx.needs_input_grad[2] else None
+    return (grads[0], grads[1], grad_bias, *(None,) * (ctx.argument_count - 3))
+
+
+def _differentiable_gradients(pass_name: str, config: tuple, grad: torch.Tensor, operands, needs) -> list:
+    """Operand gradients as ``conv_pass`` calls, which autograd can differentiate again (``create_graph=True``)."""
+    grads: list = [None, None]
+    grad_role = PRODUCES[pass_name]
+    for index in (0, 1):
+        if needs[index]:
+            target = gradient_pass(pass_name, index)
+            given = {OPERANDS[pass_name][1 - index]: operands[1 - index], grad_role: grad}
+            left, right = (given[role] for role in OPERANDS[target])
+            grads[index] = torch.ops.fftconv.conv_pass(left, right, None, target, *config, [False, False])[0]
+    return grads
+
+
+conv_pass.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------- fftconv::conv_pass_backward
+def _backward_spec(grad, a, b, pass_name, config) -> ConvSpec:
+    function = "fftconv::conv_pass_backward"
+    if pass_name not in PASSES:
+        raise ValueError(f"{function}: pass_name must be one of {PASSES}, got {pass_name!r}")
+    check_tensor(grad, "grad", function)
+    spec = spec_from_config(grad.dtype, *config)
+    if tuple(grad.shape) != spec.shape(PRODUCES[pass_name]):
+        raise ValueError(f"{function}: grad has shape {tuple(grad.shape)}; the {pass_name!r} pass of {spec.geometry} "
+                         f"produces {spec.shape(PRODUCES[pass_name])}")
+    return spec
+
+
+@torch.library.custom_op("fftconv::conv_pass_backward", mutates_args=())
+def conv_pass_backward(grad: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
+                       a_spectrum: Optional[torch.Tensor], b_spectrum: Optional[torch.Tensor], pass_name: str,
+                       input_shape: List[int], weight_shape: List[int], stride: List[int], padding: List[int],
+                       padding_name: str, dilation: List[int], groups: int, algos: str, backend: Optional[str],
+                       fft_policy: Optional[str], fft_shape: Optional[List[int]],
+                       needs: List[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``conv_pass``'s result with respect to ``a`` and ``b`` (empty where ``needs`` is false)."""
+    config = (input_shape, weight_shape, stride, padding, padding_name, dilation, groups, algos, backend, fft_policy,
+              fft_shape)
+    spec = _backward_spec(grad, a, b, pass_name, config)
+    release_torch_threads()
+    spectra = [None if s is None else s.numpy() for s in (a_spectrum, b_spectrum)]
+    grads = _passes.run_gradients(spec, pass_name, to_numpy(grad), [to_numpy(a), to_numpy(b)], spectra, needs)
+    return tuple(grad.new_empty((0,)) if g is None else from_numpy(g, grad, a, b) for g in grads)
+
+
+@conv_pass_backward.register_fake
+def _conv_pass_backward_fake(grad, a, b, a_spectrum, b_spectrum, pass_name, *config_and_needs):
+    *config, needs = config_and_needs
+    spec = _backward_spec(grad, a, b, pass_name, config)
+    return tuple(grad.new_empty(spec.shape(role) if need else (0,)) for role, need in zip(OPERANDS[pass_name], needs))
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "fftconv.torch: a second derivative (double backward) cannot go through a convolution whose forward kept its "
+        "spectra (memory='reuse' with the FFT algorithm): the kept spectra are not differentiable. Use "
+        "memory='recompute' (in fftconv.torch.conv*d, FFTConv*d or convert), whose backward is built from "
+        "differentiable fftconv operators.")
+
+
+conv_pass_backward.register_autograd(_no_double_backward)
+
+
+# ---------------------------------------------------------------------- the call as a Python function sees it
+@torch.compiler.assume_constant_result  # shapes and options only: torch.compile evaluates it once, at trace time
+def resolve_call(function: str, pass_name: str, input_shape: tuple, weight_shape: tuple, stride, padding, dilation,
+                 groups: int, dtype: torch.dtype, algo: str, backend, fft_size, memory: str,
+                 requires_grad: tuple[bool, bool], grad_enabled: bool) -> tuple:
+    """Validate a call and return the operator's arguments after the tensors: pass, configuration and ``keep``.
+
+    ``algo="auto"`` is resolved here, per pass, so that the operator (and a graph that records it) always names
+    the algorithms it runs. Passes no gradient needs get :data:`~fftconv.torch._passes.UNUSED`.
+    """
+    valid = (*functional.ALGORITHMS, "auto")
+    if algo not in valid:
+        raise ValueError(f"{function}: algo={algo!r} is unknown; valid: {sorted(valid)}")
+    if memory not in MEMORY_POLICIES:
+        raise ValueError(f"{function}: memory={memory!r} is unknown; valid: {MEMORY_POLICIES}")
+    backend_name = backend_name_of(backend, function)
+    geometry = ConvGeometry.from_shapes(input_shape, weight_shape, stride, padding, dilation, groups,
+                                        input_name="input_size" if pass_name == "input" else "input")
+    fft_shape_for(geometry, fft_size)  # validates the policy or the explicit size
+    fft_size = tuple(fft_size) if isinstance(fft_size, (list, tuple)) else fft_size
+    training = grad_enabled and any(requires_grad)
+    needed = PASSES if training else (pass_name,)  # training: all three, so gradients of gradients can run too
+    dtype_name = _DTYPE_NAMES[dtype]
+    algos = tuple((_passes.chosen_algorithm(geometry, p, dtype_name, backend_name, fft_size) if algo == "auto"
+                   else algo) if p in needed else UNUSED for p in PASSES)
+    padding_arg = "same" if padding == "same" else geometry.padding_before  # other paddings are symmetric
+    spec = ConvSpec(geometry.full_input_shape, geometry.full_weight_shape, geometry.stride, padding_arg,
+                    geometry.dilation, geometry.groups, dtype_name, algos, backend_name, fft_size)
+    # Keep the spectrum of operand i when the gradient with respect to the other operand will read it with the FFT.
+    keep = [memory == "reuse" and training and requires_grad[1 - i] and algos[PASSES.index(gradient_pass(pass_name,
+            1 - i))] == "fft" for i in (0, 1)]
+    return (pass_name, *config_from_spec(spec), keep)
+
+
+def backend_name_of(backend, function: str) -> str | None:
+    """A backend argument as an operator can carry it: its registered name (or ``None``, the default)."""
+    if backend is None or isinstance(backend, str):
+        if backend is not None:
+            get_backend(backend)  # raises for unknown or unavailable names
+        return backend
+    name = getattr(backend, "name", None)
+    if isinstance(name, str) and get_backend(name) is backend:
+        return name
+    raise TypeError(f"{function}: backend must be a backend name such as 'pyfftw', 'scipy' or 'numpy' (configure "
+                    f"it with fftconv.configure_pyfftw / configure_scipy), got {backend!r}")
+
+
+def apply_pass(function: str, pass_name: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
+               input_shape: tuple, weight_shape: tuple, stride, padding, dilation, groups: int, algo: str, backend,
+               fft_size, memory: str) -> torch.Tensor:
+    """Check the tensors, resolve the call and run ``fftconv::conv_pass``; the result only."""
+    check_tensor(a, "input", function)
+    check_tensor(b, "weight", function, like=a)
+    if bias is not None:
+        check_tensor(bias, "bias", function, like=a)
+    arguments = resolve_call(function, pass_name, input_shape, weight_shape, stride, padding, dilation, groups,
+                             a.dtype, algo, backend, fft_size, memory, (a.requires_grad, b.requires_grad),
+                             torch.is_grad_enabled())
+    return torch.ops.fftconv.conv_pass(a, b, bias, *arguments)[0]
