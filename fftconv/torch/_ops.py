@@ -84,9 +84,14 @@ def _checked_spec(function: str, pass_name: str, a: torch.Tensor, b: torch.Tenso
 
 
 def _kept_elements(spec: ConvSpec, pass_name: str, keep: Sequence[bool]) -> list[int]:
-    """Sizes of the spectrum outputs: the storage of each operand's spectrum where kept, else 0."""
+    """Sizes of the spectrum outputs: the storage of each operand's spectrum where kept, else 0.
+
+    Operand ``i``'s spectrum is kept only if asked, computed (an FFT pass) and read again: by the gradient with
+    respect to the other operand, when that gradient's pass uses the FFT too.
+    """
     fft = spec.algo(pass_name) == "fft"
-    return [spec.spectrum_elements(role) if fft and kept else 0 for role, kept in zip(OPERANDS[pass_name], keep)]
+    return [spec.spectrum_elements(role) if fft and kept and spec.algo(gradient_pass(pass_name, 1 - i)) == "fft"
+            else 0 for i, (role, kept) in enumerate(zip(OPERANDS[pass_name], keep))]
 
 
 # ---------------------------------------------------------------------- fftconv::conv_pass
@@ -236,9 +241,9 @@ def resolve_call(function: str, pass_name: str, input_shape: tuple, weight_shape
     padding_arg = "same" if padding == "same" else geometry.padding_before  # other paddings are symmetric
     spec = ConvSpec(geometry.full_input_shape, geometry.full_weight_shape, geometry.stride, padding_arg,
                     geometry.dilation, geometry.groups, dtype_name, algos, backend_name, fft_size)
-    # Keep the spectrum of operand i when the gradient with respect to the other operand will read it with the FFT.
-    keep = [memory == "reuse" and training and requires_grad[1 - i] and algos[PASSES.index(gradient_pass(pass_name,
-            1 - i))] == "fft" for i in (0, 1)]
+    # Keep operand i's spectrum if the gradient with respect to the other operand will be computed (the operator
+    # keeps it only if that gradient's pass uses the FFT).
+    keep = [memory == "reuse" and training and requires_grad[1 - i] for i in (0, 1)]
     return (pass_name, *config_from_spec(spec), keep)
 
 

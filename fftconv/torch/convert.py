@@ -66,11 +66,11 @@ def _why_not(name: str, module: nn.Module, min_kernel_size: int,
     """The reason to leave a convolution alone, or ``None`` to replace it."""
     if isinstance(module, _FFTOptions):
         return "already an fftconv.torch layer"
-    if type(module) not in REPLACEMENTS:
-        return (f"{type(module).__name__} is a subclass of torch.nn.{type(module).__mro__[1].__name__} whose own "
-                "code would be bypassed")
     if any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters(recurse=False)):
         return "lazy module not initialised yet (run one forward first)"
+    if type(module) not in REPLACEMENTS:
+        base = next((k for k in type(module).__mro__ if k in REPLACEMENTS), nn.modules.conv._ConvNd)
+        return f"{type(module).__name__} is a subclass of torch.nn.{base.__name__} whose own code would be bypassed"
     if module.weight.dtype not in SUPPORTED_DTYPES:
         return f"unsupported dtype {module.weight.dtype} (fftconv computes in float32 and float64)"
     if module.weight.device.type != "cpu":
