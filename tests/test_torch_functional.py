@@ -197,7 +197,7 @@ def test_reuse_keeps_spectra_only_while_a_gradient_needs_them(monkeypatch):
     x, w, _ = arrays((2, 3, 8, 8), (3, 3, 3, 3), False, 3)
     with torch.no_grad():
         outputs = torch.ops.fftconv.conv_pass(x, w, None, "forward", [2, 3, 8, 8], [3, 3, 3, 3], [1, 1], [0, 0], "",
-                                              [1, 1], 1, "fft,none,none", None, None, None, [False, False])
+                                              [1, 1], 1, "fft", None, None, None, [False, False])
     assert [o.numel() for o in outputs[1:]] == [0, 0]
     y = ft.conv2d(x, w.detach(), algo="fft")  # only the input's gradient: only the weight spectrum is read again
     roles.clear()

@@ -24,11 +24,10 @@ import torch
 
 from .. import functional
 from ..backends import get_backend
-from ..geometry import ConvGeometry
 from ..nn import MEMORY_POLICIES
-from ..spectral import fft_shape_for
+from ..spectral import FFT_SIZE_POLICIES
 from . import _passes
-from ._passes import OPERANDS, PASSES, PRODUCES, UNUSED, ConvSpec, gradient_pass
+from ._passes import OPERANDS, PASSES, PRODUCES, ConvSpec, gradient_pass
 from ._tensors import check_tensor, from_numpy, to_numpy
 from ._threads import release_torch_threads
 
@@ -36,25 +35,21 @@ _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 
 
-# ---------------------------------------------------------------------- operator arguments <-> ConvSpec
-def config_from_spec(spec: ConvSpec) -> tuple:
-    """The operator arguments that describe ``spec`` (all but the tensors, the pass name and ``keep``)."""
-    padding, padding_name = ((), spec.padding) if isinstance(spec.padding, str) else (spec.padding, "")
-    policy, shape = ((spec.fft_size, None) if spec.fft_size is None or isinstance(spec.fft_size, str)
-                     else (None, list(spec.fft_size)))
-    return (list(spec.input_shape), list(spec.weight_shape), list(spec.stride), list(padding), padding_name,
-            list(spec.dilation), spec.groups, ",".join(spec.algos), spec.backend, policy, shape)
-
-
+# ---------------------------------------------------------------------- operator arguments -> ConvSpec
 def spec_from_config(dtype: torch.dtype, input_shape, weight_shape, stride, padding, padding_name, dilation, groups,
-                     algos, backend, fft_policy, fft_shape) -> ConvSpec:
-    algo_list = tuple(algos.split(","))
-    valid = (*functional.ALGORITHMS, UNUSED)
-    if len(algo_list) != len(PASSES) or any(a not in valid for a in algo_list):
-        raise ValueError(f"algos must name one algorithm per pass {PASSES} from {valid}, got {algos!r}")
-    return ConvSpec(tuple(input_shape), tuple(weight_shape), tuple(stride), padding_name or tuple(padding),
-                    tuple(dilation), int(groups), _DTYPE_NAMES[dtype], algo_list, backend,
+                     algo, backend, fft_policy, fft_shape) -> ConvSpec:
+    """The spec of a call from the operator's arguments (sizes specialised to ints)."""
+    valid = (*functional.ALGORITHMS, "auto")
+    if algo not in valid:
+        raise ValueError(f"algo={algo!r} is unknown; valid: {sorted(valid)}")
+    return ConvSpec(_ints(input_shape), _ints(weight_shape), tuple(stride), padding_name or tuple(padding),
+                    tuple(dilation), int(groups), _DTYPE_NAMES[dtype], algo, backend,
                     fft_policy if fft_shape is None else tuple(fft_shape))
+
+
+def _ints(sizes) -> tuple[int, ...]:
+    """Sizes as ints; a fake rule traced with symbolic sizes specialises on their values here."""
+    return tuple(int(size) for size in sizes)
 
 
 def _checked_spec(function: str, pass_name: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
@@ -66,18 +61,16 @@ def _checked_spec(function: str, pass_name: str, a: torch.Tensor, b: torch.Tenso
     check_tensor(a, roles[0], function)
     check_tensor(b, roles[1], function, like=a)
     spec = spec_from_config(a.dtype, *config)
-    if spec.algo(pass_name) == UNUSED:
-        raise ValueError(f"no algorithm given for the {pass_name!r} pass (algos={config[7]!r})")
     for role, tensor in zip(roles, (a, b)):
-        if tuple(tensor.shape) != spec.shape(role):
-            raise ValueError(f"{function}: the {role} operand has shape {tuple(tensor.shape)}, but the convolution "
+        if _ints(tensor.shape) != spec.shape(role):
+            raise ValueError(f"{function}: the {role} operand has shape {_ints(tensor.shape)}, but the convolution "
                              f"{spec.geometry} needs {spec.shape(role)}")
     if bias is not None:
         check_tensor(bias, "bias", function, like=a)
         if pass_name == "weight":
             raise ValueError(f"{function}: the weight pass takes no bias")
         channels = spec.shape(PRODUCES[pass_name])[1]
-        if tuple(bias.shape) != (channels,):
+        if _ints(bias.shape) != (channels,):
             raise ValueError(f"{function}: bias must have shape ({channels},), one value per output channel, got "
                              f"{tuple(bias.shape)}")
     return spec
@@ -86,11 +79,12 @@ def _checked_spec(function: str, pass_name: str, a: torch.Tensor, b: torch.Tenso
 def _kept_elements(spec: ConvSpec, pass_name: str, keep: Sequence[bool]) -> list[int]:
     """Sizes of the spectrum outputs: the storage of each operand's spectrum where kept, else 0.
 
-    Operand ``i``'s spectrum is kept only if asked, computed (an FFT pass) and read again: by the gradient with
-    respect to the other operand, when that gradient's pass uses the FFT too.
+    Operand ``i``'s spectrum is kept only if asked, computed (the pass uses the FFT) and read again: by the gradient
+    with respect to the other operand, when that gradient's pass uses the FFT too.
     """
-    fft = spec.algo(pass_name) == "fft"
-    return [spec.spectrum_elements(role) if fft and kept and spec.algo(gradient_pass(pass_name, 1 - i)) == "fft"
+    if spec.algo_of(pass_name) != "fft":
+        return [0, 0]
+    return [spec.spectrum_elements(role) if kept and spec.algo_of(gradient_pass(pass_name, 1 - i)) == "fft"
             else 0 for i, (role, kept) in enumerate(zip(OPERANDS[pass_name], keep))]
 
 
@@ -98,11 +92,11 @@ def _kept_elements(spec: ConvSpec, pass_name: str, keep: Sequence[bool]) -> list
 @torch.library.custom_op("fftconv::conv_pass", mutates_args=())
 def conv_pass(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor], pass_name: str,
               input_shape: List[int], weight_shape: List[int], stride: List[int], padding: List[int],
-              padding_name: str, dilation: List[int], groups: int, algos: str, backend: Optional[str],
+              padding_name: str, dilation: List[int], groups: int, algo: str, backend: Optional[str],
               fft_policy: Optional[str], fft_shape: Optional[List[int]],
               keep: List[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass of a convolution on operands ``a``, ``b`` (see :data:`fftconv.torch._passes.OPERANDS`)."""
-    config = (input_shape, weight_shape, stride, padding, padding_name, dilation, groups, algos, backend, fft_policy,
+    config = (input_shape, weight_shape, stride, padding, padding_name, dilation, groups, algo, backend, fft_policy,
               fft_shape)
     spec = _checked_spec("fftconv::conv_pass", pass_name, a, b, bias, config)
     spectra = [torch.empty(n, dtype=_COMPLEX[a.dtype]) for n in _kept_elements(spec, pass_name, keep)]
@@ -172,8 +166,8 @@ def _backward_spec(grad, a, b, pass_name, config) -> ConvSpec:
         raise ValueError(f"{function}: pass_name must be one of {PASSES}, got {pass_name!r}")
     check_tensor(grad, "grad", function)
     spec = spec_from_config(grad.dtype, *config)
-    if tuple(grad.shape) != spec.shape(PRODUCES[pass_name]):
-        raise ValueError(f"{function}: grad has shape {tuple(grad.shape)}; the {pass_name!r} pass of {spec.geometry} "
+    if _ints(grad.shape) != spec.shape(PRODUCES[pass_name]):
+        raise ValueError(f"{function}: grad has shape {_ints(grad.shape)}; the {pass_name!r} pass of {spec.geometry} "
                          f"produces {spec.shape(PRODUCES[pass_name])}")
     return spec
 
@@ -182,11 +176,11 @@ def _backward_spec(grad, a, b, pass_name, config) -> ConvSpec:
 def conv_pass_backward(grad: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                        a_spectrum: Optional[torch.Tensor], b_spectrum: Optional[torch.Tensor], pass_name: str,
                        input_shape: List[int], weight_shape: List[int], stride: List[int], padding: List[int],
-                       padding_name: str, dilation: List[int], groups: int, algos: str, backend: Optional[str],
+                       padding_name: str, dilation: List[int], groups: int, algo: str, backend: Optional[str],
                        fft_policy: Optional[str], fft_shape: Optional[List[int]],
                        needs: List[bool]) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of ``conv_pass``'s result with respect to ``a`` and ``b`` (empty where ``needs`` is false)."""
-    config = (input_shape, weight_shape, stride, padding, padding_name, dilation, groups, algos, backend, fft_policy,
+    config = (input_shape, weight_shape, stride, padding, padding_name, dilation, groups, algo, backend, fft_policy,
               fft_shape)
     spec = _backward_spec(grad, a, b, pass_name, config)
     release_torch_threads()
@@ -214,37 +208,20 @@ conv_pass_backward.register_autograd(_no_double_backward)
 
 
 # ---------------------------------------------------------------------- the call as a Python function sees it
-@torch.compiler.assume_constant_result  # shapes and options only: torch.compile evaluates it once, at trace time
-def resolve_call(function: str, pass_name: str, input_shape: tuple, weight_shape: tuple, stride, padding, dilation,
-                 groups: int, dtype: torch.dtype, algo: str, backend, fft_size, memory: str,
-                 requires_grad: tuple[bool, bool], grad_enabled: bool) -> tuple:
-    """Validate a call and return the operator's arguments after the tensors: pass, configuration and ``keep``.
-
-    ``algo="auto"`` is resolved here, per pass, so that the operator (and a graph that records it) always names
-    the algorithms it runs. Passes no gradient needs get :data:`~fftconv.torch._passes.UNUSED`.
-    """
+@torch.compiler.assume_constant_result  # options only: torch.compile evaluates it once, at trace time
+def checked_call_options(function: str, algo: str, backend, fft_size, memory: str) -> tuple:
+    """Validate what a call needs no shapes for; return ``(backend name, FFT size policy, explicit FFT size)``."""
     valid = (*functional.ALGORITHMS, "auto")
     if algo not in valid:
         raise ValueError(f"{function}: algo={algo!r} is unknown; valid: {sorted(valid)}")
     if memory not in MEMORY_POLICIES:
         raise ValueError(f"{function}: memory={memory!r} is unknown; valid: {MEMORY_POLICIES}")
-    backend_name = backend_name_of(backend, function)
-    geometry = ConvGeometry.from_shapes(input_shape, weight_shape, stride, padding, dilation, groups,
-                                        input_name="input_size" if pass_name == "input" else "input")
-    fft_shape_for(geometry, fft_size)  # validates the policy or the explicit size
-    fft_size = tuple(fft_size) if isinstance(fft_size, (list, tuple)) else fft_size
-    training = grad_enabled and any(requires_grad)
-    needed = PASSES if training else (pass_name,)  # training: all three, so gradients of gradients can run too
-    dtype_name = _DTYPE_NAMES[dtype]
-    algos = tuple((_passes.chosen_algorithm(geometry, p, dtype_name, backend_name, fft_size) if algo == "auto"
-                   else algo) if p in needed else UNUSED for p in PASSES)
-    padding_arg = "same" if padding == "same" else geometry.padding_before  # other paddings are symmetric
-    spec = ConvSpec(geometry.full_input_shape, geometry.full_weight_shape, geometry.stride, padding_arg,
-                    geometry.dilation, geometry.groups, dtype_name, algos, backend_name, fft_size)
-    # Keep operand i's spectrum if the gradient with respect to the other operand will be computed (the operator
-    # keeps it only if that gradient's pass uses the FFT).
-    keep = [memory == "reuse" and training and requires_grad[1 - i] for i in (0, 1)]
-    return (pass_name, *config_from_spec(spec), keep)
+    if isinstance(fft_size, (list, tuple)):
+        return backend_name_of(backend, function), None, [int(n) for n in fft_size]
+    if fft_size is not None and fft_size not in FFT_SIZE_POLICIES:
+        raise ValueError(f"{function}: fft_size must be one of {FFT_SIZE_POLICIES}, a tuple of ints or None, got "
+                         f"{fft_size!r}")
+    return backend_name_of(backend, function), fft_size, None
 
 
 def backend_name_of(backend, function: str) -> str | None:
@@ -261,14 +238,24 @@ def backend_name_of(backend, function: str) -> str | None:
 
 
 def apply_pass(function: str, pass_name: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
-               input_shape: tuple, weight_shape: tuple, stride, padding, dilation, groups: int, algo: str, backend,
-               fft_size, memory: str) -> torch.Tensor:
-    """Check the tensors, resolve the call and run ``fftconv::conv_pass``; the result only."""
+               input_shape: tuple, weight_shape: tuple, stride: tuple, padding, dilation: tuple, groups: int,
+               algo: str, backend, fft_size, memory: str) -> torch.Tensor:
+    """Check the tensors and options and run ``fftconv::conv_pass``; the result only.
+
+    The operator validates the geometry and resolves ``algo="auto"`` itself, when it runs (or when its fake rule
+    runs under ``torch.compile``, which then specialises on the shapes: FFT sizes, spectra and auto's choices
+    depend on them). So this function needs no concrete sizes and traces with dynamic shapes too.
+    """
     check_tensor(a, "input", function)
     check_tensor(b, "weight", function, like=a)
     if bias is not None:
         check_tensor(bias, "bias", function, like=a)
-    arguments = resolve_call(function, pass_name, input_shape, weight_shape, stride, padding, dilation, groups,
-                             a.dtype, algo, backend, fft_size, memory, (a.requires_grad, b.requires_grad),
-                             torch.is_grad_enabled())
-    return torch.ops.fftconv.conv_pass(a, b, bias, *arguments)[0]
+    backend_name, fft_policy, fft_shape = checked_call_options(function, algo, backend, fft_size, memory)
+    training = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    # Keep operand i's spectrum when the gradient with respect to the other operand will be computed (the operator
+    # keeps it only if both passes use the FFT).
+    keep = [memory == "reuse" and training and b.requires_grad, memory == "reuse" and training and a.requires_grad]
+    padding_sizes, padding_name = ((), padding) if isinstance(padding, str) else (padding, "")
+    return torch.ops.fftconv.conv_pass(a, b, bias, pass_name, list(input_shape), list(weight_shape), list(stride),
+                                       list(padding_sizes), padding_name, list(dilation), groups, algo,
+                                       backend_name, fft_policy, fft_shape, keep)[0]

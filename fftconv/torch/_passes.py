@@ -39,8 +39,6 @@ ROLES = ("input", "weight", "grad_output")
 PRODUCES = {"forward": "grad_output", "input": "input", "weight": "weight"}
 OPERANDS = {"forward": ("input", "weight"), "input": ("grad_output", "weight"), "weight": ("input", "grad_output")}
 PASS_PRODUCING = {role: pass_name for pass_name, role in PRODUCES.items()}
-#: Placeholder in a resolved algorithm list for a pass that will not run (no gradient needs it).
-UNUSED = "none"
 
 FFTSize = Union[str, tuple[int, ...], None]
 
@@ -61,10 +59,10 @@ def gradient_pass(pass_name: str, operand: int) -> str:
 @dataclass(frozen=True)
 class ConvSpec:
     """Everything that fixes one convolution's computation except the data: shapes, hyper-parameters, dtype,
-    the algorithm of each pass (``"fft"``, ``"im2col"``, ``"direct"`` or :data:`UNUSED`), backend and FFT size.
+    algorithm (``"fft"``, ``"im2col"``, ``"direct"`` or ``"auto"``), backend and FFT size.
 
-    ``padding`` is a tuple of ints or ``"same"`` (as :meth:`ConvGeometry.from_shapes` takes it). Hashable: plans and
-    geometries are cached per spec.
+    ``padding`` is a tuple of ints, ``"same"`` or ``"valid"`` (as :meth:`ConvGeometry.from_shapes` takes it).
+    Hashable: plans and geometries are cached per spec.
     """
 
     input_shape: tuple[int, ...]
@@ -74,7 +72,7 @@ class ConvSpec:
     dilation: tuple[int, ...]
     groups: int
     dtype: str
-    algos: tuple[str, str, str]
+    algo: str
     backend: str | None = None
     fft_size: FFTSize = None
 
@@ -86,8 +84,11 @@ class ConvSpec:
     def plan(self) -> SpectralPlan:
         return _plan(self.geometry, self.dtype, self.backend, self.fft_size)
 
-    def algo(self, pass_name: str) -> str:
-        return self.algos[PASSES.index(pass_name)]
+    def algo_of(self, pass_name: str) -> str:
+        """The algorithm that runs ``pass_name``: ``algo``, or the one ``"auto"`` chooses for this pass."""
+        if self.algo != "auto":
+            return self.algo
+        return chosen_algorithm(self.geometry, pass_name, self.dtype, self.backend, self.fft_size)
 
     def shape(self, role: str) -> tuple[int, ...]:
         g = self.geometry
@@ -150,7 +151,7 @@ def spectral_pass(spec: ConvSpec, pass_name: str, left: np.ndarray, right: np.nd
 
 def spatial_pass(spec: ConvSpec, pass_name: str, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """One pass on arrays with a spatial algorithm (or ``"fft"`` without reuse), through :mod:`fftconv.functional`."""
-    options = {"algo": spec.algo(pass_name), "backend": spec.backend, "fft_size": spec.fft_size}
+    options = {"algo": spec.algo_of(pass_name), "backend": spec.backend, "fft_size": spec.fft_size}
     if pass_name == "forward":
         return functional.conv(left, right, None, *spec.hyper(), **options)
     if pass_name == "input":
@@ -171,7 +172,7 @@ def run_pass(spec: ConvSpec, pass_name: str, left: np.ndarray, right: np.ndarray
     A storage that is given is kept by the caller for the backward pass (``memory="reuse"``); the others are
     transient.
     """
-    if spec.algo(pass_name) != "fft":
+    if spec.algo_of(pass_name) != "fft":
         return spatial_pass(spec, pass_name, left, right)
     roles = OPERANDS[pass_name]
     spectra = [transform(spec, role, array, storage) for role, array, storage in zip(roles, (left, right), storages)]
@@ -183,8 +184,9 @@ def run_gradients(spec: ConvSpec, pass_name: str, grad: np.ndarray, operands: Se
     """Gradients of ``pass_name``'s result with respect to its operands, where ``needs`` says.
 
     ``operands`` are the arrays and ``spectra`` the flat spectrum storages the forward kept (either may be ``None``
-    where not kept). An FFT gradient pass reads a kept spectrum, or transforms the operand again (``"recompute"``);
-    the gradient's own spectrum is computed once and shared by both gradient passes, as in the paper.
+    where not kept). A gradient pass whose other operand's spectrum was kept reads it with the FFT; otherwise it
+    runs its own algorithm, transforming the operand again if that is the FFT (``"recompute"``). The gradient's own
+    spectrum is computed once and shared by both gradient passes, as in the paper.
     """
     grad_role = PRODUCES[pass_name]
     grad_spectrum = None
@@ -196,7 +198,7 @@ def run_gradients(spec: ConvSpec, pass_name: str, grad: np.ndarray, operands: Se
         target = gradient_pass(pass_name, index)
         given = {OPERANDS[pass_name][other]: (operands[other], spectra[other]), grad_role: (grad, None)}
         roles = OPERANDS[target]
-        if spec.algo(target) == "fft":
+        if spectra[other] is not None or spec.algo_of(target) == "fft":
             if grad_spectrum is None:
                 grad_spectrum = transform(spec, grad_role, grad)
             computed = {grad_role: grad_spectrum}

@@ -39,6 +39,12 @@ def _check_weight(weight: Tensor, ndim: int, layout: str, function: str) -> None
                          f"{tuple(weight.shape)}")
 
 
+def _sizes(tensor: Tensor) -> tuple:
+    """The shape: ints, or symbols while ``torch.compile`` traces with dynamic shapes (the operator's fake rule then
+    specialises on them: FFT sizes, spectra and ``algo="auto"``'s choices depend on the shapes)."""
+    return tuple(tensor.shape)
+
+
 def _hyper(value, ndim: int, name: str):
     """An int or sequence of ints as a tuple (hashable); strings (``padding="same"``) pass through."""
     return value if isinstance(value, str) else _expand(value, ndim, name)
@@ -51,7 +57,7 @@ def conv(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntO
     function = f"fftconv.torch.conv{ndim}d"
     input, unbatched = _batched(input, ndim, "input", function)
     _check_weight(weight, ndim, "out_channels, in_channels // groups", function)
-    y = apply_pass(function, "forward", input, weight, bias, tuple(input.shape), tuple(weight.shape),
+    y = apply_pass(function, "forward", input, weight, bias, _sizes(input), _sizes(weight),
                    _hyper(stride, ndim, "stride"), _hyper(padding, ndim, "padding"), _hyper(dilation, ndim, "dilation"),
                    groups, algo, backend, fft_size, memory)
     return y.squeeze(0) if unbatched else y
@@ -89,23 +95,24 @@ def conv_transpose(input: Tensor, weight: Tensor, bias: Tensor | None = None, st
     if any(op < 0 or op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
         raise ValueError(f"{function}: output_padding={output_padding} must be non-negative and smaller than either "
                          f"stride={stride} or dilation={dilation} in each dimension")
-    if input.shape[1] != weight.shape[0]:
-        raise ValueError(f"{function}: input has {input.shape[1]} channels but weight.shape[0] = {weight.shape[0]}; "
+    input_size, kernel = _sizes(input), _sizes(weight)
+    if input_size[1] != kernel[0]:
+        raise ValueError(f"{function}: input has {input_size[1]} channels but weight.shape[0] = {kernel[0]}; "
                          "a transposed convolution's weight is (in_channels, out_channels // groups, *kernel)")
-    size = transposed_output_size(input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
+    size = transposed_output_size(input_size[2:], kernel[2:], stride, padding, output_padding, dilation)
     if any(n < 1 for n in size):
         raise ValueError(f"{function}: the output would have spatial size {size}; reduce padding={padding} or use a "
                          "larger input or kernel")
-    input_shape = (input.shape[0], weight.shape[1] * groups, *size)
+    input_shape = (input_size[0], kernel[1] * groups, *size)
     # output_padding >= stride (allowed when the dilation is larger) gives outputs that only the convolution of the
     # output size would read: zero rows appended to the input make it that convolution's output gradient.
     read = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in zip(size, padding, dilation,
-                                                                            weight.shape[2:], stride))
-    if read != tuple(input.shape[2:]):
+                                                                            kernel[2:], stride))
+    if read != input_size[2:]:
         extra = [0] * (2 * ndim)
-        extra[1::2] = reversed([r - n for r, n in zip(read, input.shape[2:])])
+        extra[1::2] = reversed([r - n for r, n in zip(read, input_size[2:])])
         input = torch.nn.functional.pad(input, extra)
-    y = apply_pass(function, "input", input, weight, bias, input_shape, tuple(weight.shape), stride, padding,
+    y = apply_pass(function, "input", input, weight, bias, input_shape, kernel, stride, padding,
                    dilation, groups, algo, backend, fft_size, memory)
     return y.squeeze(0) if unbatched else y
 

@@ -13,10 +13,8 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .. import functional as _core_functional
-from ..nn import MEMORY_POLICIES
 from . import functional
-from ._ops import backend_name_of
+from ._ops import checked_call_options
 
 FFTSize = Union[str, Sequence[int], None]
 
@@ -24,14 +22,8 @@ FFTSize = Union[str, Sequence[int], None]
 def checked_options(owner: str, algo: str = "auto", backend: str | None = None, fft_size: FFTSize = None,
                     memory: str = "reuse") -> dict:
     """The four fftconv options, validated (errors name ``owner``); a backend instance becomes its name."""
-    valid = (*_core_functional.ALGORITHMS, "auto")
-    if algo not in valid:
-        raise ValueError(f"{owner}: algo={algo!r} is unknown; valid: {sorted(valid)}")
-    if memory not in MEMORY_POLICIES:
-        raise ValueError(f"{owner}: memory={memory!r} is unknown; valid: {MEMORY_POLICIES}")
-    if not (fft_size is None or isinstance(fft_size, (str, list, tuple))):
-        raise TypeError(f"{owner}: fft_size must be 'fast', 'pow2', 'minimal' or a tuple of ints, got {fft_size!r}")
-    return {"algo": algo, "backend": backend_name_of(backend, owner), "memory": memory,
+    backend_name, _, _ = checked_call_options(owner, algo, backend, fft_size, memory)
+    return {"algo": algo, "backend": backend_name, "memory": memory,
             "fft_size": tuple(fft_size) if isinstance(fft_size, (list, tuple)) else fft_size}
 
 
