@@ -21,7 +21,10 @@ Methods, each in its own worker process (``experiments/_timing.py``):
 ``fft_conv_pytorch``      ``fft_conv_pytorch.fft_conv`` (PyPI ``fft-conv-pytorch``, pinned in the experiments extra)
 ``torch_fftconv``         ``torch_fftconv.fft_conv2d`` (PyPI ``torch-fftconv``, pinned likewise)
 
-A peer that is not installed is skipped with a note. Torch workers run ``torch.set_num_threads(--threads)``. Every
+A peer that is not installed is skipped with a note. A method whose first step on a point (a warm-up call) takes
+longer than ``--max-step-seconds`` (:data:`MAX_STEP_SECONDS`) is not timed further on it, nor on its later layers:
+``fft-conv-pytorch`` took 15 s per step on the (5,16,384,384) layer at batch 8 on the project's machine (PyTorch:
+0.14 s), and repeating that would not fit a run; the row keeps the first step's time. Torch workers run ``torch.set_num_threads(--threads)``. Every
 torch-based row records the relative max error of the layer's output against ``torch.nn.functional.conv2d`` (or of
 the network's logits against the same network built with ``torch.nn``), and every row the first loss or output
 norm, so a fast but wrong method shows.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import time
 from typing import Callable, Iterator
 
 from . import _timing
@@ -42,6 +46,8 @@ NAME = "torch_step"
 DESCRIPTION = "Training step through autograd: fftconv.torch vs fftconv.nn, PyTorch, fft-conv-pytorch, torch-fftconv"
 
 BATCH = {True: 8, False: 32}
+#: A point whose first step (a warm-up call) takes longer is not timed further (quick mode, full mode); seconds.
+MAX_STEP_SECONDS = {True: 2.0, False: 60.0}
 PROTOCOLS = ("all_grads", "no_input_grad")
 METHODS = ("fftconv.torch", "fftconv.torch.auto", "fftconv.torch.spinning", "fftconv.nn", "torch",
            "fft_conv_pytorch", "torch_fftconv")
@@ -63,6 +69,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layers", nargs="+", default=None, metavar="K,N,F,FP",
                         help="layers as k,n,f,f' (default the paper's five)")
     parser.add_argument("--no-network", action="store_true", help="time the layers only")
+    parser.add_argument("--max-step-seconds", type=float, default=None,
+                        help="stop timing a method whose first step takes longer (default "
+                             f"{MAX_STEP_SECONDS[False]:g} s, quick {MAX_STEP_SECONDS[True]:g} s)")
 
 
 def timing_settings(quick: bool) -> _timing.TimingSettings:
@@ -105,16 +114,18 @@ def network_point(batch: int) -> dict:
 def jobs(ctx) -> list[_timing.Job]:
     methods = list(getattr(ctx.options, "methods", None) or METHODS)
     batch = batch_size(ctx)
+    cap = getattr(ctx.options, "max_step_seconds", None) or MAX_STEP_SECONDS[ctx.quick]
     result = []
     for k, n, f, fp in layers(ctx):
         point = {"part": "layer", **_timing.conv_point(S=batch, f=f, fp=fp, n=n, k=k)}
         for method in methods:
             for protocol in PROTOCOLS:  # one job per protocol: each has its own skip reason
-                result.append(_timing.Job(method, point, [{"protocol": protocol}], case=point,
-                                          skip_reason=skip_reason(method, "layer", protocol)))
+                result.append(_timing.Job(method, point, [{"protocol": protocol}], case={**point,
+                                          "max_step_seconds": cap}, skip_reason=skip_reason(method, "layer",
+                                                                                            protocol)))
     if not getattr(ctx.options, "no_network", False):
         point = network_point(batch)
-        case = {**point, "network": NETWORK}
+        case = {**point, "network": NETWORK, "max_step_seconds": cap}
         for method in methods:
             result.append(_timing.Job(method, point, [{"protocol": "no_input_grad"}], case=case,
                                       skip_reason=skip_reason(method, "network", "no_input_grad")))
@@ -311,16 +322,39 @@ def network_step(case: dict, session: _timing.Session) -> tuple[list[Callable], 
 
 
 def step_task(case: dict, session: _timing.Session) -> Iterator[dict]:
-    """Task: time one training step (forward, backward, whole) per protocol listed in ``case["todo"]``."""
+    """Task: time one training step (forward, backward, whole) per protocol listed in ``case["todo"]``.
+
+    The first step is the first warm-up call. If it takes longer than ``case["max_step_seconds"]`` the point is not
+    timed further, and (for layers) neither are the method's later layers: some libraries take tens of seconds per
+    step at these sizes, and repeating that would not fit a run.
+    """
+    cap = case["max_step_seconds"]
     for subkey in case["todo"]:
+        too_slow = getattr(session, "torch_step_too_slow", None)
+        if case["part"] == "layer" and too_slow:
+            yield {**subkey, "skipped": f"not timed: a step took {too_slow}"}
+            continue
         if case["part"] == "network":
             phases, facts = network_step(case, session)
         else:
             phases, facts = layer_step(case, session, subkey["protocol"])
         plan_before = session.plan_seconds()
-        (forward, backward), whole = _timing.time_phases(phases, **session.settings.as_dict())
+        start = time.perf_counter()
+        for phase in phases:
+            phase()
+        first = time.perf_counter() - start
+        if first > cap:
+            if case["part"] == "layer":
+                session.torch_step_too_slow = f"{first:.1f} s on {_label(case)}, over the {cap:g} s cap"
+            yield {**subkey, **facts, "first_step_s": first,
+                   "skipped": f"not timed: the first step took {first:.1f} s, over the {cap:g} s cap "
+                              "(--max-step-seconds)"}
+            continue
+        settings = session.settings.as_dict()
+        settings["warmup"] = max(0, settings["warmup"] - 1)  # the first step was a warm-up call
+        (forward, backward), whole = _timing.time_phases(phases, **settings)
         row = {**subkey, **whole.as_row(), **facts, "forward_median_s": forward.median,
-               "backward_median_s": backward.median}
+               "backward_median_s": backward.median, "first_step_s": first}
         if session.backend is not None:
             row["plan_s"] = session.plan_seconds() - plan_before
         if case["part"] == "layer":

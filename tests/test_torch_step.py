@@ -23,7 +23,7 @@ def test_tiny_run_times_the_methods_and_protocols(tmp_path, monkeypatch):
     monkeypatch.setattr(torch_step, "NETWORK", (("conv", 3, 4, 3, 1), ("relu",), ("pool", 2), ("flatten",),
                                                 ("fc", 4 * 16 * 16, 10)))
     options = argparse.Namespace(algos=None, backends=None, threads=1, force=False, plot_only=False, batch=2,
-                                 methods=METHODS, layers=["3,8,2,4"], no_network=False)
+                                 methods=METHODS, layers=["3,8,2,4"], no_network=False, max_step_seconds=None)
     ctx = Context("torch_step", quick=True, options=options, output_root=tmp_path)
     torch_step.measure(ctx)
     rows = ctx.results.rows()
@@ -65,3 +65,17 @@ def test_layers_option_is_checked():
     ctx = argparse.Namespace(options=argparse.Namespace(layers=["3,8,2"]))
     with pytest.raises(ValueError, match="--layers takes k,n,f,fp"):
         torch_step.layers(ctx)
+
+
+def test_methods_too_slow_for_the_cap_stop_after_their_first_step(tmp_path):
+    options = argparse.Namespace(algos=None, backends=None, threads=1, force=False, plot_only=False, batch=1,
+                                 methods=["torch"], layers=["3,8,2,4", "3,9,2,4"], no_network=True,
+                                 max_step_seconds=1e-9)
+    ctx = Context("torch_step", quick=True, options=options, output_root=tmp_path)
+    torch_step.measure(ctx)
+    rows = ctx.results.rows()
+    assert len(rows) == 4 and not any("median_s" in row for row in rows)
+    first, *later = rows
+    assert first["skipped"].startswith("not timed: the first step took") and first["first_step_s"] > 0
+    assert all(row["skipped"].startswith("not timed: a step took") and "(3,8,2,4)" in row["skipped"]
+               for row in later)
