@@ -113,7 +113,7 @@ def _plan(geometry: ConvGeometry, dtype: str, backend: str | None, fft_size: FFT
     return SpectralPlan.create(geometry, np.dtype(dtype), backend, fft_size)
 
 
-# ---------------------------------------------------------------------- the two places that read plan internals
+# ---------------------------------------------------------------------- where this package meets fftconv's core
 def spectrum_elements(plan: SpectralPlan, role: str) -> int:
     """Complex elements of one spectrum's storage: its bytes (bin padding included) over the complex item size."""
     complex_item = np.result_type(plan.dtype, np.complex64).itemsize

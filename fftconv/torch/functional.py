@@ -195,7 +195,7 @@ _EXAMPLE_SHAPES = {1: ((2, 3, 16), (4, 3, 5), (3, 4, 5)), 2: ((2, 3, 8, 8), (4, 
 
 def _make_public(kind: str, ndim: int):
     implementation = {"conv": conv, "conv_transpose": conv_transpose}[kind]
-    name = kind.replace("conv", f"conv{ndim}d", 1) if kind == "conv" else f"conv_transpose{ndim}d"
+    name = f"{kind}{ndim}d"
 
     def wrapper(*args, **kwargs):
         return implementation(*args, ndim=ndim, **kwargs)
