@@ -1,5 +1,7 @@
 """Settings shared by the test suite and the doctests under fftconv/ (pytest loads this file for both)."""
 
+import importlib.util
+
 import pytest
 
 import fftconv
@@ -16,3 +18,7 @@ def quick_fftw_planning():
     if "pyfftw" in fftconv.available_backends():
         fftconv.configure_pyfftw(threads=1, planner_effort="FFTW_ESTIMATE")
     yield
+
+
+# fftconv.torch needs PyTorch (an optional extra): without it, its modules' doctests are not collected.
+collect_ignore_glob = [] if importlib.util.find_spec("torch") else ["fftconv/torch/*"]

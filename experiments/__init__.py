@@ -17,6 +17,7 @@ EXPERIMENTS = [
     "network",
     "kernel_window",
     "roofline",
+    "torch_step",
     "defaults",
     "auto_grid",
 ]
