@@ -30,10 +30,11 @@ from typing import Sequence, Union
 import numpy as np
 
 from .. import functional
+from ..choose import choose
 from ..geometry import ConvGeometry
+from ..passes import PASSES
 from ..spectral import SpectralPlan
 
-PASSES = ("forward", "input", "weight")
 ROLES = ("input", "weight", "grad_output")
 #: The role each pass produces and the roles of its operands, in the order the pass takes them.
 PRODUCES = {"forward": "grad_output", "input": "input", "weight": "weight"}
@@ -127,8 +128,6 @@ def spectrum_view(plan: SpectralPlan, role: str, storage: np.ndarray) -> np.ndar
 
 def chosen_algorithm(geometry: ConvGeometry, pass_name: str, dtype, backend: str | None, fft_size: FFTSize) -> str:
     """The algorithm ``algo="auto"`` runs for one pass (fftconv's chooser, cached per geometry)."""
-    from ..choose import choose
-
     return choose(geometry, pass_name, dtype, backend=backend, fft_size=fft_size).algo
 
 
