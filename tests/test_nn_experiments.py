@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import lenet, param_counts
-from experiments._harness import Context
+from experiments.harness.context import Context
 
 
 def context(tmp_path, name, **options):
