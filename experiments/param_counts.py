@@ -52,7 +52,7 @@ def _hidden_units(layer_class, arguments: dict) -> int:
 
 def validate(row: dict) -> str | None:
     return missing_fields(row, "layer", "class", "weight_shape", "bias_shape", "weights", "biases", "total",
-                          "hidden_units", "lecture_weights", "lecture_counts")
+                          "hidden_units")
 
 
 def measure(ctx) -> None:
@@ -62,7 +62,7 @@ def measure(ctx) -> None:
 
     ctx.record_settings(image=IMAGE, hidden=HIDDEN, filter=FILTER, filters=FILTERS)
 
-    for row_name, class_name, arguments, lecture, lecture_counts in LAYERS:
+    for row_name, class_name, arguments, example, example_counts in LAYERS:
         key = {"layer": row_name}
         if ctx.results.has(key):
             continue
@@ -74,7 +74,7 @@ def measure(ctx) -> None:
             "weights": math.prod(shapes["weight"]), "biases": math.prod(shapes["bias"]) if "bias" in shapes else 0,
             "total": layer_class.parameter_count(**arguments),
             "hidden_units": _hidden_units(layer_class, arguments),
-            "lecture_weights": lecture, "lecture_counts": lecture_counts,
+            "example_weights": example, "example_counts": example_counts,
         })
 
 
@@ -107,12 +107,14 @@ def plot(ctx) -> None:
               "total", "float32 bytes", "the example's count", "weights / example"]
     body = []
     for r in rows:
-        lecture = r["lecture_weights"]
+        # rows written before the fields were renamed call them lecture_weights and lecture_counts
+        example = r.get("example_weights", r.get("lecture_weights"))
+        counts = r.get("example_counts", r.get("lecture_counts"))
         body.append([r["layer"], f"`{r['class']}`", f"`{tuple(r['weight_shape'])}`",
                      f"`{tuple(r['bias_shape'])}`" if r["bias_shape"] else "-", f"{r['hidden_units']:,}",
                      f"{r['weights']:,}", f"{r['biases']:,}", f"{r['total']:,}", _bytes(4 * r["total"]),
-                     f"{_human(lecture)}: {r['lecture_counts']}" if lecture else r["lecture_counts"],
-                     f"{r['weights'] / lecture:.3f}" if lecture else "-"])
+                     f"{_human(example)}: {counts}" if example else "not in the example",
+                     f"{r['weights'] / example:.3f}" if example else "-"])
     text = (f"# Parameters for a {image}x{image} image, {hidden:,} hidden units\n\n"
             f"The example: a {image}x{image} grey image feeding {hidden:,} hidden units (one {image}x{image} map), "
             f"fully connected; locally connected with {size}x{size} filters (one per unit); and a convolution with "

@@ -80,7 +80,7 @@ def _scaling(ctx, fixed: dict, sweeps: dict) -> str:
     if ctx.quick:
         batches = ", ".join(str(b) for b in sorted(set(sweeps["S"])))
         return (f"batch shrunk to S={fixed['S']} (paper 128), batch row S in {{{batches}}} "
-                f"(paper {{32, 64, 128}}); other values as in the paper")
+                f"(paper {{32, 64, 128}}), other values as in the paper")
     return "the paper's sizes"
 
 
@@ -139,7 +139,7 @@ def plot(ctx) -> None:
     handles, names = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, names, loc="outside lower center", ncol=len(names), frameon=False)
-    compares = ("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv im2col/direct and PyTorch; "
+    compares = ("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv im2col/direct and PyTorch\n"
                 "median of repeats, bars min-max (clipped at 1.2x the largest median)")
     fig.suptitle(ctx.describe(compares, _scaling(ctx, fixed, sweeps)), fontsize=11)
     save_figure(fig, ctx.out_dir, "fig3_sweeps")

@@ -16,7 +16,7 @@ def context(tmp_path, name, **options):
     return Context(name, quick=True, options=namespace, output_root=tmp_path)
 
 
-def test_param_counts_reproduce_the_lecture(tmp_path):
+def test_param_counts_reproduce_the_example(tmp_path):
     ctx = context(tmp_path, "param_counts")
     param_counts.measure(ctx)
     param_counts.measure(ctx)  # resumable: a second run adds nothing

@@ -186,7 +186,7 @@ class Context:
     def describe(self, compares: str, scaling: str | None = None) -> str:
         """A caption: what the figure compares; machine and scaling (quick/full plus ``scaling``); provenance."""
         scale = f"{self.mode} mode" + (f" ({scaling})" if scaling else "")
-        return f"{compares}\n{self.machine}; {scale}; {self.short_provenance()}"
+        return f"{compares}\n{self.machine}; {scale}\n{self.short_provenance()}"
 
     def short_provenance(self) -> str:
         """``"commit 4887d467a0"`` for titles, or that provenance was not recorded, or that groups were mixed."""
