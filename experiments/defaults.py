@@ -230,7 +230,6 @@ def plot(ctx) -> None:
     rows = ctx.rows()
     if not points.timed_rows(rows):
         return
-    stored, recorded = ctx.saved_settings({"rounds": 1})
     analysis = analyse(rows)
     rounds = sorted({c["rounds"] for e in analysis["points"].values() for c in e["cells"].values()})
     caption = (f"Median ms of one training step (three passes, algo='fft', float32) per FFT backend and size "

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+from . import provenance
 from .timing import TimingSettings
 from .workers import TUNED_MALLOC, measure_cases
 
@@ -69,7 +70,8 @@ def measure_jobs(ctx, jobs: Sequence[Job], task: str, settings: TimingSettings |
         common["settings"] = ctx.run_settings
     bar = ctx.progress(range(total), total=total, desc=desc or ctx.name)
     executor = getattr(ctx, "executor", None) or LocalExecutor()
-    for index, row in executor.run(ctx, pending, task, settings.as_dict(), threads, malloc):
+    git = provenance.current_git()
+    for index, row in executor.run(ctx, pending, task, settings.as_dict(), threads, malloc, git):
         job, _ = pending[index]
         subkey = {k: row.pop(k) for k in list(job.subkeys[0]) if k in row}
         full = {**job.row_key(subkey), **common, **row}
@@ -85,14 +87,14 @@ class LocalExecutor:
     """One worker process per method on this machine, methods one after another."""
 
     def run(self, ctx, pending: list[tuple[Job, list[dict]]], task: str, settings: dict, threads: int,
-            malloc: dict | None) -> Iterator[tuple[int, dict]]:
+            malloc: dict | None, git: dict | None = None) -> Iterator[tuple[int, dict]]:
         by_method: dict[str, list[int]] = {}
         for index, (job, _) in enumerate(pending):
             by_method.setdefault(job.method, []).append(index)
         for method, indices in by_method.items():
             cases = [{**pending[i][0].case, "todo": pending[i][1]} for i in indices]
             log = lambda message: print(f"{ctx.name}: {message}", file=sys.stderr)  # noqa: E731
-            for case_index, row in measure_cases(method, task, settings, cases, threads, malloc, log):
+            for case_index, row in measure_cases(method, task, settings, cases, threads, malloc, log, git):
                 yield indices[case_index], row
 
 
@@ -117,7 +119,7 @@ class DaskExecutor:
                              f"their machine; start workers with 'dask worker {address} --nthreads 1'")
 
     def run(self, ctx, pending: list[tuple[Job, list[dict]]], task: str, settings: dict, threads: int,
-            malloc: dict | None) -> Iterator[tuple[int, dict]]:
+            malloc: dict | None, git: dict | None = None) -> Iterator[tuple[int, dict]]:
         from distributed import as_completed
 
         by_point: dict[str, list[int]] = {}
@@ -126,9 +128,9 @@ class DaskExecutor:
         futures = {}
         for indices in by_point.values():
             items = [(pending[i][0].method, {**pending[i][0].case, "todo": pending[i][1]}) for i in indices]
-            future = self.client.submit(run_point, items, task, settings, threads, malloc, pure=False)
+            future = self.client.submit(run_point, items, task, settings, threads, malloc, git, pure=False)
             futures[future] = indices
-        failed = 0
+        failed, warned = 0, False
         for future in as_completed(futures):
             indices = futures[future]
             try:
@@ -139,6 +141,11 @@ class DaskExecutor:
                       "measure it again", file=sys.stderr)
                 continue
             for item_index, row in rows:
+                if "worker_git" in row.get("provenance", {}) and not warned:
+                    warned = True
+                    print(f"{ctx.name}: the dask worker at {row.get('dask_worker')} runs another checkout "
+                          f"({row['provenance']['worker_git']}) than this run ({git}); its rows record both",
+                          file=sys.stderr)
                 yield indices[item_index], row
         if failed:
             print(f"{ctx.name}: {failed} point(s) failed on the cluster and were not written", file=sys.stderr)
@@ -148,17 +155,23 @@ class DaskExecutor:
 
 
 def run_point(items: list[tuple[str, dict]], task: str, settings: dict, threads: int,
-              malloc: dict | None) -> list[tuple[int, dict]]:
-    """Dask task: measure every method of one point on this dask worker, one worker process per method."""
+              malloc: dict | None, git: dict | None = None) -> list[tuple[int, dict]]:
+    """Dask task: measure every method of one point on this dask worker, one worker process per method.
+
+    Rows record the run's ``git`` state; where this worker's checkout differs, its own state is added as
+    ``worker_git``."""
     try:
         from distributed import get_worker
 
         address = get_worker().address
     except (ImportError, ValueError):
         address = None
+    own = provenance.current_git()
     rows = []
     for index, (method, case) in enumerate(items):
         for _, row in measure_cases(method, task, settings, [case], threads, malloc,
-                                    log=lambda message: print(message, file=sys.stderr)):
+                                    log=lambda message: print(message, file=sys.stderr), git=git):
+            if git is not None and own != git and "provenance" in row:
+                row["provenance"] = {**row["provenance"], "worker_git": own}
             rows.append((index, {**row, "dask_worker": address}))
     return rows

@@ -129,21 +129,29 @@ def environment() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _this_process() -> tuple[dict, str, dict]:
+def _this_machine() -> tuple[dict, str]:
     record = machine()
-    return record, fingerprint(record), git_state()
+    return record, fingerprint(record)
 
 
-def stamp(**extra: Any) -> dict[str, Any]:
-    """The ``provenance`` of a row measured now, in this process (machine and commit computed once per process)."""
-    record, print_, git = _this_process()
-    return {"commit": git["commit"], "dirty": git["dirty"], "utc": utc_now(), "fingerprint": print_,
-            "machine": record, "environment": environment(), **extra}
+@functools.lru_cache(maxsize=1)
+def _this_checkout() -> tuple:
+    return tuple(git_state().items())
 
 
 def current_git() -> dict[str, Any]:
-    """This process's commit and dirty flag (cached)."""
-    return dict(_this_process()[2])
+    """This process's commit and dirty flag, computed once: a run keeps the state it started with, so that an edit
+    made while it runs does not split its rows into two groups (the first call fixes it)."""
+    return dict(_this_checkout())
+
+
+def stamp(git: dict | None = None, **extra: Any) -> dict[str, Any]:
+    """The ``provenance`` of a row measured now, in this process; ``git`` is the run's commit and dirty flag (a
+    worker gets its parent's), else this process's."""
+    record, print_ = _this_machine()
+    git = git or current_git()
+    return {"commit": git["commit"], "dirty": git["dirty"], "utc": utc_now(), "fingerprint": print_,
+            "machine": record, "environment": environment(), **extra}
 
 
 # ---------------------------------------------------------------------------------------------------- groups

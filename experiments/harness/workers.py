@@ -59,8 +59,9 @@ def worker_environment(threads: int, malloc: dict[str, str] | None = None) -> di
 class Session:
     """What a task function gets inside a worker: the method, its libraries configured, and the timer."""
 
-    def __init__(self, method: str, threads: int, settings: dict):
+    def __init__(self, method: str, threads: int, settings: dict, git: dict | None = None):
         self.method = method
+        self.git = git
         self.parsed = parse_method(method)
         self.threads = threads
         self.settings = TimingSettings(**settings)
@@ -84,7 +85,7 @@ class Session:
             effort = os.environ.get(PLANNER_VARIABLE)
             fftconv.configure_pyfftw(threads=self.threads, **({"planner_effort": effort} if effort else {}))
         # The machine is fingerprinted before torch loads, so that every worker of one machine reports the same one.
-        self.provenance = provenance.stamp(threads=self.threads)
+        self.provenance = provenance.stamp(self.git, threads=self.threads)
         info: dict[str, Any] = {"method": self.method, "pid": os.getpid(),
                                 "malloc": {k: os.environ.get(k) for k in TUNED_MALLOC}}
         if self.parsed["library"] == "torch":
@@ -180,7 +181,7 @@ def worker_main(stdin=None, stdout=None) -> int:
         stdout.write(json.dumps(message) + "\n")
         stdout.flush()
 
-    session = Session(spec["method"], int(spec["threads"]), spec["settings"])
+    session = Session(spec["method"], int(spec["threads"]), spec["settings"], spec.get("git"))
     emit({"worker": session.info})
     task = _resolve_task(spec["task"])
     for index, case in enumerate(spec["cases"]):
@@ -248,9 +249,11 @@ def run_worker(spec: dict, threads: int, malloc: dict[str, str] | None = None) -
 
 
 def measure_cases(method: str, task: str, settings: dict, cases: Sequence[dict], threads: int,
-                  malloc: dict[str, str] | None = None, log: Callable[[str], None] | None = None
-                  ) -> Iterator[tuple[int, dict]]:
+                  malloc: dict[str, str] | None = None, log: Callable[[str], None] | None = None,
+                  git: dict | None = None) -> Iterator[tuple[int, dict]]:
     """Measure ``cases`` (each with its ``todo`` subkeys) in worker processes for one method: ``(case index, row)``.
+
+    ``git`` is the run's commit and dirty flag, recorded in every row (default: the worker's own checkout).
 
     A worker that dies (for example killed for memory) gets an ``error`` row for every subkey of the case in
     flight, and a new worker continues with the rest; one that dies before measuring anything gets an ``error`` row
@@ -260,7 +263,8 @@ def measure_cases(method: str, task: str, settings: dict, cases: Sequence[dict],
     remaining = list(range(len(cases)))
     done: dict[int, set] = {index: set() for index in remaining}
     while remaining:
-        spec = {"method": method, "task": task, "settings": settings, "cases": [cases[i] for i in remaining]}
+        spec = {"method": method, "task": task, "settings": settings, "cases": [cases[i] for i in remaining],
+                "git": git}
         worker_info: dict = {}
         try:
             for message in run_worker(spec, threads, malloc):
