@@ -125,7 +125,8 @@ def table(rows: dict[tuple[str, str], dict], labels: list[str]) -> str:
                              fmt_ms(row.get("max_s")), f"{row['median_s'] / best:.2f}x" + (" best" if
                                                                                           row["median_s"] == best else "")])
             else:
-                body.append([f"{pass_} ({name})", method, "-", "-", "-", row.get("skipped") or row.get("error", "-")])
+                reason = row.get("skipped") or row.get("error", "-")
+                body.append([f"{pass_} ({name})", method, "-", "-", "-", reason.splitlines()[0]])
     return markdown_table(["pass", "method", "median ms", "min ms", "max ms", "median / best"], body)
 
 

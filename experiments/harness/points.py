@@ -177,6 +177,19 @@ def conv_options(point: dict) -> dict:
     return options
 
 
+def torch_padding(point: dict) -> tuple[int, ...]:
+    """The point's padding as the explicit per-axis ints PyTorch's gradient functions need ("same" and "valid"
+    resolved as fftconv resolves them); an error if "same" pads unevenly, which those functions cannot express."""
+    from .fftconv_api import geometry
+
+    g = geometry(point)
+    if g.padding_before != g.padding_after:
+        raise ValueError(f"padding={point['padding']!r} pads unevenly here ({g.padding_before} before, "
+                         f"{g.padding_after} after); PyTorch's gradient functions take only even padding: pass "
+                         "explicit integer padding")
+    return tuple(g.padding_before)
+
+
 def conv_pass_functions(session, point: dict) -> dict[str, Callable[[], Any]]:
     """The three passes of a point as no-argument callables, for fftconv (``session``'s algorithm and backend) or
     PyTorch (``session.torch``)."""
@@ -185,6 +198,7 @@ def conv_pass_functions(session, point: dict) -> dict[str, Callable[[], Any]]:
     ndim = spatial_ndim(point)
     if session.torch is not None:
         torch = session.torch
+        options["padding"] = torch_padding(point)
         x, w, gy = (torch.from_numpy(arrays[name]) for name in ("x", "w", "gy"))
         forward = getattr(torch.nn.functional, f"conv{ndim}d")
         grad_input = getattr(torch.nn.grad, f"conv{ndim}d_input")
