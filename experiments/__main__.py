@@ -1,9 +1,10 @@
-"""Command line: ``python -m experiments {list | all | NAME} [--quick | --full] [options]``.
+"""Command line: ``python -m experiments {list | all | compare | NAME} [--quick | --full] [options]``.
 
-Thread pools are sized when numpy, OpenBLAS, FFTW or torch load, so the arguments are parsed first, without
+Thread pools are sized when numpy, OpenBLAS, FFTW or torch load, so the common arguments are parsed first, without
 importing numpy, and ``--threads`` is written to ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``
-and ``FFTCONV_THREADS`` before any experiment module (and so numpy) is imported. ``all`` runs each experiment in a
-fresh process, so that one experiment's libraries and thread pools cannot slow down the next.
+and ``FFTCONV_THREADS`` before any experiment module (and so numpy) is imported; then the experiment's own options
+are added and the whole command line is parsed again (so ``NAME --help`` lists them). ``all`` runs each experiment
+in a fresh process, so that one experiment's libraries and thread pools cannot slow down the next.
 """
 
 from __future__ import annotations
@@ -17,23 +18,25 @@ import sys
 import time
 
 from . import EXPERIMENTS
-from ._harness import REPO_ROOT, THREAD_VARIABLES
+from .harness.context import REPO_ROOT
+from .harness.workers import THREAD_VARIABLES
 
-COMMANDS = ("list", "all")
+COMMANDS = ("list", "all", "compare")
 
 
-def build_parser(experiment=None) -> argparse.ArgumentParser:
+def build_parser(experiment=None, add_help: bool = True) -> argparse.ArgumentParser:
     """The options every experiment understands, plus ``experiment.add_arguments`` when given."""
     parser = argparse.ArgumentParser(
-        prog="python -m experiments",
+        prog="python -m experiments", add_help=add_help,
         description="Regenerate the figures and tables of Mathieu et al. 2014 and the accuracy/speed comparisons. "
                     "Results go to paper_figures/<name>/results.jsonl (full mode: paper_figures/<name>/full/), "
                     "figures and tables next to them.",
-        epilog="Experiments, in the order 'all' runs them: " + ", ".join(EXPERIMENTS))
-    parser.add_argument("name", help="'list', 'all', or one experiment name")
+        epilog="Experiments, in the order 'all' runs them: " + ", ".join(EXPERIMENTS)
+               + ". 'python -m experiments compare --help': time every algorithm on one shape of yours.")
+    parser.add_argument("name", nargs=None if add_help else "?", help="'list', 'all', 'compare' or one experiment name")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="full", action="store_false",
-                      help="shrunk problem sizes that fit the 15-minute budget of 'make figures' (default)")
+                      help="shrunk problem sizes that fit the 10-minute budget of 'make figures' (default)")
     mode.add_argument("--full", dest="full", action="store_true", help="the paper's sizes (slow)")
     parser.set_defaults(full=False)
     parser.add_argument("--force", action="store_true", help="delete earlier results and measure everything again")
@@ -47,6 +50,13 @@ def build_parser(experiment=None) -> argparse.ArgumentParser:
                         help="threads for BLAS, OpenMP, MKL and fftconv's FFT backends (default 2)")
     parser.add_argument("--output-root", default=None,
                         help="folder to write <name>/ into instead of paper_figures/ (for tests and scratch runs)")
+    parser.add_argument("--mix", action="store_true",
+                        help="use saved rows of every commit and machine: resuming keeps them all and figures show "
+                             "them all (each point's ratios still within one machine); default: rows of other "
+                             "commits are measured again and figures show the newest (commit, machine) only")
+    parser.add_argument("--dask", metavar="ADDRESS", default=None,
+                        help="send the timed points to a dask.distributed scheduler at ADDRESS (workers started "
+                             "with --nthreads 1); each point's methods run on one worker. Default: this machine")
     if experiment is not None and hasattr(experiment, "add_arguments"):
         group = parser.add_argument_group(f"options of {experiment.NAME}")
         experiment.add_arguments(group)
@@ -95,6 +105,9 @@ def forwarded_flags(options: argparse.Namespace) -> list[str]:
         flags += ["--backends", *options.backends]
     if options.output_root:
         flags += ["--output-root", options.output_root]
+    flags += ["--mix"] * bool(getattr(options, "mix", False))
+    if getattr(options, "dask", None):
+        flags += ["--dask", options.dask]
     return flags
 
 
@@ -123,16 +136,26 @@ def run_all(options: argparse.Namespace, extra: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # First pass: only the common options, so that threads are pinned before any experiment imports numpy.
-    options, extra = build_parser().parse_known_args(argv)
+    # First pass: only the common options (no --help yet), so that threads are pinned before anything imports numpy.
+    options, extra = build_parser(add_help=False).parse_known_args(argv)
+    if options.name is None:
+        build_parser().print_help(sys.stderr if not {"-h", "--help"} & set(argv) else sys.stdout)
+        return 0 if {"-h", "--help"} & set(argv) else 2
     pin_threads(options.threads)
+    if options.name == "compare":
+        from . import compare
+
+        return compare.main(argv[argv.index("compare") + 1:])
     if options.name == "list":
         return list_experiments()
     if options.name == "all":
+        if {"-h", "--help"} & set(argv):
+            build_parser().print_help()
+            return 0
         return run_all(options, extra)
     module = load(options.name)
-    options = build_parser(module).parse_args(argv)
-    from ._harness import run
+    options = build_parser(module).parse_args(argv)  # the experiment's own options join; --help lists them
+    from .harness.context import run
 
     run(module, options)
     return 0

@@ -1,4 +1,4 @@
-"""Accuracy (issue 4, item 5f): float32 error of each pass and each algorithm against a float64 oracle.
+"""Accuracy: float32 error of each pass and each algorithm against a float64 oracle.
 
 Four studies, all with data drawn uniformly from [-1, 1] (Lavin & Gray's choice; the paper does not say what it
 used) in float32. The float64 oracle sees exactly the same numbers (the float32 arrays cast up), so the errors are
@@ -34,6 +34,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 NAME = "accuracy"
 DESCRIPTION = ("Float32 error of every pass and algorithm (fft per backend, im2col, direct, torch) vs a float64 "
@@ -196,7 +197,7 @@ class TorchWorker:
     """A PyTorch process that computes the float64 oracle and the float32 torch results, one case at a time."""
 
     def __init__(self, threads: int):
-        from ._harness import REPO_ROOT
+        from .harness.context import REPO_ROOT
 
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.process = subprocess.Popen(
@@ -268,8 +269,6 @@ def measure(ctx) -> None:
     import fftconv
     from fftconv import fft_shape_for
 
-    from ._harness import fft_backend_settings
-
     options = ctx.options
     fft_size = getattr(options, "fft_size", "fast")
     effort = getattr(options, "planner_effort", "FFTW_ESTIMATE")
@@ -277,7 +276,8 @@ def measure(ctx) -> None:
     if "pyfftw" in fftconv.available_backends():
         fftconv.configure_pyfftw(threads=threads, planner_effort=effort)
     fftconv.configure_scipy(workers=threads)
-    ctx.record_settings(fft_backends=fft_backend_settings())
+    ctx.record_settings(fft_backends={name: repr(fftconv.get_backend(name)) for name in fftconv.available_backends()},
+                        fft_size=fft_size, planner_effort=effort)
     torch_available = torch_installed()
     if not torch_available:
         print(f"{NAME}: torch is not installed; no torch column, and the oracle is fftconv's direct algorithm in "
@@ -313,8 +313,8 @@ def measure(ctx) -> None:
                         else:
                             result = run_fftconv(pass_name, algo, backend, x, w, gy, case.padding, fft_size)
                     except MemoryError as error:  # e.g. im2col's unfolded input at full size: say so, go on
-                        ctx.results.append({**case.fields, "pass": pass_name, "method": label, "algo": algo,
-                                            "backend": backend, "oracle": oracle, "skipped": str(error)})
+                        ctx.append({**case.fields, "pass": pass_name, "method": label, "algo": algo,
+                                    "backend": backend, "oracle": oracle, "skipped": str(error)})
                         continue
                     seconds = time.perf_counter() - start
                     row = {**case.fields, "pass": pass_name, "method": label, "algo": algo, "backend": backend,
@@ -325,7 +325,7 @@ def measure(ctx) -> None:
                            "torch_version": worker.version if worker and algo == "torch" else None,
                            "seconds": None if algo == "torch" else round(seconds, 3),  # not a benchmark: budget only
                            **errors(result, reference)}
-                    ctx.results.append(row)
+                    ctx.append(row)
     finally:
         if worker is not None:
             worker.close()
@@ -368,17 +368,47 @@ def _fmt(value: float) -> str:
     return f"{value:.2e}"
 
 
+def validate(row: dict) -> str | None:
+    from .harness.results import missing_fields
+
+    problem = missing_fields(row, "study", "case", "batch", "in_channels", "out_channels", "n", "k", "pass",
+                             "method", "oracle")
+    if problem or "skipped" in row:
+        return problem
+    return missing_fields(row, "max_abs_error", "max_rel_error", "rel_l2_error", "ref_max_abs")
+
+
+def trend(values: Sequence[float]) -> float:
+    """How an error changes along a sweep: the median of the last third over the median of the first third.
+
+    Examples
+    --------
+    >>> trend([1, 1, 1, 4, 4, 4])
+    4.0
+    """
+    import statistics
+
+    third = max(1, len(values) // 3)
+    return statistics.median(values[-third:]) / statistics.median(values[:third])
+
+
+def describe_trend(factor: float) -> str:
+    """``"grows"`` above 2x, ``"falls"`` below 0.5x, else ``"flat"`` (within the spread of random data)."""
+    return "grows" if factor > 2 else ("falls" if factor < 0.5 else "flat")
+
+
 def plot(ctx) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    every_row = ctx.results.rows()
+    every_row = ctx.rows()
     if not every_row:
         raise SystemExit(f"{NAME}: no results in {ctx.results.path}")
     rows = [row for row in every_row if "skipped" not in row]
     skipped = [row for row in every_row if "skipped" in row]
     studies = {row["study"] for row in rows}
     sections = [f"# Accuracy: float32 error against a float64 oracle ({_oracle(rows)})\n",
+                ctx.provenance_note(),
                 f"Machine: {ctx.machine}; {ctx.mode} mode. Data uniform in [-1, 1] (float32; the oracle gets the same "
                 "numbers in float64). `direct` is fftconv's reference, which accumulates in float64 and rounds once, "
                 "so its error is only the rounding of the output to float32; `im2col` is a float32 GEMM (OpenBLAS); "
@@ -396,7 +426,7 @@ def plot(ctx) -> None:
         sections.append("## Not measured\n\n" + "\n".join(
             f"- {row['study']} {row['case']} {PASS_LABELS[row['pass']]} {row['method']}: {row['skipped']}"
             for row in skipped) + "\n")
-    from ._harness import write_table
+    from .harness.style import write_table
 
     write_table(ctx.out_dir, "accuracy", "\n".join(sections))
 
@@ -405,14 +435,14 @@ def _plot_paper_layers(ctx, rows) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ._harness import markdown_table, save_figure
+    from .harness.style import markdown_table, save_figure
 
     known = [f"({k},{n},{f},{fo})" for k, n, f, fo in PAPER_LAYERS]
     layers = sorted(dict.fromkeys(r["case"] for r in rows),
                     key=lambda case: known.index(case) if case in known else len(known))
     methods_ = _method_order(rows)
     table = _lookup(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13.3, 4.6), sharey=True)
     offsets = np.linspace(-0.3, 0.3, len(methods_))
     for ax, pass_name in zip(axes, PASSES):
         for offset, method in zip(offsets, methods_):
@@ -431,7 +461,7 @@ def _plot_paper_layers(ctx, rows) -> str:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"Float32 max abs error of each pass on the paper's layers, per algorithm (oracle: {_oracle(rows)})\n"
                  f"{ctx.machine}; {ctx.mode} mode ({_scaling(rows, 'paper_layers')}; paper: 128); uniform [-1, 1] "
-                 "data", fontsize=10)
+                 f"data; {ctx.short_provenance()}", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(fig, ctx.out_dir, "accuracy_paper_layers")
     plt.close(fig)
@@ -452,7 +482,7 @@ def _plot_paper_layers(ctx, rows) -> str:
 
 
 def _table_vgg(ctx, rows) -> str:
-    from ._harness import markdown_table
+    from .harness.style import markdown_table
 
     table = _lookup(rows)
     methods_ = _method_order(rows)
@@ -479,33 +509,44 @@ def _table_vgg(ctx, rows) -> str:
 def _plot_sweep(ctx, rows, study: str, variable: str, label: str) -> str:
     import matplotlib.pyplot as plt
 
-    from ._harness import markdown_table, save_figure
+    from .harness.style import markdown_table, save_figure
 
     methods_ = _method_order(rows)
     values = sorted({r[variable] for r in rows})
     table = {(r[variable], r["pass"], r["method"]): r for r in rows}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13.3, 4.8), sharey=True)
+    trends = []
     for ax, pass_name in zip(axes, PASSES):
+        notes = []
         for method in methods_:
             color, marker = _style(method)
             points = [(v, table[(v, pass_name, method)]["max_rel_error"]) for v in values
                       if (v, pass_name, method) in table]
             if points:
                 ax.plot(*zip(*points), marker=marker, color=color, label=method)
+            if len(points) >= 3:
+                factor = trend([error for _, error in points])
+                notes.append(f"{method} {describe_trend(factor)} ({factor:.1f}x)")
+                trends.append((PASS_LABELS[pass_name], method, factor))
         ax.axhline(FLOAT32_UNIT_ROUNDOFF, color="black", linestyle=":", linewidth=1,
                    label="float32 unit roundoff 2^-24")
-        ax.set(yscale="log", title=PASS_LABELS[pass_name], xlabel=label)
+        ax.set(yscale="log", xlabel=label)
+        ax.set_title(PASS_LABELS[pass_name] + "\n" + ", ".join(notes), fontsize=8)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("max abs error / max |oracle|")
     axes[-1].legend(fontsize=7)
-    fig.suptitle(f"Float32 error against {label}, per algorithm (oracle: {_oracle(rows)})\n"
-                 f"{ctx.machine}; {ctx.mode} mode ({_scaling(rows, study)}); uniform [-1, 1] data", fontsize=10)
+    fig.suptitle(f"Float32 error against {label}, per algorithm (oracle: {_oracle(rows)}); in each title: the "
+                 f"median error of the last third of the sweep over the first third\n"
+                 f"{ctx.machine}; {ctx.mode} mode ({_scaling(rows, study)}); uniform [-1, 1] data; "
+                 f"{ctx.short_provenance()}", fontsize=9)
     fig.tight_layout()
     stem = f"accuracy_vs_{study}"
     save_figure(fig, ctx.out_dir, stem)
     plt.close(fig)
     body = [[v, PASS_LABELS[p], *(_fmt(table[(v, p, m)]["max_rel_error"]) if (v, p, m) in table else "-"
                                   for m in methods_)] for v in values for p in PASSES]
+    trend_text = "; ".join(f"{name} {method} {describe_trend(f)} ({f:.1f}x)" for name, method, f in trends)
     return (f"## Error against {label} ({_scaling(rows, study)})\n\n"
-            f"Max abs error / max |oracle|. Figure: `{stem}.png`.\n\n"
+            f"Max abs error / max |oracle|. Figure: `{stem}.png`. Trend along the sweep (median error of the last "
+            f"third over the first third; above 2x 'grows', below 0.5x 'falls', else 'flat'): {trend_text}.\n\n"
             + markdown_table([variable, "pass", *methods_], body))

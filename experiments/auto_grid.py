@@ -1,4 +1,4 @@
-"""Issue 5 item 4: is ``algo="auto"`` ever more than 1.25x slower than the best of fftconv's algorithms?
+"""Is ``algo="auto"`` ever more than 1.25x slower than the best of fftconv's algorithms (the speed target)?
 
 On a grid of 2-d geometries that varies the input size n, the kernel size k, the channels (f -> f'), the batch S and
 the stride, this experiment times every pass (forward, input gradient, weight gradient; float32, no padding) with
@@ -8,13 +8,12 @@ comparison is against the best of the algorithms actually timed at that point.
 
 **Calibration.** Before any timing, a worker with the same pinned threads as the others runs
 :func:`fftconv.calibrate` (``save=False``: the user's saved rates are left alone). The rates are stored in the
-results file (resuming reuses them) and in ``metadata.json`` (``auto_rates``); every ``auto`` worker installs them
-with :func:`fftconv.choose.set_rates` and sets ``FFTCONV_AUTO=hybrid`` (the default, whatever the caller's
-environment says): the model decides, except where its estimates are within 4x of each other and the problem is
-small, where auto times those candidates once (in the warm-up call, which is not timed). Each ``auto`` row records
-the choice, the model's estimate of every candidate and what auto timed.
+results file (resuming reuses them); every ``auto`` worker installs them and sets ``FFTCONV_AUTO=hybrid`` (the
+default, whatever the caller's environment says): the model decides, except where its estimates are within 4x of
+each other and the problem is small, where auto times those candidates once (in the warm-up call, which is not
+timed). Each ``auto`` row records the choice, the model's estimate of every candidate and what auto timed.
 
-**Timing.** ``experiments/_timing.py``: one worker process per method, threads pinned and recorded, tuned malloc,
+**Timing.** docs/experiments.md: one worker process per method, threads pinned and recorded, tuned malloc,
 one warm-up call (FFT planning) and the median of repeats (``timing_settings``: up to 15 repeats within 0.1 s in
 quick mode, so sub-millisecond calls get many). The methods of ``CHUNK`` geometries at a time are timed one after
 the other, in an order that rotates, and the whole grid is timed in ``ROUNDS`` = 2 rounds; each (geometry, method,
@@ -24,15 +23,15 @@ and twice keeps a burst from passing for a difference between algorithms.
 
 **Ratios**, per (geometry, pass):
 
-- ``auto/best``: the ``auto`` worker's median over the best median of the timed algorithms. This is the issue's
-  criterion. ``auto`` runs in its own process at another moment than the algorithm it picked, so this ratio also
-  holds the run-to-run noise (``cpu-baseline.md``: differences under ~15 % are noise); it can fall below 1.
+- ``auto/best``: the ``auto`` worker's median over the best median of the timed algorithms. This is the speed
+  target's criterion. ``auto`` runs in its own process at another moment than the algorithm it picked, so this ratio
+  also holds the run-to-run noise (differences under ~15 % are noise on the project's machine); it can fall below 1.
 - ``chosen/best``: the median of the algorithm ``auto`` chose, timed in that algorithm's own worker, over the best.
   It is the decision's quality without the cross-process noise; exactly 1 where auto picked the winner.
 - ``model/best``: what ``FFTCONV_AUTO=model`` picks (the lowest estimate; nothing timed), judged by the medians here.
 - ``measure/best``: what ``FFTCONV_AUTO=measure`` would pick, computed without extra timing. Measure mode times the
-  candidates whose model estimate is within 4x of the lowest (:func:`fftconv.choose.candidates_to_time`, the rule
-  :func:`fftconv.choose.choose` applies) and keeps the fastest. Here the estimates are those the ``auto`` worker
+  candidates whose model estimate is within 4x of the lowest (fftconv's own rule, through
+  :func:`experiments.harness.fftconv_api.measure_mode_candidates`) and keeps the fastest. Here the estimates are those the ``auto`` worker
   recorded, and "fastest" uses this experiment's medians of those candidates instead of measure mode's own
   best-of-3, so the ratio is that of an ideal measurement. A candidate in the window that this experiment did not
   time (``direct`` where it was too slow) is listed and left out.
@@ -57,14 +56,17 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from . import _timing
-from ._harness import markdown_table, save_figure, write_table
+from .harness import fftconv_api, methods as method_labels, points
+from .harness.jobs import Job, measure_jobs
+from .harness.results import missing_fields
+from .harness.style import fmt_ms, markdown_table, save_figure, write_table
+from .harness.timing import TimingSettings
 
 NAME = "auto_grid"
-DESCRIPTION = "Issue 5: algo='auto' (hybrid mode, model calibrated here) vs the best of fft/im2col/direct on a 2-d grid"
+DESCRIPTION = "algo='auto' (hybrid mode, model calibrated here) vs the best of fft/im2col/direct on a 2-d grid"
 
 INPUT_SIZES = (8, 16, 32, 64)
 KERNEL_SIZES = (1, 3, 5, 7, 11)  # and k = n
@@ -78,16 +80,13 @@ QUICK_CAP_SECONDS = 0.05
 FULL_CAP_SECONDS = 1.0
 #: ``direct`` is timed only where the model (default rates) expects one call to take less than this.
 DIRECT_CAP_SECONDS = {True: 0.01, False: 0.25}
-#: Issue 5's target: auto no more than this much slower than the best.
+#: The speed target: auto no more than this much slower than the best.
 TARGET = 1.25
 #: Calls faster than this are at the noise floor of a shared 2-core machine (the same sub-millisecond call drifts by
 #: 20 % between blocks of repeats in one process); the summary also counts the slower ones apart.
 SLOW_SECONDS = 1e-3
 #: The mode the auto workers run in: fftconv's default.
 AUTO_MODE = "hybrid"
-#: This experiment's pass names and fftconv.choose's.
-MODEL_PASS = {"forward": "forward", "grad_input": "input", "grad_weight": "weight"}
-POINT_FIELDS = ("S", "f", "fp", "n", "k", "stride", "seed")
 ALGOS = ("fft", "im2col", "direct")
 #: Geometries timed by one set of workers (one per method) before the next set starts.
 CHUNK = 6
@@ -99,18 +98,11 @@ ROUNDS = 2
 
 # ---------------------------------------------------------------------------------------------------- the grid
 def grid_point(S: int, f: int, fp: int, n: int, k: int, stride: int, seed: int = 0) -> dict:
-    """One geometry: batch ``S``, ``f -> fp`` maps, ``n x n`` input, ``k x k`` kernel, ``stride``, no padding."""
+    """One geometry in the shared point format (batch ``S``, ``f -> fp`` maps, ``n x n`` input, ``k x k`` kernel,
+    ``stride``, no padding), tagged ``kind="conv"`` to tell it from the calibration row."""
     if not 1 <= k <= n:
         raise ValueError(f"kernel size k={k} must be between 1 and the input size n={n}")
-    return {"kind": "conv", "S": int(S), "f": int(f), "fp": int(fp), "n": int(n), "k": int(k),
-            "stride": int(stride), "seed": int(seed)}
-
-
-def geometry(point: dict):
-    from fftconv.geometry import ConvGeometry
-
-    return ConvGeometry.from_shapes((point["S"], point["f"], point["n"], point["n"]),
-                                    (point["fp"], point["f"], point["k"], point["k"]), stride=point["stride"])
+    return {"kind": "conv", **points.conv_point(S, f, fp, n, k, stride=stride, seed=seed)}
 
 
 def output_size(point: dict) -> int:
@@ -124,12 +116,9 @@ def kernel_sizes(n: int) -> list[int]:
 
 def estimated_cost(point: dict) -> float:
     """Seconds one timed call of fft, im2col and auto would take by the model with the default rates."""
-    from fftconv import choose
-
-    rates, g = choose.MachineRates(), geometry(point)
     total = 0.0
-    for pass_name in choose.PASSES:
-        estimates = choose.estimate(g, pass_name, rates)
+    for pass_name in points.PASSES:
+        estimates = fftconv_api.estimates(point, pass_name)
         total += estimates["fft"] + estimates["im2col"] + min(estimates["fft"], estimates["im2col"])
     return total
 
@@ -172,10 +161,8 @@ def build_grid(quick: bool) -> list[dict]:
 
 def direct_skip_reason(point: dict, quick: bool) -> str | None:
     """Why ``direct`` is not timed at ``point`` (``None``: it is cheap enough)."""
-    from fftconv import choose
-
-    g, limit = geometry(point), DIRECT_CAP_SECONDS[quick]
-    slowest = max(choose.estimate(g, p, choose.MachineRates())["direct"] for p in choose.PASSES)
+    limit = DIRECT_CAP_SECONDS[quick]
+    slowest = max(fftconv_api.estimates(point, p)["direct"] for p in points.PASSES)
     if slowest > limit:
         return (f"direct (a float64 reference) is estimated at ~{slowest * 1e3:.0f} ms per call here "
                 f"(limit {limit * 1e3:.0f} ms); not timed")
@@ -183,8 +170,7 @@ def direct_skip_reason(point: dict, quick: bool) -> str | None:
 
 
 def label(point: dict) -> str:
-    return (f"S={point['S']} {point['f']}->{point['fp']} n={point['n']} k={point['k']}"
-            + (f" s={point['stride']}" if point["stride"] != 1 else ""))
+    return points.label(point)
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -198,7 +184,7 @@ def methods(ctx) -> tuple[list[str], str]:
     import fftconv
 
     algos = ctx.selected("algos", ALGOS)
-    backend = ctx.selected("backends", fftconv.available_backends(), [_timing.default_backend_name()])[0]
+    backend = ctx.selected("backends", fftconv.available_backends(), [method_labels.default_backend_name()])[0]
     labels = [f"fft-{backend}" if algo == "fft" else algo for algo in algos]
     return labels, f"auto-{backend}"
 
@@ -207,17 +193,29 @@ def calibration_row(rows: Sequence[dict]) -> dict | None:
     return next((row for row in rows if row.get("kind") == "calibration" and "rates" in row), None)
 
 
+def validate(row: dict) -> str | None:
+    if row.get("kind") == "calibration":
+        return None
+    problem = points.validate(row)
+    if problem:
+        return problem
+    if "median_s" in row and method_labels.parse_method(row["method"])["algo"] == "auto":
+        return missing_fields(row, "choice", "estimates")
+    return None
+
+
 def measure(ctx) -> None:
     timed, auto = methods(ctx)
+    ctx.record_settings(rounds=ROUNDS, target=TARGET, auto_mode=AUTO_MODE, slow_seconds=SLOW_SECONDS,
+                        windows=fftconv_api.auto_windows())
     key = {"kind": "calibration"}
-    _timing.measure_jobs(ctx, [_timing.Job(auto, key, [{}], case=key)], "experiments.auto_grid:calibration",
-                         desc="auto_grid calibration")
-    calibration = calibration_row(ctx.results.rows())
+    measure_jobs(ctx, [Job(auto, key, [{}], case=key)], "experiments.auto_grid:calibration",
+                 desc="auto_grid calibration")
+    calibration = calibration_row([row for row in ctx.results.rows() if ctx.results.counts(row)])
     if calibration is None:
         raise RuntimeError(f"auto_grid: calibration failed; see the error row in {ctx.results.path}")
-    ctx.record_settings(auto_rates=calibration["rates"], auto_mode="model")
-    points = build_grid(ctx.quick)[:getattr(ctx.options, "limit", None)]
-    chunks = [points[start:start + CHUNK] for start in range(0, len(points), CHUNK)]
+    grid = build_grid(ctx.quick)[:getattr(ctx.options, "limit", None)]
+    chunks = [grid[start:start + CHUNK] for start in range(0, len(grid), CHUNK)]
     every = [*timed, auto]
     for round_ in range(ROUNDS):
         for index, chunk in enumerate(chunks):
@@ -229,69 +227,45 @@ def measure(ctx) -> None:
                 for point in chunk:
                     skip = direct_skip_reason(point, ctx.quick) if method == "direct" else None
                     case = {**point, "rates": calibration["rates"]} if method == auto else dict(point)
-                    jobs.append(_timing.Job(method, dict(point), [{"pass": p, "round": round_} for p in _timing.PASSES],
-                                            case=case, skip_reason=skip))
-            _timing.measure_jobs(ctx, jobs, "experiments.auto_grid:grid_passes", timing_settings(ctx.quick),
-                                 desc=f"auto_grid round {round_ + 1}/{ROUNDS}, geometries {index * CHUNK + 1}-"
-                                      f"{index * CHUNK + len(chunk)} of {len(points)}")
+                    jobs.append(Job(method, dict(point), [{"pass": p, "round": round_} for p in points.PASSES],
+                                    case=case, skip_reason=skip))
+            measure_jobs(ctx, jobs, "experiments.auto_grid:grid_passes", timing_settings(ctx.quick),
+                         desc=f"auto_grid round {round_ + 1}/{ROUNDS}, geometries {index * CHUNK + 1}-"
+                              f"{index * CHUNK + len(chunk)} of {len(grid)}")
 
 
-def timing_settings(quick: bool) -> _timing.TimingSettings:
+def timing_settings(quick: bool) -> TimingSettings:
     """Many repeats of the sub-millisecond calls (cheap), a short budget for the rest: two rounds fit the budget."""
     if quick:
-        return _timing.TimingSettings(warmup=1, min_repeats=3, max_repeats=15, budget_seconds=0.1)
-    return _timing.TimingSettings(warmup=1, min_repeats=5, max_repeats=31, budget_seconds=0.5)
+        return TimingSettings(warmup=1, min_repeats=3, max_repeats=15, budget_seconds=0.1)
+    return TimingSettings(warmup=1, min_repeats=5, max_repeats=31, budget_seconds=0.5)
 
 
 # ---------------------------------------------------------------------------------------------------- worker tasks
-def calibration(case: dict, session: _timing.Session) -> Iterator[dict]:
-    """Task: :func:`fftconv.calibrate` with the worker's pinned threads and FFT backend (not saved to disk)."""
+def calibration(case: dict, session) -> Iterator[dict]:
+    """Task: calibrate the cost model with the worker's pinned threads and FFT backend (not saved to disk)."""
     import fftconv
 
     if session.backend is not None:
         fftconv.set_backend(session.backend)
     start = time.perf_counter()
-    rates = fftconv.calibrate(save=False)
-    yield {"rates": asdict(rates), "calibration_s": time.perf_counter() - start}
+    rates = fftconv_api.calibrate()
+    yield {"rates": rates, "calibration_s": time.perf_counter() - start}
 
 
-def grid_inputs(point: dict) -> dict:
-    """Seeded float32 input, weight and output gradient of a grid point (generated in the worker)."""
-    import numpy as np
-
-    rng = np.random.default_rng(point["seed"])
-    S, f, fp, n, k, m = point["S"], point["f"], point["fp"], point["n"], point["k"], output_size(point)
-    return {"x": rng.standard_normal((S, f, n, n), dtype=np.float32),
-            "w": rng.standard_normal((fp, f, k, k), dtype=np.float32),
-            "gy": rng.standard_normal((S, fp, m, m), dtype=np.float32)}
-
-
-def grid_passes(case: dict, session: _timing.Session) -> Iterator[dict]:
+def grid_passes(case: dict, session) -> Iterator[dict]:
     """Task: time the passes in ``case["todo"]``; an auto worker also records its choice and the estimates."""
     import numpy as np
 
-    import fftconv
-    from fftconv import choose
-
-    arrays = grid_inputs(case)
-    x, w, gy = arrays["x"], arrays["w"], arrays["gy"]
     algo = session.parsed["algo"]
-    options = {"algo": algo, "stride": case["stride"]}
-    if session.backend is not None:
-        options["backend"] = session.backend
     if algo == "auto":
         os.environ["FFTCONV_AUTO"] = AUTO_MODE  # whatever the caller's environment says
-        choose.set_rates(choose.MachineRates(**case["rates"]))
-    functions = {"forward": lambda: fftconv.conv2d(x, w, **options),
-                 "grad_input": lambda: fftconv.conv2d_input(x.shape, w, gy, **options),
-                 "grad_weight": lambda: fftconv.conv2d_weight(x, w.shape, gy, **options)}
+        fftconv_api.use_rates(case["rates"])
+    functions = points.conv_pass_functions(session, case)
     for subkey in case["todo"]:
         row = session.measure(functions[subkey["pass"]])
-        if algo == "auto":  # the decision the timed calls used (cached by choose under the same key)
-            decision = choose.choose(geometry(case), MODEL_PASS[subkey["pass"]], np.float32,
-                                     backend=session.backend)
-            row.update(choice=decision.algo, estimates=decision.estimates, fft_shape=list(decision.fft_shape),
-                       timed_by_auto=sorted(decision.measured))
+        if algo == "auto":  # the decision the timed calls used (cached by fftconv under the same key)
+            row.update(fftconv_api.auto_decision(case, subkey["pass"], np.float32, session.backend))
         yield {**subkey, **row}
 
 
@@ -321,7 +295,7 @@ class Comparison:
 
 
 def point_key(row: dict) -> tuple:
-    return tuple(row[f] for f in POINT_FIELDS)
+    return points.point_key(row)
 
 
 def _sort_key(point: dict) -> tuple:
@@ -338,9 +312,7 @@ def measure_mode(estimates: dict, times: dict) -> tuple[list, list, str | None]:
     >>> measure_mode({"fft": 1.0, "im2col": 3.0, "direct": 9.0}, {"fft": 0.5, "im2col": 0.2})
     (['fft', 'im2col'], [], 'im2col')
     """
-    from fftconv.choose import candidates_to_time  # numpy loads only after the command line pinned threads
-
-    to_time = candidates_to_time(estimates, "measure")
+    to_time = fftconv_api.measure_mode_candidates(estimates)
     candidates = [algo for algo in ALGOS if algo in to_time]
     timed = [algo for algo in candidates if algo in times]
     pick = min(timed, key=times.get) if timed else None
@@ -361,8 +333,8 @@ def compare(rows: Sequence[dict]) -> tuple[list[Comparison], list[dict]]:
         key = (point_key(row), row["pass"])
         if key not in by_point:
             order.append(key)
-            by_point[key] = {"point": {f: row[f] for f in POINT_FIELDS}, "times": {}, "skipped": {}, "auto": None}
-        entry, algo = by_point[key], _timing.parse_method(row["method"])["algo"]
+            by_point[key] = {"point": points.point_of(row), "times": {}, "skipped": {}, "auto": None}
+        entry, algo = by_point[key], method_labels.parse_method(row["method"])["algo"]
         if "median_s" not in row:
             if algo != "auto":
                 entry["skipped"].setdefault(algo, row.get("skipped") or row.get("error", "no timing"))
@@ -374,8 +346,8 @@ def compare(rows: Sequence[dict]) -> tuple[list[Comparison], list[dict]]:
     for entry in by_point.values():  # timed in some round: not skipped
         entry["skipped"] = {algo: why for algo, why in entry["skipped"].items() if algo not in entry["times"]}
     comparisons, incomplete = [], []
-    order.sort(key=lambda key: (_sort_key(by_point[key]["point"]), _timing.PASSES.index(key[1])
-                                if key[1] in _timing.PASSES else len(_timing.PASSES)))
+    order.sort(key=lambda key: (_sort_key(by_point[key]["point"]), points.PASSES.index(key[1])
+                                if key[1] in points.PASSES else len(points.PASSES)))
     for key in order:
         entry = by_point[key]
         times, auto = entry["times"], entry["auto"]
@@ -420,22 +392,32 @@ _RATIOS = (("auto_ratio", "auto / best (auto, default hybrid mode, timed in its 
 _PICKS = {"measure_ratio": "measure_pick", "model_ratio": "model_pick"}
 
 
+def saved(ctx) -> dict:
+    """Rounds, target, auto mode, the slow-call threshold and auto's windows, as stored with the rows (else the
+    code's current values, flagged with ``recorded=False``)."""
+    stored, recorded = ctx.saved_settings({"rounds": ROUNDS, "target": TARGET, "auto_mode": AUTO_MODE,
+                                           "slow_seconds": SLOW_SECONDS, "windows": None})
+    if stored["windows"] is None:
+        stored["windows"] = fftconv_api.auto_windows()
+    return {**stored, "recorded": recorded}
+
+
 def _describe_case(c: Comparison | None, attribute: str) -> str:
     if c is None:
         return "none"
-    times = ", ".join(f"{a} {_timing.fmt_ms(t)} ms" for a, t in sorted(c.times.items(), key=lambda i: i[1]))
+    times = ", ".join(f"{a} {fmt_ms(t)} ms" for a, t in sorted(c.times.items(), key=lambda i: i[1]))
     picked = getattr(c, _PICKS.get(attribute, "choice"))
     return (f"**{getattr(c, attribute):.2f}x** at {label(c.point)}, {c.pass_name}: picked {picked}, best "
-            f"{c.best_algo} ({times}; auto {_timing.fmt_ms(c.auto)} ms)")
+            f"{c.best_algo} ({times}; auto {fmt_ms(c.auto)} ms)")
 
 
-def _caption(ctx, comparisons) -> str:
-    points = {point_key(c.point) for c in comparisons}
-    return ctx.describe(f"algo='auto' ({AUTO_MODE} mode, rates calibrated on this machine) vs the best of fftconv's "
-                        "timed algorithms, float32", f"{len(points)} geometries x 3 passes")
+def _caption(ctx, comparisons, cfg: dict) -> str:
+    geometries = {point_key(c.point) for c in comparisons}
+    return ctx.describe(f"algo='auto' ({cfg['auto_mode']} mode, rates calibrated on this machine) vs the best of "
+                        "fftconv's timed algorithms, float32", f"{len(geometries)} geometries x 3 passes")
 
 
-def _plot_figure(ctx, comparisons: Sequence[Comparison]) -> None:
+def _plot_figure(ctx, comparisons: Sequence[Comparison], cfg: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,15 +425,17 @@ def _plot_figure(ctx, comparisons: Sequence[Comparison]) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    fig, axes = plt.subplots(1, len(_RATIOS), figsize=(22, 5.4), layout="constrained", sharey=True)
+    target, rounds = cfg["target"], cfg["rounds"]
+    fig, grid = plt.subplots(2, 2, figsize=(13.3, 9.4), layout="constrained", sharey=True)
+    axes = list(grid.flat)
     for ax, (attribute, title) in zip(axes, _RATIOS):
         present = sorted((c for c in comparisons if getattr(c, attribute) is not None),
                          key=lambda c: getattr(c, attribute))
         picked = (lambda c, name=_PICKS.get(attribute, "choice"): getattr(c, name))
         for rank, c in enumerate(present):
-            ax.scatter(rank, getattr(c, attribute), s=18, marker=_PASS_MARKERS.get(c.pass_name, "o"),
+            ax.scatter(rank, getattr(c, attribute), s=22, marker=_PASS_MARKERS.get(c.pass_name, "o"),
                        color=_CHOICE_COLORS.get(picked(c), "#9467bd"), edgecolors="none")
-        ax.axhline(TARGET, color="#d62728", linestyle="--", linewidth=1.2)
+        ax.axhline(target, color="#d62728", linestyle="--", linewidth=1.2)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(FixedLocator(_RATIO_TICKS))
@@ -460,35 +444,37 @@ def _plot_figure(ctx, comparisons: Sequence[Comparison]) -> None:
         if present:
             last = present[-1]
             ax.annotate(f"{label(last.point)}\n{last.pass_name}", (len(present) - 1, getattr(last, attribute)),
-                        xytext=(-6, 0), textcoords="offset points", ha="right", va="center", fontsize=7)
-        ax.set_xlabel("(geometry, pass), sorted by ratio")
-        above = len(over_target(present, attribute))
-        ax.set_title(f"{title}\n{above} of {len(present)} above {TARGET}x", fontsize=9)
+                        xytext=(-8, 0), textcoords="offset points", ha="right", va="center", fontsize=9)
+        ax.set_xlabel("(geometry, pass), sorted by ratio", fontsize=10)
+        above = len(over_target(present, attribute, target))
+        ax.set_title(f"{title}\n{above} of {len(present)} above {target}x", fontsize=11)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel(f"time / best timed algorithm's time\n(medians; the lower of {ROUNDS} rounds)")
+    for ax in axes[::2]:
+        ax.set_ylabel(f"time / best timed algorithm's time\n(medians; the lower of {rounds} rounds)", fontsize=10)
     handles = [Line2D([], [], linestyle="", marker="o", color=color, label=f"picked {algo}")
                for algo, color in _CHOICE_COLORS.items()]
     handles += [Line2D([], [], linestyle="", marker=marker, color="black", label=name)
                 for name, marker in _PASS_MARKERS.items()]
-    handles.append(Line2D([], [], color="#d62728", linestyle="--", label=f"target {TARGET}x"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8)
-    fig.suptitle(_caption(ctx, comparisons), fontsize=11)
+    handles.append(Line2D([], [], color="#d62728", linestyle="--", label=f"target {target}x"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10)
+    fig.suptitle(_caption(ctx, comparisons, cfg), fontsize=11)
     save_figure(fig, ctx.out_dir, "auto_grid")
     plt.close(fig)
 
 
-def _misses_section(comparisons: Sequence[Comparison]) -> str:
+def _misses_section(comparisons: Sequence[Comparison], target: float) -> str:
     misses = sorted({id(c): c for attribute in ("auto_ratio", "chosen_ratio")
-                     for c in over_target(comparisons, attribute)}.values(), key=lambda c: -c.auto_ratio)
+                     for c in over_target(comparisons, attribute, target)}.values(), key=lambda c: -c.auto_ratio)
     if not misses:
-        return f"No (geometry, pass) has auto or its choice more than {TARGET}x slower than the best.\n"
+        return f"No (geometry, pass) has auto or its choice more than {target}x slower than the best.\n"
     rows = []
     for c in misses:
         cells = [label(c.point), c.pass_name, c.choice, c.best_algo, f"{c.auto_ratio:.2f}x",
                  "-" if c.chosen_ratio is None else f"{c.chosen_ratio:.2f}x"]
         for algo in ALGOS:
             estimate, measured = c.estimates.get(algo), c.times.get(algo)
-            cells.append(f"{_timing.fmt_ms(estimate)} / {_timing.fmt_ms(measured)}"
+            cells.append(f"{fmt_ms(estimate)} / {fmt_ms(measured)}"
                          + (f" ({measured / estimate:.1f}x)" if estimate and measured else ""))
         rows.append(cells)
     return ("Model estimate / measured median in ms per candidate (in parentheses: measured over estimated, i.e. "
@@ -501,7 +487,7 @@ def _misses_section(comparisons: Sequence[Comparison]) -> str:
 def _model_error_table(comparisons: Sequence[Comparison]) -> str:
     rows = []
     for algo in ALGOS:
-        for pass_name in _timing.PASSES:
+        for pass_name in points.PASSES:
             factors = sorted(c.times[algo] / c.estimates[algo] for c in comparisons
                              if c.pass_name == pass_name and algo in c.times and c.estimates.get(algo))
             if factors:
@@ -511,28 +497,31 @@ def _model_error_table(comparisons: Sequence[Comparison]) -> str:
 
 
 def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], rates: dict | None,
-           provenance: str = "") -> str:
-    from fftconv.choose import HYBRID_MAX_SECONDS, HYBRID_WINDOW, MEASURE_WINDOW
-
-    lines = [f"# algo='auto' on a grid of geometries ({ctx.mode} mode)", "", _caption(ctx, comparisons), ""]
-    if provenance:
-        lines += [provenance.strip(), ""]
+           cfg: dict) -> str:
+    rounds, target, auto_mode, slow_seconds = cfg["rounds"], cfg["target"], cfg["auto_mode"], cfg["slow_seconds"]
+    hybrid_window, hybrid_max_seconds = cfg["windows"]["hybrid_window"], cfg["windows"]["hybrid_max_seconds"]
+    measure_window = cfg["windows"]["measure_window"]
+    lines = [f"# algo='auto' on a grid of geometries ({ctx.mode} mode)", "", _caption(ctx, comparisons, cfg), "",
+             ctx.provenance_note().strip(), ""]
+    if not cfg["recorded"]:
+        lines += ["The settings (rounds, target, auto's windows) were not stored with these rows; the code's current "
+                  "values are used.", ""]
     lines += [
-        f"Per (geometry, pass): each algorithm's median time (the lower of the medians of {ROUNDS} rounds, each "
-        f"in its own worker process), what `auto` ({AUTO_MODE} mode, fftconv's default) chose, and ratios to the "
+        f"Per (geometry, pass): each algorithm's median time (the lower of the medians of {rounds} rounds, each "
+        f"in its own worker process), what `auto` ({auto_mode} mode, fftconv's default) chose, and ratios to the "
         "best of the algorithms timed here: fftconv's `fft` and `im2col`, and `direct` only where it is cheap "
         "(it is a slow float64 reference; elsewhere '-' and a skip reason in the results). So 'best' is the best "
         "of the algorithms timed, not of all algorithms.", "",
-        "- `auto/best`: the `auto` worker's median over the best median (the issue's criterion; it includes "
+        "- `auto/best`: the `auto` worker's median over the best median (the speed target's criterion; it includes "
         "run-to-run noise between worker processes, so it can be below 1).",
         "- `chosen/best`: the chosen algorithm's median from its own worker over the best (the decision's "
-        f"quality). In hybrid mode the model decides alone unless its estimates are within {HYBRID_WINDOW:g}x of "
-        f"each other and the problem is small (lowest estimate under {HYBRID_MAX_SECONDS * 1e3:g} ms); then auto "
+        f"quality). In hybrid mode the model decides alone unless its estimates are within {hybrid_window:g}x of "
+        f"each other and the problem is small (lowest estimate under {hybrid_max_seconds * 1e3:g} ms); then auto "
         "times those candidates once.",
         "- `model`: what `FFTCONV_AUTO=model` picks (the lowest estimate, nothing timed), judged by the medians "
         "measured here.",
         f"- `measure`: what `FFTCONV_AUTO=measure` would pick: among the candidates whose model estimate is within "
-        f"{MEASURE_WINDOW:g}x of the lowest (the estimates the auto worker recorded), the one with the lowest "
+        f"{measure_window:g}x of the lowest (the estimates the auto worker recorded), the one with the lowest "
         "median measured here; no extra timing. Measure mode itself times them once per geometry (best of 5 "
         "interleaved rounds).", ""]
     lines.append("## Summary")
@@ -543,12 +532,12 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
         present = [getattr(c, attribute) for c in comparisons if getattr(c, attribute) is not None]
         if not present:
             continue
-        above = over_target(comparisons, attribute)
-        slow = [c for c in comparisons if c.best >= SLOW_SECONDS and getattr(c, attribute) is not None]
+        above = over_target(comparisons, attribute, target)
+        slow = [c for c in comparisons if c.best >= slow_seconds and getattr(c, attribute) is not None]
         lines.append(f"- {title}: worst {_describe_case(worst(comparisons, attribute), attribute)}; "
                      f"median {sorted(present)[len(present) // 2]:.2f}x; {len(above)} of {len(present)} above "
-                     f"{TARGET}x ({len(over_target(slow, attribute))} of the {len(slow)} whose best time is at "
-                     f"least {SLOW_SECONDS * 1e3:g} ms)")
+                     f"{target}x ({len(over_target(slow, attribute, target))} of the {len(slow)} whose best time is at "
+                     f"least {slow_seconds * 1e3:g} ms)")
     if comparisons:
         agree = sum(c.choice == c.best_algo for c in comparisons)
         lines.append(f"- auto chose the fastest timed algorithm in {agree} of {len(comparisons)} (geometry, pass); it "
@@ -576,8 +565,8 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
               "Measured median over the model's estimate (this machine's rates), per algorithm and pass, over the "
               "grid: the model needs the right ratio between algorithms, not the right absolute time, but a spread "
               "between algorithms is what makes it pick the wrong one.", "", _model_error_table(comparisons)]
-    lines += [f"## Where auto or its choice is more than {TARGET}x slower than the best", "",
-              _misses_section(comparisons), "## Every (geometry, pass)", ""]
+    lines += [f"## Where auto or its choice is more than {target}x slower than the best", "",
+              _misses_section(comparisons, target), "## Every (geometry, pass)", ""]
     header = ["S", "f -> f'", "n", "k", "stride", "pass", "fft ms", "im2col ms", "direct ms", "auto ms",
               "auto chose", "auto timed", "best", "auto/best", "chosen/best", "model pick", "model/best",
               "measure pick", "measure/best"]
@@ -585,7 +574,7 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
     for c in comparisons:
         p = c.point
         rows.append([p["S"], f"{p['f']} -> {p['fp']}", p["n"], p["k"], p["stride"], c.pass_name,
-                     *(_timing.fmt_ms(c.times.get(a)) for a in ALGOS), _timing.fmt_ms(c.auto), c.choice,
+                     *(fmt_ms(c.times.get(a)) for a in ALGOS), fmt_ms(c.auto), c.choice,
                      ", ".join(c.timed_by_auto) or "-", c.best_algo, f"{c.auto_ratio:.2f}",
                      "-" if c.chosen_ratio is None else f"{c.chosen_ratio:.2f}", c.model_pick or "-",
                      "-" if c.model_ratio is None else f"{c.model_ratio:.2f}",
@@ -595,10 +584,10 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
 
 
 def plot(ctx) -> None:
-    rows = ctx.results.rows()
+    rows = ctx.rows()
+    cfg = saved(ctx)
     comparisons, incomplete = compare(rows)
     calibration = calibration_row(rows)
-    _plot_figure(ctx, comparisons)
+    _plot_figure(ctx, comparisons, cfg)
     write_table(ctx.out_dir, "auto_grid", report(ctx, comparisons, incomplete,
-                                                 calibration["rates"] if calibration else None,
-                                                 _timing.provenance(rows)))
+                                                 calibration["rates"] if calibration else None, cfg))

@@ -6,15 +6,15 @@ So the FFT wins only inside a window of kernel sizes; this experiment measures w
 against PyTorch, for the forward pass and for a whole training step (all three passes).
 
 Configuration: n = 32, odd k = 3, 5, ..., 31, float32, stride 1, no padding, f = 16 input maps and f' = 32 output
-maps (``--maps`` changes them; the same maps as ``cpu-baseline.md``'s n = 32 sweep and issue 5's forward target),
-batch S = 128 (quick mode: S = 32, the only change). The direct float64 reference is left out by default (it is not
+maps (``--maps`` changes them; the maps of the roofline experiment's forward sweep), batch S = 128 (quick mode:
+S = 32, the only change). The direct float64 reference is left out by default (it is not
 a speed contender); ``--algos`` adds it.
 """
 
 from __future__ import annotations
 
-from . import _timing
-from ._harness import markdown_table, save_figure, write_table
+from .harness import methods, points
+from .harness.style import fmt_ms, markdown_table, method_style, save_figure, write_table
 
 NAME = "kernel_window"
 DESCRIPTION = "Time vs kernel size k = 3..n at n = 32: where FFT beats im2col and where it beats PyTorch"
@@ -39,13 +39,19 @@ def configuration(ctx) -> dict:
             "f": f, "fp": fp, "n": getattr(ctx.options, "input_size", None) or INPUT_SIZE}
 
 
-def points(config: dict) -> list[dict]:
-    return [_timing.conv_point(k=k, **config) for k in range(3, config["n"] + 1, 2)]
+def grid_points(config: dict) -> list[dict]:
+    return [points.conv_point(k=k, **config) for k in range(3, config["n"] + 1, 2)]
+
+
+def validate(row: dict) -> str | None:
+    return points.validate(row)
 
 
 def measure(ctx) -> None:
-    methods = _timing.select_methods(ctx, default_algos=("fft", "im2col", "torch"))
-    _timing.measure_conv(ctx, methods, points(configuration(ctx)), desc="kernel_window")
+    config = configuration(ctx)
+    ctx.record_settings(config=config)
+    labels = methods.select_methods(ctx, default_algos=("fft", "im2col", "torch"))
+    points.measure_conv(ctx, labels, grid_points(config), desc="kernel_window")
 
 
 def ranges(values: list[int], step: int = 2) -> str:
@@ -69,14 +75,14 @@ def ranges(values: list[int], step: int = 2) -> str:
     return ", ".join(parts)
 
 
-def windows(results: _timing.ConvResults, grid: list[dict]) -> list[list[str]]:
+def windows(results: points.ConvResults, grid: list[dict]) -> list[list[str]]:
     """Rows (FFT method, other method, k where FFT's forward is faster, k where FFT's step is faster)."""
-    methods = results.methods()
+    labels = results.methods()
     rows = []
-    for fft in (m for m in methods if _timing.parse_method(m)["algo"] == "fft"):
-        for other in (m for m in methods if m != fft):
+    for fft in (m for m in labels if methods.parse_method(m)["algo"] == "fft"):
+        for other in (m for m in labels if m != fft):
             cells = [fft, other]
-            for passes in (("forward",), _timing.PASSES):
+            for passes in (("forward",), points.PASSES):
                 faster = []
                 for point in grid:
                     mine, theirs = results.total(point, fft, passes), results.total(point, other, passes)
@@ -98,19 +104,20 @@ def plot(ctx) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config = configuration(ctx)
-    grid = points(config)
-    results = _timing.ConvResults(ctx.results.rows())
-    methods = results.methods()
-    ffts = [m for m in methods if _timing.parse_method(m)["algo"] == "fft"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
-    panels = (("updateOutput (forward)", ("forward",)), ("training step (all three passes)", _timing.PASSES))
+    stored, recorded = ctx.saved_settings({"config": configuration(ctx)})
+    config = stored["config"]
+    grid = grid_points(config)
+    results = points.ConvResults(ctx.rows())
+    labels = results.methods()
+    ffts = [m for m in labels if methods.parse_method(m)["algo"] == "fft"]
+    fig, axes = plt.subplots(1, 3, figsize=(13.3, 4.8), layout="constrained")
+    panels = (("updateOutput (forward)", ("forward",)), ("training step (all three passes)", points.PASSES))
     for ax, (title, passes) in zip(axes[:2], panels):
-        for method in methods:
+        for method in labels:
             data = [(p["k"], results.total(p, method, passes)) for p in grid]
             data = [(k, t * 1e3) for k, t in data if t is not None]
             if data:
-                ax.plot(*zip(*data), linewidth=1.5, markersize=4, **_timing.method_style(method))
+                ax.plot(*zip(*data), linewidth=1.5, markersize=4, **method_style(method))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("kernel size k")
         ax.set_ylabel("time (ms, median)")
@@ -119,15 +126,15 @@ def plot(ctx) -> None:
     ax = axes[2]
     if ffts:
         reference = ffts[0]
-        for method in (m for m in methods if m != reference):
-            for passes, linestyle, what in ((("forward",), "--", "forward"), (_timing.PASSES, "-", "step")):
+        for method in (m for m in labels if m != reference):
+            for passes, linestyle, what in ((("forward",), "--", "forward"), (points.PASSES, "-", "step")):
                 data = []
                 for point in grid:
                     mine, theirs = results.total(point, reference, passes), results.total(point, method, passes)
                     if mine and theirs:
                         data.append((point["k"], theirs / mine))
                 if data:
-                    style = dict(_timing.method_style(method))
+                    style = dict(method_style(method))
                     style["label"] = f"{method}, {what}"
                     ax.plot(*zip(*data), linestyle=linestyle, linewidth=1.5, markersize=4, **style)
         ax.axhline(1.0, color="black", linewidth=1)
@@ -136,20 +143,20 @@ def plot(ctx) -> None:
         ax.set_xlabel("kernel size k")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
+    handles, names = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+        fig.legend(handles, names, loc="outside lower center", ncol=len(names), frameon=False)
     fig.suptitle(ctx.describe("Kernel-size window on CPU, float32: fftconv FFT vs im2col and PyTorch, "
                               "time vs k at fixed n", _scaling(ctx, config)), fontsize=11)
     save_figure(fig, ctx.out_dir, "kernel_window")
     plt.close(fig)
 
-    header = ["k", *(f"{m} fwd" for m in methods), *(f"{m} step" for m in methods)]
-    rows = [[p["k"], *(_timing.fmt_ms(results.seconds(p, m, "forward")) for m in methods),
-             *(_timing.fmt_ms(results.total(p, m)) for m in methods)] for p in grid]
+    header = ["k", *(f"{m} fwd" for m in labels), *(f"{m} step" for m in labels)]
+    rows = [[p["k"], *(fmt_ms(results.seconds(p, m, "forward")) for m in labels),
+             *(fmt_ms(results.total(p, m)) for m in labels)] for p in grid]
     text = (f"# Kernel-size window ({ctx.mode} mode)\n\n"
             f"{ctx.describe('Times in ms (median of repeats); step = all three passes.', _scaling(ctx, config))}\n\n"
-            + _timing.provenance(results.rows) + "\n"
+            + ctx.provenance_note() + "\n"
             + markdown_table(header, rows)
             + "\n## Kernel sizes where the FFT method is faster\n\n"
             + markdown_table(["FFT method", "vs", "forward", "training step"], windows(results, grid)))

@@ -168,13 +168,13 @@ def _train_run_pinned(ctx, dtype_name: str, labels: list[str], settings: dict) -
                 nets[label].backward(criterion.backward())
                 optimizers[label].step()
                 seconds[label] += time.perf_counter() - began
-        ctx.results.append({
+        ctx.append({
             "kind": "epoch", "run_id": run_id, "dtype": dtype_name, "epoch": epoch, "lr": lr, "reference": reference,
             "losses": losses, "seconds": seconds,
             "test_accuracy": {label: _accuracy(net, x_test, y_test) for label, net in nets.items()},
             "parameter_difference": {label: _relative_difference(net, nets[reference])
                                      for label, net in nets.items() if label != reference}})
-    ctx.results.append({"kind": "run", "run_id": run_id, "dtype": dtype_name, "labels": labels, **settings,
+    ctx.append({"kind": "run", "run_id": run_id, "dtype": dtype_name, "labels": labels, **settings,
                         "fft_backends": {label: repr(b) for label, b in backends.items()},
                         "train_size": len(x_train), "test_size": len(x_test)})
 
@@ -189,23 +189,39 @@ def measure(ctx) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- plot
+SETTING_NAMES = ("epochs", "batch_size", "lr", "momentum", "seed", "train_threads")
+
+
+def validate(row: dict) -> str | None:
+    from .harness.results import missing_fields
+
+    if row.get("kind") == "epoch":
+        return missing_fields(row, "run_id", "dtype", "epoch", "reference", "losses", "seconds", "test_accuracy",
+                              "parameter_difference")
+    if row.get("kind") == "run":
+        return missing_fields(row, "run_id", "dtype", "labels", "train_size", *SETTING_NAMES)
+    return "kind is neither 'epoch' nor 'run'"
+
+
 def _complete_runs(ctx) -> list[tuple[dict, list[dict]]]:
-    """``(run row, its epoch rows)`` for the latest complete run of each dtype with the current settings."""
-    rows = ctx.results.rows()
-    settings = _settings(ctx)
-    runs = {}
-    for row in rows:
-        if row.get("kind") == "run" and all(row.get(k) == v for k, v in settings.items()):
-            runs[row["dtype"]] = row  # the latest one wins
+    """``(run row, its epoch rows)`` for the latest complete run of each dtype, with the settings of the latest
+    run (read from the rows: a redraw does not depend on the command line's options)."""
+    rows = ctx.rows()
+    runs = [row for row in rows if row.get("kind") == "run"]
+    if not runs:
+        raise SystemExit(f"{NAME}: no complete run in {ctx.results.path}")
+    settings = {k: runs[-1][k] for k in SETTING_NAMES}
+    latest = {}
+    for row in runs:
+        if all(row.get(k) == v for k, v in settings.items()):
+            latest[row["dtype"]] = row  # the latest one wins
     result = []
     for dtype_name in DTYPES:
-        if dtype_name in runs:
-            run = runs[dtype_name]
+        if dtype_name in latest:
+            run = latest[dtype_name]
             epochs = sorted((r for r in rows if r.get("run_id") == run["run_id"] and r["kind"] == "epoch"),
                             key=lambda r: r["epoch"])
             result.append((run, epochs))
-    if not result:
-        raise SystemExit(f"{NAME}: no complete run with settings {settings} in {ctx.results.path}")
     return result
 
 
@@ -252,12 +268,12 @@ def plot(ctx) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ._harness import markdown_table, save_figure, write_table
+    from .harness.style import markdown_table, save_figure, write_table
 
     runs = _complete_runs(ctx)
-    settings = _settings(ctx)
+    settings = {k: runs[-1][0][k] for k in SETTING_NAMES}
     colours = {"float64": "tab:blue", "float32": "tab:orange"}
-    fig, (curves, gaps, accuracy) = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, (curves, gaps, accuracy) = plt.subplots(1, 3, figsize=(13.3, 4.8))
     for run, epochs in runs:
         colour = colours[run["dtype"]]
         for label, style in zip(run["labels"], ("-", "--", "-.", ":")):
@@ -266,18 +282,20 @@ def plot(ctx) -> None:
                         alpha=0.8, label=f"{label}, {run['dtype']}")
             accuracy.plot([row["epoch"] for row in epochs], [100 * row["test_accuracy"][label] for row in epochs],
                           style, marker="o", ms=3, color=colour, label=f"{label}, {run['dtype']}")
-    for pair in _comparisons(runs):
+    pairs = _comparisons(runs)
+    for pair in pairs:
         steps = np.arange(1, len(pair["gap"]) + 1)
         gaps.semilogy(steps, np.maximum(pair["gap"], 1e-17), pair["style"], color=pair["colour"], lw=0.9,
                       label=pair["name"])
-    curves.set(xlabel="SGD step", ylabel="mini-batch cross-entropy", yscale="log",
-               title="Training loss per step (FFT and direct curves overlap)")
-    gaps.set(xlabel="SGD step", ylabel="|loss_a - loss_b| / loss_b", ylim=(1e-17, 10),
-             title="Relative loss gap per step (0 drawn at 1e-17)")
+    curves.set(xlabel="SGD step", ylabel="mini-batch cross-entropy", yscale="log")
+    curves.set_title("Training loss per step\n" + _agreement_summary(pairs), fontsize=9)
+    gaps.set(xlabel="SGD step", ylabel="|loss_a - loss_b| / loss_b", ylim=(1e-17, 10))
+    gaps.set_title("Relative loss gap per step\n(0 drawn at 1e-17)", fontsize=9)
     for dtype_name, colour in colours.items():
         gaps.axhline(np.finfo(dtype_name).eps, color=colour, lw=0.6, ls="--", label=f"{dtype_name} epsilon")
     accuracy.axhline(100 * TARGET_ACCURACY, color="grey", lw=0.8, ls="--", label="95% target")
-    accuracy.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy (held-out digits)", ylim=(80, 100.5))
+    accuracy.set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(80, 100.5))
+    accuracy.set_title("Test accuracy\n(held-out digits)", fontsize=9)
     for ax in (curves, gaps, accuracy):
         ax.legend(fontsize=7)
     first = runs[0][0]
@@ -290,6 +308,30 @@ def plot(ctx) -> None:
     save_figure(fig, ctx.out_dir, "lenet_loss_curves")
     plt.close(fig)
     write_table(ctx.out_dir, "lenet", _table(runs, settings, markdown_table))
+
+
+def _agreement_summary(pairs: list[dict]) -> str:
+    """What the loss curves show, from the data: where FFT and direct coincide and where they part.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _agreement_summary([{"name": "fft vs im2col, float64", "dtype": "float64", "parameters": 1e-14,
+    ...                      "gap": np.array([1e-15, 2e-13])}])
+    'float64: FFT and direct curves coincide (gap <= 2e-13)'
+    """
+    import numpy as np
+
+    parts = []
+    for pair in pairs:
+        if pair["parameters"] is None:  # the float32-vs-float64 yardsticks
+            continue
+        beyond = np.flatnonzero(pair["gap"] > AGREEMENT)
+        if not beyond.size:
+            parts.append(f"{pair['dtype']}: FFT and direct curves coincide (gap <= {pair['gap'].max():.0e})")
+        else:
+            parts.append(f"{pair['dtype']}: they part after step {beyond[0]} (rounding, grown by SGD)")
+    return "\n".join(parts)
 
 
 def _table(runs, settings: dict, markdown_table) -> str:

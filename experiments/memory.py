@@ -6,23 +6,35 @@ without allocating, under each FFT size policy. Also fftconv's estimate of the p
 (``peak_bytes``: spectra, one product and one spatial result). Two extra rows (not in the paper) at n=52 and n=27
 show the policies diverging when n is not a power of two. The kernel size does not change anything here: a valid,
 stride-1 convolution has circular size n whatever k is (k=3 is used). Analytic: the same in quick and full mode.
+The paper's printed MB come from ``experiments/data/mathieu2014.json``; bytes do not depend on the hardware, so they
+are compared as absolute values.
 """
 
 from __future__ import annotations
+
+from .harness import paper
+from .harness.results import missing_fields
 
 NAME = "memory"
 DESCRIPTION = ("Memory table: the paper's formula and printed MB vs the spectrum bytes fftconv holds, per FFT size "
                "policy")
 
-#: (S, n, f, f', the paper's printed MB); None for rows the paper does not have.
-ROWS = [
-    (128, 16, 96, 256, 76), (128, 32, 96, 256, 294), (64, 64, 96, 256, 784), (128, 64, 96, 256, 1159),
-    (128, 16, 256, 384, 151), (128, 32, 256, 384, 588), (128, 16, 384, 384, 214), (128, 32, 384, 384, 830),
-    (128, 52, 96, 256, None), (128, 27, 96, 256, None),
-]
+#: (S, n, f, f') rows beyond the paper's: sizes where the FFT size policies differ.
+EXTRA_ROWS = [(128, 52, 96, 256), (128, 27, 96, 256)]
 KERNEL = 3
 POLICIES = ("minimal", "fast", "pow2")
 MB = 1e6  # the paper's MB: rows 1-4 match its formula exactly with 10^6 bytes
+
+
+def table_rows() -> list[tuple]:
+    """(S, n, f, f', the paper's printed MB or None): the paper's eight rows, then :data:`EXTRA_ROWS`."""
+    printed = paper.memory_mb()
+    return [(*key, mb) for key, mb in printed.items()] + [(*key, None) for key in EXTRA_ROWS if key not in printed]
+
+
+def validate(row: dict) -> str | None:
+    return missing_fields(row, "S", "n", "f", "f_out", "paper_mb", "in_paper", "formula_bytes",
+                          *(f"{p}_{what}" for p in POLICIES for what in ("fft_size", "spectra_bytes", "peak_bytes")))
 
 
 def measure(ctx) -> None:
@@ -31,7 +43,7 @@ def measure(ctx) -> None:
     from fftconv import ConvGeometry, SpectralPlan
     from fftconv.costs import paper_memory_bytes
 
-    for batch, n, f, f_out, printed in ctx.progress(ROWS, desc=NAME):
+    for batch, n, f, f_out, printed in ctx.progress(table_rows(), desc=NAME):
         key = {"S": batch, "n": n, "f": f, "f_out": f_out}
         if ctx.results.has(key):
             continue
@@ -43,7 +55,7 @@ def measure(ctx) -> None:
             row[f"{policy}_fft_size"] = plan.fft_shape[0]
             row[f"{policy}_spectra_bytes"] = sum(plan.spectrum_bytes().values())
             row[f"{policy}_peak_bytes"] = plan.peak_bytes()
-        ctx.results.append(row)
+        ctx.append(row)
 
 
 def plot(ctx) -> None:
@@ -53,10 +65,9 @@ def plot(ctx) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ._harness import markdown_table, save_figure, write_table
+    from .harness.style import markdown_table, save_figure, write_table
 
-    order = {(s, n, f, fo): i for i, (s, n, f, fo, _) in enumerate(ROWS)}
-    rows = sorted(ctx.results.rows(), key=lambda r: order.get((r["S"], r["n"], r["f"], r["f_out"]), len(order)))
+    rows = sorted(ctx.rows(), key=lambda r: not r["in_paper"])  # the paper's rows first, each in measured order
 
     header = ["S", "n", "f", "f'", "paper (MB, printed)", "formula (MB)", "printed / formula",
               *(f"fftconv {p} (N, MB)" for p in POLICIES), "fftconv fast / formula", "fftconv fast peak of a pass (MB)"]
@@ -72,7 +83,9 @@ def plot(ctx) -> None:
     mismatched = [r for r in rows if r["paper_mb"] and abs(r["paper_mb"] / (r["formula_bytes"] / MB) - 1) > 0.01]
     text = (
         "# Memory for the spectra of one layer (paper section 2.3)\n\n"
-        "Analytic (sizes computed, nothing allocated; machine-independent, identical in quick and full mode). "
+        f"The paper's printed MB: {paper.citation()} (bytes do not depend on the hardware). "
+        f"Analytic (sizes computed, nothing allocated; machine-independent, identical in quick and full mode); "
+        f"{ctx.provenance_note().strip()} "
         "MB = 10^6 bytes. The formula is the paper's `4n(n+1)(Sf + Sf' + ff')`: S f + S f' + f f' half spectra of "
         "n(n+1)/2 complex floats. fftconv keeps the same three spectra (complex64) at the circular size N of each "
         "FFT size policy, with the standard half spectrum N(floor(N/2)+1), hence the ratio (n+2)/(n+1) to the "
@@ -108,8 +121,8 @@ def plot(ctx) -> None:
     ax.set_ylabel("MB (10^6 bytes)")
     ax.legend(fontsize=8)
     ax.set_title("Spectrum memory of one layer: the paper's table and formula vs what fftconv holds (complex64).\n"
-                 "Analytic (sizes only, nothing allocated); machine-independent; same in quick and full mode.",
-                 fontsize=10)
+                 "Analytic (sizes only, nothing allocated); machine-independent; same in quick and full mode; "
+                 f"{ctx.short_provenance()}", fontsize=10)
     fig.tight_layout()
     save_figure(fig, ctx.out_dir, "memory_table")
     plt.close(fig)

@@ -23,15 +23,19 @@ marked ``requires_grad`` so that the work is the same), which the paper leaves o
 
 fftconv runs its own layers (``fftconv.nn``: Conv2d with the FFT, im2col or direct algorithm, ReLU, MaxPool2d,
 Flatten, Linear, CrossEntropyLoss); PyTorch runs the same network with ``torch.nn`` and autograd. Batch S = 128 as
-in the paper's layer table (quick mode: S = 16, the only change). Methodology: ``experiments/_timing.py``.
+in the paper's layer table (quick mode: S = 16, the only change). Methodology: docs/experiments.md. The paper's
+whole-network table (GTX Titan; ``experiments/data/mathieu2014.json``) is shown beside ours.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from . import _timing
-from ._harness import markdown_table, save_figure, write_table
+from .harness import methods, paper, points
+from .harness.jobs import Job, measure_jobs
+from .harness.results import missing_fields
+from .harness.style import fmt_ms, fmt_ratio, markdown_table, method_order, method_style, save_figure, write_table
+from .harness.timing import time_phases
 
 NAME = "network"
 DESCRIPTION = "Whole-network iteration (5 conv layers + ReLU + max pooling + 1000-way FC): forward, backward, total"
@@ -94,23 +98,31 @@ def direct_flops(batch: int) -> int:
     return total
 
 
+def validate(row: dict) -> str | None:
+    problem = missing_fields(row, "S", "method", "phase")
+    if problem or "median_s" not in row:
+        return problem or (None if "skipped" in row or "error" in row else "no median_s, skipped or error")
+    return missing_fields(row, "min_s", "max_s")
+
+
 def measure(ctx) -> None:
-    methods = _timing.select_methods(ctx, default_algos=("fft", "im2col", "torch"))
+    labels = methods.select_methods(ctx, default_algos=("fft", "im2col", "torch"))
     batch = batch_size(ctx)
+    ctx.record_settings(batch=batch, architecture=architecture_rows(batch))
     point = {"S": batch, "seed": 0, "net": "paper-5conv-fc1000"}
     jobs = []
-    for method in methods:
+    for method in labels:
         skip = None
         if method == "direct":
-            seconds = 3 * direct_flops(batch) / _timing.DIRECT_FLOPS_PER_SECOND
-            if seconds > 10 * _timing.DIRECT_MAX_SECONDS_PER_CALL[ctx.quick]:
+            seconds = 3 * direct_flops(batch) / points.DIRECT_FLOPS_PER_SECOND
+            if seconds > 10 * points.DIRECT_MAX_SECONDS_PER_CALL[ctx.quick]:
                 skip = f"direct (a float64 reference) would take ~{seconds:.0f} s per iteration; not timed"
-        jobs.append(_timing.Job(method, point, [{"phase": p} for p in PHASES], case=point, skip_reason=skip))
-    _timing.measure_jobs(ctx, jobs, "experiments.network:iteration", desc="network")
+        jobs.append(Job(method, point, [{"phase": p} for p in PHASES], case=point, skip_reason=skip))
+    measure_jobs(ctx, jobs, "experiments.network:iteration", desc="network")
 
 
 # ---------------------------------------------------------------------------------------------------- worker task
-def fftconv_network(session: _timing.Session):
+def fftconv_network(session):
     from fftconv import nn
 
     algo = session.parsed["algo"]
@@ -148,7 +160,7 @@ def torch_network(torch):
     return torch.nn.Sequential(*layers)
 
 
-def iteration(case: dict, session: _timing.Session) -> Iterator[dict]:
+def iteration(case: dict, session) -> Iterator[dict]:
     """Task: time forward and backward of one training iteration of the network (rows per phase)."""
     import numpy as np
 
@@ -184,7 +196,7 @@ def iteration(case: dict, session: _timing.Session) -> Iterator[dict]:
         description = repr(net)
     settings = session.settings.as_dict()
     plan_before = session.plan_seconds()
-    (forward_t, backward_t), whole = _timing.time_phases([forward, backward], **settings)
+    (forward_t, backward_t), whole = time_phases([forward, backward], **settings)
     common = {"plan_s": session.plan_seconds() - plan_before if session.backend is not None else None,
               "network": description}
     for phase, timing in zip(PHASES, (forward_t, backward_t, whole)):
@@ -193,7 +205,7 @@ def iteration(case: dict, session: _timing.Session) -> Iterator[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------- output
-def _scaling(ctx, batch: int) -> str:
+def _scaling(batch: int) -> str:
     return f"batch S={batch}" + (" (paper 128)" if batch != PAPER_BATCH else " as in the paper")
 
 
@@ -206,7 +218,8 @@ def fft_size(batch: int, in_shape: tuple, params: tuple) -> str:
     return "x".join(str(n) for n in fftconv.fft_shape_for(geometry))
 
 
-def architecture_table(batch: int) -> str:
+def architecture_rows(batch: int) -> list[list[str]]:
+    """``[layer description, output shape]`` per layer (with the FFT size fftconv picks), stored with the rows."""
     rows = []
     previous = (batch, *INPUT)
     for kind, params, shape in shapes(batch):
@@ -221,7 +234,29 @@ def architecture_table(batch: int) -> str:
             what = kind
         rows.append([what, "x".join(str(s) for s in shape[1:])])
         previous = shape
-    return markdown_table(["layer", "output (maps x height x width)"], rows)
+    return rows
+
+
+def paper_section(seconds, labels: list[str]) -> str:
+    """The paper's whole-network table (GTX Titan, batch 128) and its FFT speedups beside ours."""
+    data = paper.load()["network"]
+    times = data["times"]
+    body = []
+    for peer in paper.PEERS:
+        row = times[peer]
+        body.append([f"paper: {paper.PEER_LABELS[peer]}", row["forward"], row["grad_input"] + row["grad_weight"],
+                     row["total"], fmt_ratio(row["total"], times["fft"]["total"])])
+    fft = next((m for m in labels if methods.parse_method(m)["algo"] == "fft"), None)
+    for method in labels:
+        total = seconds(method, "iteration")
+        body.append([f"ours: {method}", fmt_ms(seconds(method, "forward")), fmt_ms(seconds(method, "backward")),
+                     fmt_ms(total), fmt_ratio(total, seconds(fft, "iteration")) if fft else "-"])
+    return (f"## The paper's table beside ours\n\nThe paper: {paper.citation()}; batch {data['batch']}; its backward "
+            "is its updateGradInput + accGradParameters columns "
+            f"({times['fft']['grad_input']} + {times['fft']['grad_weight']} ms for FFT). The hardware, batch and "
+            "network details differ (the paper does not give its pooling or padding), so compare the last column, "
+            "each method's time over its own FFT's.\n\n"
+            + markdown_table(["method", "forward ms", "backward ms", "iteration ms", "iteration / FFT's"], body))
 
 
 def plot(ctx) -> None:
@@ -229,52 +264,88 @@ def plot(ctx) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    batch = batch_size(ctx)
-    rows = [r for r in ctx.results.rows() if r.get("S") == batch and "phase" in r]
-    timed = {(r["method"], r["phase"]): r for r in _timing.timed_rows(rows)}
-    methods = sorted({r["method"] for r in rows}, key=_timing.method_order)
-    ffts = [m for m in methods if _timing.parse_method(m)["algo"] == "fft"]
+    stored, recorded = ctx.saved_settings({"batch": batch_size(ctx), "architecture": None})
+    rows = [r for r in ctx.rows() if "phase" in r]
+    batches = sorted({r["S"] for r in rows})
+    batch = stored["batch"] if recorded or len(batches) != 1 else batches[0]
+    rows = [r for r in rows if r.get("S") == batch]
+    timed = {(r["method"], r["phase"]): r for r in points.timed_rows(rows)}
+    labels = sorted({r["method"] for r in rows}, key=method_order)
+    ffts = [m for m in labels if methods.parse_method(m)["algo"] == "fft"]
 
     def seconds(method, phase):
         row = timed.get((method, phase))
         return row["median_s"] if row else None
 
-    table_rows = [[m, *(_timing.fmt_ms(seconds(m, p)) for p in PHASES),
-                   *(_timing.fmt_ratio(seconds(m, "iteration"), seconds(f, "iteration")) for f in ffts)]
-                  for m in methods]
+    table_rows = [[m, *(fmt_ms(seconds(m, p)) for p in PHASES),
+                   *(fmt_ratio(seconds(m, "iteration"), seconds(f, "iteration")) for f in ffts)] for m in labels]
     plans = {m: timed[(m, "iteration")].get("plan_s") for m in ffts if (m, "iteration") in timed}
     notes = sorted({f"- {r['method']}: {r.get('skipped') or 'failed: ' + r['error']}" for r in rows
                     if "skipped" in r or "error" in r})
-    caption = ctx.describe("fftconv layers vs PyTorch autograd, float32; times in ms (median)", _scaling(ctx, batch))
+    architecture = stored["architecture"] or architecture_rows(batch)
+    caption = ctx.describe("fftconv layers vs PyTorch autograd, float32; times in ms (median)", _scaling(batch))
     header = ["method", "forward", "backward", "iteration (forward + backward)", *(f"iteration / {f}'s" for f in ffts)]
-    text = (f"# Whole-network training iteration ({ctx.mode} mode)\n\n{caption}\n\n" + _timing.provenance(rows)
-            + "\n" + markdown_table(header, table_rows)
+    text = (f"# Whole-network training iteration ({ctx.mode} mode, batch {batch})\n\n{caption}\n\n"
+            + ctx.provenance_note() + "\n" + markdown_table(header, table_rows)
             + "\nBackward = updateGradInput + accGradParameters of every layer (each library computes both in one "
-              "call per layer, so the paper's split of the backward is not available).\n"
+              "call per layer, so the paper's split of the backward is not available). Both libraries also compute "
+              "the gradient of the input image.\n"
             + "".join(f"\n{m}: FFT planning in the warm-up iteration took {s:.1f} s (excluded).\n"
                       for m, s in plans.items() if s)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + "\n" + paper_section(seconds, labels)
             + "\n## The network (choices the paper leaves open; see experiments/network.py)\n\n"
-            + architecture_table(batch))
+            + ("" if recorded else "The architecture was not stored with these rows; this is the code's current one."
+               "\n\n")
+            + markdown_table(["layer", "output (maps x height x width)"], architecture))
     write_table(ctx.out_dir, "network", text)
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    for position, method in enumerate(methods):
-        style = _timing.method_style(method)
+    fig, (ax, ratios) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained", width_ratios=(1.3, 1))
+    for position, method in enumerate(labels):
+        colour = method_style(method)["color"]
         bottom = 0.0
         for phase, hatch in (("forward", ""), ("backward", "//")):
             value = seconds(method, phase)
             if value is None:
                 continue
-            ax.bar(position, value * 1e3, bottom=bottom, color=style["color"], hatch=hatch, edgecolor="black",
-                   linewidth=0.5, label=phase if position == 0 else None)
+            ax.bar(position, value * 1e3, bottom=bottom, color=colour, hatch=hatch, edgecolor="black", linewidth=0.5)
             bottom += value * 1e3
-    ax.set_xticks(range(len(methods)), methods)
+    ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("ms per training iteration")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="bottom: forward, hatched: backward", fontsize=8)
+    # Proxy handles: one swatch per method in its bar colour, and the two phases as hatches on white.
+    handles = [Patch(facecolor=method_style(m)["color"], edgecolor="black", label=method_style(m)["label"])
+               for m in labels]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch=h, label=f"{phase} (bar part)")
+                for phase, h in (("forward", ""), ("backward", "//"))]
+    ax.legend(handles=handles, fontsize=7, loc="upper left")
+    ax.set_title(f"Ours: CPU, batch {batch}", fontsize=10)
+    _ratio_panel(ratios, seconds, labels)
     fig.suptitle(ctx.describe("Whole-network iteration (5 conv + ReLU + max pool + FC 1000), float32: "
-                              "fftconv vs PyTorch", _scaling(ctx, batch)), fontsize=10)
+                              "fftconv vs PyTorch", _scaling(batch)), fontsize=10)
     save_figure(fig, ctx.out_dir, "network")
     plt.close(fig)
+
+
+def _ratio_panel(ax, seconds, labels: list[str]) -> None:
+    """Each peer's iteration time over the FFT's: the paper's (GPU) beside ours (CPU)."""
+    times = paper.load()["network"]["times"]
+    bars = [(f"paper: {paper.PEER_LABELS[p]}", times[p]["total"] / times["fft"]["total"], "#999999", "//")
+            for p in ("torch7", "cudaconv")]
+    fft = next((m for m in labels if methods.parse_method(m)["algo"] == "fft"), None)
+    for method in labels:
+        if method != fft and fft and seconds(method, "iteration") and seconds(fft, "iteration"):
+            bars.append((f"ours: {method}", seconds(method, "iteration") / seconds(fft, "iteration"),
+                         method_style(method)["color"], ""))
+    for position, (name, value, colour, hatch) in enumerate(bars):
+        ax.bar(position, value, color=colour, hatch=hatch, edgecolor="black", linewidth=0.5)
+        ax.annotate(f"{value:.2f}x", (position, value), xytext=(0, 2), textcoords="offset points", ha="center",
+                    fontsize=8)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(bars)), [b[0].replace(": ", ":\n") for b in bars], fontsize=7)
+    ax.set_ylabel("iteration time / FFT's (above 1: FFT faster)")
+    ax.set_title(f"Speedup of FFT: the paper (GTX Titan, batch {paper.load()['network']['batch']}) and ours",
+                 fontsize=10)
+    ax.grid(axis="y", alpha=0.3)

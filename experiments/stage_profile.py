@@ -6,7 +6,7 @@ the spectral passes call: the per-bin GEMMs, the forward FFTs, the inverse FFTs 
 and the DFT-matrix kernel transforms. Each wrapped call runs its own thread-pool work, so the stages add up to the
 step, and ``rest`` is what none of them covers (Python, allocation). It runs in the calling process and only prints:
 for numbers comparable with the experiments, set ``FFTCONV_THREADS`` and glibc's ``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` as ``experiments/_timing.py`` does (README, "Results").
+``MALLOC_TRIM_THRESHOLD_`` as the experiments' workers do (docs/experiments.md, "How a time is measured").
 """
 
 from __future__ import annotations

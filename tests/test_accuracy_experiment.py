@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import fftconv
-from experiments import _harness, accuracy
+from experiments import accuracy
 from experiments.__main__ import build_parser
+from experiments.harness.context import Context, run
 
 
 def test_direct_float64_oracle_agrees_with_torch_float64():
@@ -39,7 +40,7 @@ def tiny_cases(quick, options=None):
 def run_tiny(tmp_path, monkeypatch, *flags):
     monkeypatch.setattr(accuracy, "cases", tiny_cases)
     options = build_parser(accuracy).parse_args(["accuracy", "--output-root", str(tmp_path), *flags])
-    return _harness.run(accuracy, options)
+    return run(accuracy, options)
 
 
 def check_rows(rows, expected_oracle):
@@ -70,8 +71,9 @@ def test_measure_with_torch_oracle_and_resume(tmp_path, monkeypatch):
                  "accuracy_vs_input_size.png"):
         assert (ctx.out_dir / name).exists()
     metadata = json.loads((ctx.out_dir / "metadata.json").read_text())
-    if "pyfftw" in metadata["fft_backends"]:
-        assert "FFTW_ESTIMATE" in metadata["fft_backends"]["pyfftw"]  # what measure configured, not the default
+    (settings,) = metadata["groups"][0]["settings"]  # stored with every row, summarised in the metadata
+    if "pyfftw" in settings["fft_backends"]:
+        assert "FFTW_ESTIMATE" in settings["fft_backends"]["pyfftw"]  # what measure configured, not the default
     again = run_tiny(tmp_path, monkeypatch, "--backends", "numpy", "scipy")
     assert len(again.results.rows()) == len(rows)  # resumed: nothing measured twice
 
@@ -98,11 +100,11 @@ def fixture_rows():
 
 
 def test_plot_reads_only_the_results_file(tmp_path, monkeypatch):
-    ctx = _harness.Context("accuracy", quick=True, options=argparse.Namespace(algos=None, backends=None, threads=2),
-                           output_root=tmp_path)
+    ctx = Context("accuracy", quick=True, options=argparse.Namespace(algos=None, backends=None, threads=2),
+                  output_root=tmp_path, validate=accuracy.validate)
     for row in fixture_rows():
-        ctx.results.append(row)
-    ctx.results.append({**tiny_cases(True)[0].fields, "pass": "forward", "method": "im2col", "algo": "im2col",
+        ctx.append(row)
+    ctx.append({**tiny_cases(True)[0].fields, "pass": "forward", "method": "im2col", "algo": "im2col",
                         "oracle": "torch float64", "skipped": "MemoryError: im2col needs 9 GiB"})
 
     def no_measuring(*args, **kwargs):

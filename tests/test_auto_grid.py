@@ -3,14 +3,15 @@ task's wiring, and the plot step from a fixture results file (which must never m
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 import numpy as np
 import pytest
 
-from experiments import _harness, _timing, auto_grid
+from experiments import auto_grid
+from experiments.harness import jobs, points, workers
+from experiments.harness.context import Context, default_options
 from fftconv import choose
 
 
@@ -100,8 +101,7 @@ def test_ratios_worst_cases_and_the_measure_mode_emulation():
     # sorted by n (B has n=8, A n=16), then pass, whatever the order of the rows
     assert [(c.point["k"], c.pass_name) for c in comparisons] == [(3, "forward"), (3, "grad_input"),
                                                                   (5, "forward"), (5, "grad_input")]
-    assert incomplete == [{"point": {f: A[f] for f in auto_grid.POINT_FIELDS}, "pass": "grad_weight",
-                           "why": "auto not timed"}]
+    assert incomplete == [{"point": points.point_of(A), "pass": "grad_weight", "why": "auto not timed"}]
     b_fwd, b_in, a_fwd, a_in = comparisons
     assert a_fwd.best_algo == "im2col" and a_fwd.auto_ratio == pytest.approx(1.1) and a_fwd.chosen_ratio == 1.0
     assert a_fwd.skipped == {"direct": fixture_rows()[3]["skipped"]} and a_fwd.measure_pick == "im2col"
@@ -131,12 +131,12 @@ def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, m
     def no_measuring(*args, **kwargs):
         raise AssertionError("plot must not measure")
 
-    monkeypatch.setattr(_timing, "run_worker", no_measuring)
-    monkeypatch.setattr(_timing, "measure_jobs", no_measuring)
-    options = argparse.Namespace(algos=None, backends=None, threads=2, force=False, plot_only=True, limit=None)
-    ctx = _harness.Context("auto_grid", quick=True, options=options, output_root=tmp_path)
+    monkeypatch.setattr(workers, "run_worker", no_measuring)
+    monkeypatch.setattr(jobs, "measure_jobs", no_measuring)
+    ctx = Context("auto_grid", quick=True, options=default_options(threads=2, plot_only=True, limit=None),
+                  output_root=tmp_path, validate=auto_grid.validate)
     for row in fixture_rows():
-        ctx.results.append(row)
+        ctx.append(row)
     auto_grid.plot(ctx)
     for suffix in ("png", "svg", "md"):
         assert (ctx.out_dir / f"auto_grid.{suffix}").stat().st_size > 0
@@ -156,7 +156,7 @@ class FakeSession:
     """Calls each pass once instead of timing it: checks the task's wiring, not speed."""
 
     def __init__(self, algo: str):
-        self.parsed, self.backend, self.results = {"algo": algo, "backend": None}, None, []
+        self.parsed, self.backend, self.torch, self.results = {"algo": algo, "backend": None}, None, None, []
 
     def measure(self, fn):
         self.results.append(fn())
@@ -169,12 +169,12 @@ def test_grid_passes_runs_each_pass_with_the_stride_and_records_auto_decisions(m
     point = auto_grid.grid_point(2, 3, 4, 9, 3, 2)
     session = FakeSession("auto")
     try:
-        rows = list(auto_grid.grid_passes({**point, "rates": rates, "todo": [{"pass": p} for p in _timing.PASSES]},
+        rows = list(auto_grid.grid_passes({**point, "rates": rates, "todo": [{"pass": p} for p in points.PASSES]},
                                           session))
     finally:
         choose.set_rates(None)
     assert os.environ["FFTCONV_AUTO"] == "hybrid"
-    assert [row["pass"] for row in rows] == list(_timing.PASSES)
+    assert [row["pass"] for row in rows] == list(points.PASSES)
     assert all(row["choice"] != "fft" and set(row["estimates"]) == set(choose.CANDIDATES) for row in rows)
     assert all(isinstance(row["timed_by_auto"], list) for row in rows)
     assert [r.shape for r in session.results] == [(2, 4, 4, 4), (2, 3, 9, 9), (4, 3, 3, 3)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import lenet, param_counts
-from experiments._harness import Context
+from experiments.harness.context import Context
 
 
 def context(tmp_path, name, **options):
@@ -16,7 +16,7 @@ def context(tmp_path, name, **options):
     return Context(name, quick=True, options=namespace, output_root=tmp_path)
 
 
-def test_param_counts_reproduce_the_lecture(tmp_path):
+def test_param_counts_reproduce_the_example(tmp_path):
     ctx = context(tmp_path, "param_counts")
     param_counts.measure(ctx)
     param_counts.measure(ctx)  # resumable: a second run adds nothing

@@ -1,0 +1,93 @@
+"""Every fftconv name the experiments use beyond the functional API, ``fftconv.nn`` and ``fftconv.costs``.
+
+The experiments call ``fftconv.conv{1,2,3}d*``, ``fftconv.nn`` and ``fftconv.costs`` directly. What they need from
+the cost model, the calibration and ``algo="auto"``'s decisions goes through the functions below, so that a change
+of fftconv's internal layout is one edit here. Imports are lazy: numpy must load only after the command line has
+pinned the thread counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Callable
+
+#: The experiments' pass names and fftconv's cost-model pass names.
+MODEL_PASS = {"forward": "forward", "grad_input": "input", "grad_weight": "weight"}
+#: The algorithms ``algo="auto"`` chooses between.
+AUTO_CANDIDATES = ("fft", "im2col", "direct")
+
+
+def geometry(point: dict):
+    """The :class:`fftconv.ConvGeometry` of a point (see :mod:`experiments.harness.points`)."""
+    import fftconv
+
+    from .points import shapes
+
+    input_shape, weight_shape = shapes(point)
+    return fftconv.ConvGeometry.from_shapes(input_shape, weight_shape, stride=point.get("stride", 1),
+                                            padding=point.get("padding", 0), dilation=point.get("dilation", 1),
+                                            groups=point.get("groups", 1))
+
+
+def default_rates():
+    """The cost model's documented default rates (not this machine's calibration), as fftconv defines them."""
+    from fftconv import choose
+
+    return choose.MachineRates()
+
+
+def estimates(point: dict, pass_name: str, rates: dict | None = None) -> dict[str, float]:
+    """The model's seconds per candidate for one pass; ``rates`` (a dict) or the documented defaults."""
+    from fftconv import choose
+
+    rates_object = choose.MachineRates(**rates) if rates else choose.MachineRates()
+    return dict(choose.estimate(geometry(point), MODEL_PASS[pass_name], rates_object))
+
+
+def calibrate() -> dict[str, Any]:
+    """Calibrate the cost model's rates on this machine with the current backend, without saving them."""
+    import fftconv
+
+    return asdict(fftconv.calibrate(save=False))
+
+
+def use_rates(rates: dict | None) -> None:
+    """Make ``algo="auto"`` use ``rates`` (a dict from :func:`calibrate`), or its own again with ``None``."""
+    from fftconv import choose
+
+    choose.set_rates(None if rates is None else choose.MachineRates(**rates))
+
+
+def auto_decision(point: dict, pass_name: str, dtype, backend) -> dict[str, Any]:
+    """What ``algo="auto"`` decided for one pass in this process's current ``FFTCONV_AUTO`` mode. fftconv caches
+    decisions per (geometry, pass, dtype, backend, size policy, mode), so after a timed auto call of that pass this
+    is the decision that call used."""
+    from fftconv import choose
+
+    decision = choose.choose(geometry(point), MODEL_PASS[pass_name], dtype, backend=backend)
+    return {"choice": decision.algo, "estimates": dict(decision.estimates), "fft_shape": list(decision.fft_shape),
+            "timed_by_auto": sorted(decision.measured)}
+
+
+def measure_mode_candidates(estimates_by_algo: dict[str, float]) -> list[str]:
+    """The candidates ``FFTCONV_AUTO=measure`` would time (fftconv's own rule)."""
+    from fftconv.choose import candidates_to_time
+
+    return list(candidates_to_time(estimates_by_algo, "measure"))
+
+
+def auto_windows() -> dict[str, float]:
+    """The constants of auto's modes: the measure window, the hybrid window and the hybrid time limit."""
+    from fftconv import choose
+
+    return {"measure_window": choose.MEASURE_WINDOW, "hybrid_window": choose.HYBRID_WINDOW,
+            "hybrid_max_seconds": choose.HYBRID_MAX_SECONDS}
+
+
+def stacked_complex_gemm() -> Callable | None:
+    """fftconv's threaded per-bin GEMM ``f(a, b, out)`` where it exists (the roofline measures its rate)."""
+    try:
+        from fftconv._parallel import batched_matmul
+    except ImportError:
+        return None
+    return batched_matmul

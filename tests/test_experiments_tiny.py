@@ -1,0 +1,122 @@
+"""Every experiment measured end to end on a tiny configuration into a temporary folder, then redrawn from its rows.
+
+The sizes are shrunk by monkeypatching the experiments' constants in this process (the points travel to the worker
+processes inside each job). No time is checked: only that rows, figures and tables come out, resume, and say where
+their rows come from.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import (auto_grid, defaults, kernel_window, layers, memory, network, opcounts, param_counts,
+                         roofline, sweeps)
+from experiments.__main__ import build_parser
+from experiments.harness import points
+from experiments.harness.context import run
+from experiments.harness.results import ResultsFile
+from experiments.harness.timing import TimingSettings
+
+
+def run_experiment(module, tmp_path, *flags):
+    options = build_parser(module).parse_args([module.NAME, "--output-root", str(tmp_path), "--threads", "1",
+                                               *flags])
+    return run(module, options)
+
+
+def check_outputs(ctx, *names):
+    for name in names:
+        path = ctx.out_dir / name
+        assert path.stat().st_size > 0, name
+    rows = ResultsFile(ctx.results.path).rows()
+    assert rows and all("provenance" in row for row in rows)
+    metadata = json.loads(ctx.metadata_path.read_text())
+    assert metadata["rows"] == len(rows) and metadata["groups"][0]["provenance_recorded"]
+    return rows
+
+
+def test_analytic_experiments(tmp_path):
+    for module, files in ((opcounts, ("fig2_opcounts.png", "opcounts.md")),
+                          (memory, ("memory_table.png", "memory_table.md")),
+                          (param_counts, ("param_counts.png", "param_counts.md"))):
+        ctx = run_experiment(module, tmp_path)
+        check_outputs(ctx, *files)
+    table = (tmp_path / "memory" / "memory_table.md").read_text()
+    assert "| 128 | 32 | 384 | 384 | 830 |" in table  # the paper's printed MB, from the data file
+
+
+def test_layers_and_its_redraw(tmp_path, monkeypatch):
+    monkeypatch.setattr(layers, "LAYERS", ((3, 8, 2, 4), (5, 8, 4, 4)))
+    monkeypatch.setattr(layers, "PAPER_SKIPS", {(3, 8, 2, 4): ("grad_input",)})
+    monkeypatch.setattr(layers, "SKIPS_BY_LABEL", {"(3,8,2,4)": ["grad_input"]})
+    ctx = run_experiment(layers, tmp_path, "--batch", "2", "--algos", "fft", "im2col", "direct")
+    rows = check_outputs(ctx, "layers.png", "layers.svg", "layers.md")
+    assert {row["settings"]["batch"] for row in rows} == {2}
+    text = (ctx.out_dir / "layers.md").read_text()
+    assert "Batch 2; protocol: each pass one functional call" in text
+    assert "| (3,8,2,4) | im2col |" in text
+    # A redraw with other options still uses what the rows say (batch 2, the tiny layers).
+    monkeypatch.setattr(layers, "LAYERS", ((7, 32, 96, 256),))
+    run_experiment(layers, tmp_path, "--plot-only", "--batch", "64")
+    assert "(3,8,2,4)" in (ctx.out_dir / "layers.md").read_text()
+
+
+def test_sweeps_kernel_window_and_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweeps, "PAPER", {"S": 2, "k": 3, "n": 8, "f": 2, "fp": 3})
+    monkeypatch.setattr(sweeps, "SWEEPS", {"n": (6, 8), "k": (3, 5), "S": (1, 2)})
+    monkeypatch.setattr(sweeps, "QUICK_BATCH", 2)
+    monkeypatch.setattr(sweeps, "QUICK_BATCH_SWEEP", (1, 2))
+    check_outputs(run_experiment(sweeps, tmp_path, "--algos", "im2col", "fft"), "fig3_sweeps.png", "fig3_sweeps.md")
+    assert "paper Torch7 / FFT" in (tmp_path / "sweeps" / "fig3_sweeps.md").read_text()
+    check_outputs(run_experiment(kernel_window, tmp_path, "--batch", "1", "--maps", "2", "3", "--input-size", "7",
+                                 "--algos", "fft", "im2col"), "kernel_window.png", "kernel_window.md")
+    ctx = run_experiment(network, tmp_path, "--batch", "1", "--algos", "fft")
+    rows = check_outputs(ctx, "network.png", "network.md")
+    assert {row["phase"] for row in rows} == set(network.PHASES)
+    assert "FFT size" in (ctx.out_dir / "network.md").read_text()
+
+
+def test_roofline(tmp_path, monkeypatch):
+    monkeypatch.setattr(roofline, "LAYERS", ((11, 16, 3, 4), (3, 8, 4, 4)))
+    monkeypatch.setattr(roofline, "PAPER_SKIPS", {(11, 16, 3, 4): ("grad_input",)})
+    monkeypatch.setattr(roofline, "SWEEP", {"S": 2, "f": 2, "fp": 3, "n": (8,), "k": (3, 5)})
+    monkeypatch.setattr(roofline, "ROUNDS", 1)
+    monkeypatch.setattr(roofline, "FFT_RATE_BYTES", 2**14)
+    monkeypatch.setattr(roofline, "SQUARE_GEMM", 32)
+    monkeypatch.setattr(roofline, "RATE_SIZES", (8,))
+    monkeypatch.setattr(roofline, "timing_settings", lambda quick: TimingSettings(1, 1, 2, 0.0))
+    ctx = run_experiment(roofline, tmp_path, "--batch", "2")
+    check_outputs(ctx, "roofline.png", "roofline.md")
+    text = (ctx.out_dir / "roofline.md").read_text()
+    assert "B: sum, paper's protocol" in text and "| (11,16,3,4) |" in text and "without updateGradInput" in text
+
+
+def test_defaults_has_rounds_and_intervals(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "grid", lambda quick: [points.conv_point(2, 2, 3, 9, 3)])
+    monkeypatch.setattr(defaults, "ROUNDS", 2)
+    ctx = run_experiment(defaults, tmp_path, "--backends", "numpy", "scipy")
+    rows = check_outputs(ctx, "defaults.md")
+    assert sorted({row["round"] for row in rows}) == [0, 1] and len(rows) == 2 * 2 * 3
+    text = (ctx.out_dir / "defaults.md").read_text()
+    assert "**Rule.**" in text and "**best**" in text and "## What the runs support" in text
+
+
+def test_auto_grid(tmp_path, monkeypatch):
+    monkeypatch.setattr(auto_grid, "build_grid", lambda quick: [auto_grid.grid_point(1, 2, 3, 8, 3, 1),
+                                                                auto_grid.grid_point(2, 3, 4, 9, 5, 2)])
+    monkeypatch.setattr(auto_grid, "ROUNDS", 1)
+    ctx = run_experiment(auto_grid, tmp_path, "--backends", "numpy")
+    rows = check_outputs(ctx, "auto_grid.png", "auto_grid.md")
+    auto_rows = [row for row in rows if row.get("method") == "auto-numpy" and "median_s" in row]
+    assert len(auto_rows) == 6 and all(row["choice"] in ("fft", "im2col", "direct") for row in auto_rows)
+    assert {row["stride"] for row in auto_rows} == {1, 2}
+    assert "## Summary" in (ctx.out_dir / "auto_grid.md").read_text()
+
+
+@pytest.fixture(autouse=True)
+def cheap_fftw_planning(monkeypatch):
+    """Workers plan pyFFTW transforms with FFTW_ESTIMATE and leave the user's wisdom cache alone."""
+    monkeypatch.setenv("FFTCONV_BENCH_PLANNER", "FFTW_ESTIMATE")
+    monkeypatch.setenv("FFTCONV_BENCH_WISDOM", "off")
