@@ -28,12 +28,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._cook_toom import MAX_TRANSFORM_SIZE, cook_toom, float_transforms
 from ._parallel import blas_single_threaded_within, parts_for, run_tasks, split
+from ._tiling import tile_counts
+from .costs import WinogradWork
 from .geometry import ConvGeometry
+from .passes import Pass
 
 TileArg = Union[int, Sequence[int], None]
 
-#: Pass names accepted by :func:`work` (those of :mod:`fftconv.choose`).
-PASSES = ("forward", "input", "weight")
 #: Transform size ``alpha = m + r - 1`` of the default tile, and the largest of :func:`tile_choices`. On a VGG-like
 #: float32 layer F(4, 3) (alpha 6) errs about 4x as much as im2col, F(6, 3) (alpha 8) 17x, F(7, 3) 450x
 #: (docs/winograd.md).
@@ -186,10 +187,6 @@ def _gathered(view: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(view.transpose(order))
 
 
-def _tile_counts(sizes: Sequence[int], tile: Sequence[int]) -> tuple[int, ...]:
-    return tuple(-(-n // m) for n, m in zip(sizes, tile))
-
-
 def _chunks(batch: int, tile_rows: int, bytes_per_row: int, min_parts: int) -> list[tuple[slice, slice]]:
     """``(images, tile rows)`` slices that cover ``batch x tile_rows`` in pieces of about :data:`CHUNK_BYTES`.
 
@@ -248,7 +245,7 @@ def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], tap
     """
     nd, batch, channels = len(tile), data.shape[0], data.shape[1]
     alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
-    tiles = _tile_counts(out_shape, tile)
+    tiles = tile_counts(out_shape, tile)
     out_channels = filters.shape[1] * groups
     transforms = [float_transforms(m, r, data.dtype) for m, r in zip(tile, taps)]
     data_transforms, output_transforms = [bt for _, _, bt in transforms], [at for at, _, _ in transforms]
@@ -389,7 +386,7 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
     tile = _checked_tile(g, tile)
     nd, groups, taps = g.ndim, g.groups, g.kernel_shape
     alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
-    tiles = _tile_counts(g.output_shape, tile)
+    tiles = tile_counts(g.output_shape, tile)
     transforms = [float_transforms(r, m, x.dtype) for m, r in zip(tile, taps)]  # F(r, m): A^T r x alpha, G alpha x m
     data_transforms, filter_transforms = [bt for _, _, bt in transforms], [gm for _, gm, _ in transforms]
     view = _tile_view(_embed(x, g.padding_before, tuple(t * m + r - 1 for t, m, r in zip(tiles, tile, taps))),
@@ -423,7 +420,7 @@ def _rms_growth_1d(m: int, r: int) -> float:
     return float(np.sqrt(np.max(a_transposed ** 2 @ weights) / r))
 
 
-def error_growth(g: ConvGeometry, pass_name: str, tile: TileArg = None) -> float:
+def error_growth(g: ConvGeometry, pass_name: Union[Pass, str], tile: TileArg = None) -> float:
     """How much Winograd's transforms amplify round-off, relative to one rounding of each result: ``>= 1``.
 
     A statistical model, exact in the matrices: for independent random data and filters, entry ``j`` of the
@@ -440,93 +437,35 @@ def error_growth(g: ConvGeometry, pass_name: str, tile: TileArg = None) -> float
     >>> [round(error_growth(g, "forward", m), 1) for m in (2, 4, 6)]
     [1.7, 10.4, 46.3]
     """
-    if pass_name not in PASSES:
-        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    pass_name = Pass.parse(pass_name)
     tile = _checked_tile(g, tile)
-    pairs = zip(g.kernel_shape, tile) if pass_name == "weight" else zip(tile, g.kernel_shape)
+    pairs = zip(g.kernel_shape, tile) if pass_name is Pass.WEIGHT else zip(tile, g.kernel_shape)
     return math.prod(_rms_growth_1d(m, r) for m, r in pairs)
 
 
-def _separable_flops(sizes_in: Sequence[int], sizes_out: Sequence[int], rest: int) -> int:
-    """Flops of :func:`_along_leading_axes`: dense ``out_d x in_d`` products, one axis at a time, two per FMA."""
-    total = 0
-    for d, (n_in, n_out) in enumerate(zip(sizes_in, sizes_out)):
-        total += 2 * n_out * n_in * math.prod(sizes_out[:d]) * math.prod(sizes_in[d + 1:]) * rest
-    return total
-
-
-def work(g: ConvGeometry, pass_name: str, tile: TileArg = None, dtype=np.float32) -> dict:
-    """What one Winograd pass computes and stores, for a cost model: a pure function of its arguments.
-
-    Every pass is a tiled correlation with three roles: the *data* tiles (transformed by ``B^T``), the *filters*
-    (``G``) and the *products* (one GEMM per transform position and group, then the output transform ``A^T``).
-
-    ========  =========================  ===========================  ==============================
-    pass      data (``B^T``)             filters (``G``)              products (``A^T``)
-    ========  =========================  ===========================  ==============================
-    forward   ``S T`` input tiles, f     ``f' f/g`` kernels           ``S T`` tiles, ``f'`` -> ``m``
-    input     ``S T`` dy tiles, f'       ``f f'/g`` flipped kernels   ``S T`` tiles, ``f`` -> ``m``
-    weight    ``S T`` input tiles, f     ``S T`` dy tiles, ``f'``     ``f' f/g`` -> ``r``
-    ========  =========================  ===========================  ==============================
-
-    ``T`` is the number of tiles per image (over the output, or over the input for the input gradient).
+def work(g: ConvGeometry, pass_name: Union[Pass, str], tile: TileArg = None, dtype=np.float32) -> WinogradWork:
+    """What one Winograd pass computes and stores (:class:`fftconv.costs.WinogradWork`), for a valid ``tile``.
 
     Parameters
     ----------
     g : ConvGeometry
-    pass_name : {"forward", "input", "weight"}
+    pass_name : Pass or {"forward", "input", "weight"}
     tile : int, tuple of int or None
         As for the passes; ``None``: :func:`default_tile`.
     dtype : float32 or float64
         Sets the byte counts.
 
-    Returns
-    -------
-    dict
-        ``tile``, ``transform_size`` (``alpha`` per axis), ``tiles`` (per image), ``positions`` (``prod(alpha)``),
-        ``data_transform_flops``, ``filter_transform_flops``, ``output_transform_flops`` (dense matrix products
-        along one axis at a time, two flops per multiply-add, zeros included: what runs), ``gemm_flops``
-        (``2 M N K`` summed), ``gemm_count`` and ``gemm_shape`` ``(M, N, K)`` (one GEMM per position and group, before
-        the split into chunks), ``data_bytes``, ``filter_bytes``, ``product_bytes`` (the transformed arrays in
-        total; at run time only chunks of the data and products exist at once), ``direct_flops`` (``2 S f' f/g out
-        k``, for comparison).
+    Raises
+    ------
+    ValueError
+        When :func:`unsupported_reason` gives a reason.
 
     Examples
     --------
     >>> g = ConvGeometry.from_shapes((32, 64, 32, 32), (64, 64, 3, 3), padding=1)
     >>> counts = work(g, "forward", tile=4)
-    >>> counts["positions"], counts["tiles"], counts["gemm_shape"]
+    >>> counts.positions, counts.tiles, counts.gemm_shape
     (36, 64, (64, 2048, 64))
-    >>> round(counts["direct_flops"] / counts["gemm_flops"], 2)  # (4*3)^2 / 6^2 fewer multiplications
-    4.0
     """
-    if pass_name not in PASSES:
-        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
-    tile = _checked_tile(g, tile)
-    itemsize = np.dtype(dtype).itemsize
-    taps, groups, batch = g.kernel_shape, g.groups, g.batch
-    alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
-    positions = math.prod(alpha)
-    tiles = math.prod(_tile_counts(g.input_shape if pass_name == "input" else g.output_shape, tile))
-    f_in, f_out = g.in_channels // groups, g.out_channels // groups
-    data_channels = g.out_channels if pass_name == "input" else g.in_channels
-    product_channels = g.in_channels if pass_name == "input" else g.out_channels
-    kernels = g.out_channels * f_in
-    counts = dict(tile=tile, transform_size=alpha, tiles=tiles, positions=positions,
-                  data_transform_flops=_separable_flops(alpha, alpha, batch * tiles * data_channels),
-                  gemm_flops=2 * positions * kernels * batch * tiles, gemm_count=positions * groups,
-                  data_bytes=positions * batch * tiles * data_channels * itemsize,
-                  direct_flops=2 * batch * kernels * math.prod(g.output_shape) * math.prod(taps))
-    if pass_name == "weight":
-        counts.update(filter_transform_flops=_separable_flops(tile, alpha, batch * tiles * g.out_channels),
-                      output_transform_flops=_separable_flops(alpha, taps, kernels),
-                      gemm_shape=(f_out, batch * tiles, f_in),
-                      filter_bytes=positions * batch * tiles * g.out_channels * itemsize,
-                      product_bytes=positions * kernels * itemsize)
-    else:
-        counts.update(filter_transform_flops=_separable_flops(taps, alpha, kernels),
-                      output_transform_flops=_separable_flops(alpha, tile, batch * tiles * product_channels),
-                      gemm_shape=(product_channels // groups, batch * tiles, data_channels // groups),
-                      filter_bytes=positions * kernels * itemsize,
-                      product_bytes=positions * batch * tiles * product_channels * itemsize)
-    return counts
+    pass_name = Pass.parse(pass_name)
+    return WinogradWork.of(g, pass_name, _checked_tile(g, tile), dtype)
