@@ -92,21 +92,25 @@ def paper_memory_bytes(batch: int, in_channels: int, out_channels: int, input_si
 
 
 # ---------------------------------------------------------------------- what fftconv executes
-def real_fft_flops(fft_shape: Sequence[int]) -> float:
+def real_fft_flops(fft_shape: Sequence) -> float:
     """Flops of one real multi-dimensional FFT of ``N = prod(fft_shape)`` points: ``2.5 N log2 N``.
 
     Half the conventional ``5 N log2 N`` of a complex FFT, since a real transform does about half the work. The same
-    count is used for the inverse; a one-point transform costs nothing.
+    count is used for the inverse; a one-point transform costs nothing. The sizes may be numpy arrays that
+    broadcast (one per axis), to count many FFT shapes at once.
 
     Examples
     --------
     >>> real_fft_flops((32, 32))
     25600.0
+    >>> real_fft_flops((np.array([4, 8]), 8)).tolist()
+    [400.0, 960.0]
     """
     points = math.prod(fft_shape)
-    if points < 1:
+    if np.any(np.less(points, 1)):
         raise ValueError(f"fft_shape must have positive sizes, got {tuple(fft_shape)}")
-    return 2.5 * points * math.log2(points)
+    flops = 2.5 * points * np.log2(points)
+    return flops if isinstance(flops, np.ndarray) else float(flops)
 
 
 def kernel_dft_flops(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> float:
@@ -342,6 +346,7 @@ class WinogradWork:
     direct_flops: int
     padded_elements: int
     copies: tuple[tuple[float, int], ...]
+    itemsize: int
 
     @classmethod
     def of(cls, geometry: ConvGeometry, pass_name: Union[Pass, str], tile: Sequence[int],
@@ -367,7 +372,7 @@ class WinogradWork:
         padded = 0 if _lines_up(g, pass_name, length) else math.prod(length) * batch * data_channels
         copies = [(padded / 2, length[-1]), (math.prod(data_map), data_map[-1])] if padded else []
         copies.append((data_values, counts[-1]))
-        common = dict(pass_name=pass_name, tile=tile, transform_size=alpha, tile_counts=counts, tiles=tiles,
+        common = dict(pass_name=pass_name, itemsize=itemsize, tile=tile, transform_size=alpha, tile_counts=counts, tiles=tiles,
                       positions=positions,
                       data_transform_flops=separable_transform_flops(alpha, alpha, batch * tiles * data_channels),
                       gemm_flops=2 * positions * kernels * batch * tiles, gemm_count=positions * groups,
@@ -417,21 +422,18 @@ def _lines_up(g: ConvGeometry, pass_name: Pass, length: Sequence[int]) -> bool:
     return not any(g.padding_before) and tuple(length) == g.input_shape
 
 
-def winograd_workspace_bytes(geometry: ConvGeometry, pass_name: Union[Pass, str], tile: Sequence[int], dtype,
-                             chunk_bytes: int, tasks: int) -> int:
-    """Bytes a Winograd pass holds at its peak: the padded data, the transformed filters, the result, and the
-    working set of ``tasks`` chunks in flight (each about ``chunk_bytes`` of transformed data and products, held
-    twice while a transform is applied), plus each task's partial sums in the weight gradient."""
-    work = WinogradWork.of(geometry, pass_name, tile, dtype)
-    g, itemsize = geometry, np.dtype(dtype).itemsize
-    padded = work.padded_elements * itemsize
+def winograd_workspace_bytes(geometry: ConvGeometry, work: WinogradWork, chunk_bytes: int, tasks: int) -> int:
+    """Bytes a Winograd pass (``work``) holds at its peak: the padded data, the transformed filters, the result,
+    and the working set of ``tasks`` chunks in flight (each about ``chunk_bytes`` of transformed data and products,
+    held twice while a transform is applied), plus each task's partial sums in the weight gradient."""
+    g, itemsize = geometry, work.itemsize
     result = {Pass.FORWARD: g.full_output_shape, Pass.INPUT: g.full_input_shape,
               Pass.WEIGHT: g.full_weight_shape}[work.pass_name]
     row = (work.data_bytes + work.product_bytes) // max(g.batch * work.tile_counts[0], 1)  # one tile row, one image
     chunk = 4 * max(chunk_bytes, row)
     partial = work.product_bytes if work.pass_name is Pass.WEIGHT else 0
     filters = work.filter_bytes if work.pass_name is not Pass.WEIGHT else 0
-    return padded + filters + 2 * math.prod(result) * itemsize + tasks * (chunk + partial)
+    return work.padded_elements * itemsize + filters + 2 * math.prod(result) * itemsize + tasks * (chunk + partial)
 
 
 # ---------------------------------------------------------------------- tiled FFT
@@ -532,7 +534,7 @@ def im2col_column_bytes(geometry: ConvGeometry, dtype=np.float32) -> int:
     return g.batch * math.prod(g.output_shape) * g.in_channels * math.prod(g.kernel_shape) * np.dtype(dtype).itemsize
 
 
-def spatial_workspace_bytes(geometry: ConvGeometry, dtype, algo: str) -> int:
+def spatial_workspace_bytes(geometry: ConvGeometry, dtype, algo: str, pass_name: Union[Pass, str, None] = None) -> int:
     """Bytes a spatial algorithm (``"im2col"`` or ``"direct"``) holds at once: the padded input, the output and the
     weight, plus the unfolded columns for im2col. ``dtype`` is the precision it computes in."""
     g = geometry

@@ -20,16 +20,19 @@ Stride and dilation other than 1 are not supported (:func:`unsupported_reason`).
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import _memory
 from ._cook_toom import MAX_TRANSFORM_SIZE, cook_toom, float_transforms
 from ._parallel import blas_single_threaded_within, parts_for, run_tasks, split
 from ._tiling import tile_counts
-from .costs import WinogradWork
+from .costs import WinogradWork, winograd_workspace_bytes
 from .geometry import ConvGeometry
 from .passes import Pass
 
@@ -219,6 +222,45 @@ def _run_in_tasks(chunks: list, work, multiply_adds: int) -> list:
     return totals
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One pass's counts and its cut into chunks, after checking the tile and the memory it needs."""
+
+    work: WinogradWork
+    chunks: list
+    multiply_adds: int
+
+    @classmethod
+    def of(cls, g: ConvGeometry, pass_name: Pass, tile: TileArg, dtype) -> "_Plan":
+        work = WinogradWork.of(g, pass_name, _checked_tile(g, tile), dtype)
+        plan = cls(work, _cut(g, work), work.gemm_flops // 2)
+        _memory.check_fits(winograd_workspace_bytes(g, work, CHUNK_BYTES, parts_for(plan.multiply_adds,
+                                                                                      "multiply_adds")),
+                           f"algo='winograd' for {g} with tiles of {work.tile}",
+                           "use a smaller batch, or algo='fft'")
+        return plan
+
+
+def _cut(g: ConvGeometry, work: WinogradWork) -> list[tuple[slice, slice]]:
+    """The chunks a pass runs: rows of tiles of about :data:`CHUNK_BYTES` of data and products together."""
+    row_bytes = work.positions * (g.in_channels + g.out_channels) * math.prod(work.tile_counts[1:]) * work.itemsize
+    return _chunks(g.batch, work.tile_counts[0], row_bytes, parts_for(work.gemm_flops // 2, "multiply_adds"))
+
+
+def gemm_columns(g: ConvGeometry, work: WinogradWork) -> float:
+    """Columns of each per-position GEMM of ``work`` as the pass runs it: the tiles of one chunk, on average.
+
+    Examples
+    --------
+    A row of 16 tiles of 4x4 outputs takes 1.2 MB of transformed data and products: one row per chunk.
+
+    >>> g = ConvGeometry.from_shapes((1, 256, 64, 64), (256, 256, 3, 3), padding=1)
+    >>> gemm_columns(g, work(g, "forward", 4))
+    16.0
+    """
+    return g.batch * work.tiles / len(_cut(g, work))
+
+
 # --------------------------------------------------------------------------------------------------- the core
 def _transformed_filters(w: np.ndarray, g: ConvGeometry, tile: tuple[int, ...], for_input: bool) -> np.ndarray:
     """``G w G^T`` per filter, ``(P * groups, out/groups, in/groups)`` in ``w``'s dtype, computed in float64.
@@ -237,7 +279,7 @@ def _transformed_filters(w: np.ndarray, g: ConvGeometry, tile: tuple[int, ...], 
 
 
 def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], taps: tuple[int, ...],
-               out_shape: tuple[int, ...], groups: int) -> np.ndarray:
+               out_shape: tuple[int, ...], groups: int, plan: "_Plan") -> np.ndarray:
     """``out[s, o, i] = sum_{c, k} data[s, c, i + k] filter[o, c, k]`` by ``F(tile, taps)``, trusted arguments.
 
     ``data`` is ``(S, C, *(T m + r - 1))`` with ``T = ceil(out / m)`` tiles per axis; ``filters`` the transformed
@@ -261,10 +303,7 @@ def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], tap
         products = products.reshape(*alpha, out_channels, *tiles_in.shape[nd + 1:])
         out_tiles[images, :, rows] = _along_leading_axes(output_transforms, products).transpose(to_output)
 
-    row_bytes = math.prod(alpha) * (channels + out_channels) * math.prod(tiles[1:]) * data.itemsize
-    multiply_adds = filters.size * batch * math.prod(tiles)
-    chunks = _chunks(batch, tiles[0], row_bytes, parts_for(multiply_adds, "multiply_adds"))
-    _run_in_tasks(chunks, work, multiply_adds)
+    _run_in_tasks(plan.chunks, work, plan.multiply_adds)
     if full.shape[2:] == tuple(out_shape):
         return full
     return np.ascontiguousarray(full[(Ellipsis, *(slice(0, n) for n in out_shape))])
@@ -306,11 +345,12 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, g: ConvGeomet
     >>> bool(np.allclose(forward(x, w, None, g, tile=4), direct.forward(x, w, None, g)))
     True
     """
-    tile = _checked_tile(g, tile)
+    plan = _Plan.of(g, Pass.FORWARD, tile, x.dtype)
+    tile = plan.work.tile
     filters = _transformed_filters(w, g, tile, for_input=False)
     length = tuple(-(-n // m) * m + r - 1 for n, m, r in zip(g.output_shape, tile, g.kernel_shape))
     data = _embed(x, g.padding_before, length)
-    y = _correlate(data, filters, tile, g.kernel_shape, g.output_shape, g.groups)
+    y = _correlate(data, filters, tile, g.kernel_shape, g.output_shape, g.groups, plan)
     if bias is not None:
         y += bias.reshape(-1, *(1,) * g.ndim)
     return y
@@ -345,12 +385,13 @@ def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry, *, tile:
     >>> bool(np.allclose(grad_input(gy, w, g), direct.grad_input(gy, w, g)))
     True
     """
-    tile = _checked_tile(g, tile)
+    plan = _Plan.of(g, Pass.INPUT, tile, grad_output.dtype)
+    tile = plan.work.tile
     filters = _transformed_filters(w, g, tile, for_input=True)
     lead = tuple(r - 1 - b for r, b in zip(g.kernel_shape, g.padding_before))
     length = tuple(-(-n // m) * m + r - 1 for n, m, r in zip(g.input_shape, tile, g.kernel_shape))
     data = _embed(grad_output, lead, length)
-    return _correlate(data, filters, tile, g.kernel_shape, g.input_shape, g.groups)
+    return _correlate(data, filters, tile, g.kernel_shape, g.input_shape, g.groups, plan)
 
 
 @blas_single_threaded_within
@@ -383,7 +424,8 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
     >>> bool(np.allclose(grad_weight(x, gy, g, tile=2), direct.grad_weight(x, gy, g)))
     True
     """
-    tile = _checked_tile(g, tile)
+    plan = _Plan.of(g, Pass.WEIGHT, tile, x.dtype)
+    tile = plan.work.tile
     nd, groups, taps = g.ndim, g.groups, g.kernel_shape
     alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
     tiles = tile_counts(g.output_shape, tile)
@@ -403,16 +445,14 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
         filters = _along_leading_axes(filter_transforms, pieces)  # (*alpha, f', s, *T)
         return np.matmul(filters.reshape(positions, f_out, -1), tiles_in.reshape(positions, f_in, -1).swapaxes(1, 2))
 
-    row_bytes = math.prod(alpha) * (g.in_channels + g.out_channels) * math.prod(tiles[1:]) * x.itemsize
-    multiply_adds = positions * f_out * f_in * g.batch * math.prod(tiles)
-    chunks = _chunks(g.batch, tiles[0], row_bytes, parts_for(multiply_adds, "multiply_adds"))
-    products = sum(_run_in_tasks(chunks, work, multiply_adds))  # (P * groups, f'/g, f/g), one per task
+    products = sum(_run_in_tasks(plan.chunks, work, plan.multiply_adds))  # (P * groups, f'/g, f/g), one per task
     kernels = _along_leading_axes([at for at, _, _ in transforms], products.reshape(*alpha, -1))  # (*k, ...)
     kernels = kernels.reshape(*taps, groups, f_out, f_in).transpose(nd, nd + 1, nd + 2, *range(nd))
     return np.ascontiguousarray(kernels).reshape(g.full_weight_shape)
 
 
 # --------------------------------------------------------------------------------------------------- cost model
+@functools.lru_cache(maxsize=256)
 def _rms_growth_1d(m: int, r: int) -> float:
     """``max_i sqrt(sum_j A_ij^2 |G_j|^2 |B^T_j|^2 / r)`` for ``F(m, r)``; see :func:`error_growth`."""
     a_transposed, g_matrix, b_transposed = (np.array(exact, dtype=np.float64) for exact in cook_toom(m, r))
