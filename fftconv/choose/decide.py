@@ -334,10 +334,10 @@ def _rank(g: ConvGeometry, pass_name: Pass, dtype: np.dtype, backend, fft_size, 
     excluded = dict(unsupported(g))
     for algo, e in details.items():
         if bound is not None and e.error > bound:
-            excluded[algo] = f"predicted error {e.error:.2g} exceeds max_error={bound:g}"
+            excluded[algo] = f"predicted error {e.error:.1e} exceeds max_error={bound:g}"
     accurate = {algo: e for algo, e in details.items() if algo not in excluded}
     if not accurate:
-        predictions = ", ".join(f"{algo} {e.error:.2g}" for algo, e in details.items())
+        predictions = ", ".join(f"{algo} {e.error:.1e}" for algo, e in details.items())
         raise ValueError(f"no algorithm's predicted relative error is within max_error={bound:g} for {g} in "
                          f"{dtype}: {predictions}; raise the bound (fftconv.choose.set_accuracy) or use float64")
     limit = _headroom(e.workspace_bytes for e in accurate.values())

@@ -21,12 +21,11 @@ from typing import Sequence, Union
 import numpy as np
 
 from .. import winograd
-from .._parallel import default_threads
 from .._tiling import tile_counts
 from ..algorithms import ALGORITHMS
 from ..costs import (FFTPassWork, TiledWork, WinogradWork, complex_gemm_flops, direct_flops, im2col_column_bytes,
                      kernel_dft_flops, kernels_by_matrix, real_fft_flops, real_gemm_flops, spatial_workspace_bytes,
-                     spectra_bytes, winograd_workspace_bytes)
+                     spectra_bytes)
 from ..geometry import ConvGeometry
 from ..passes import Pass
 from ..rates import MachineRates
@@ -195,7 +194,7 @@ def estimate_direct(g: ConvGeometry, pass_name: Union[Pass, str], rates: Machine
     copies = inner_loops * rates.copy_run_seconds + 2 * im2col_column_bytes(g, np.float32) / rates.copy_bytes
     return Estimate("direct", 0.0, flops / rates.direct_flops, copies,
                     rates.direct_call_seconds + taps * rates.direct_tap_seconds, flops,
-                    workspace_bytes=spatial_workspace_bytes(g, np.float64, "direct", pass_name),
+                    workspace_bytes=spatial_workspace_bytes(g, dtype, "direct", pass_name),
                     error=predicted_error("direct", g, pass_name, dtype))
 
 
@@ -211,7 +210,7 @@ def estimate_winograd(g: ConvGeometry, pass_name: Union[Pass, str], rates: Machi
     products = (rates.real_gemm_seconds(work.gemm_flops, work.gemm_shape[0], columns)
                 + work.gemm_count * chunks * rates.gemm_matrix_seconds)
     copies = sum(rates.copy_seconds(elements, run, work.itemsize) for elements, run in work.copies)
-    workspace = winograd_workspace_bytes(g, work, winograd.CHUNK_BYTES, default_threads())
+    workspace = winograd.workspace_bytes(g, work)
     return Estimate("winograd", rates.winograd_transform_seconds(work.transform_flops), products, copies,
                     rates.winograd_call_seconds, float(work.flops), options={"tile": work.tile},
                     workspace_bytes=workspace,
