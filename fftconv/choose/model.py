@@ -84,22 +84,22 @@ def predicted_error(algo: str, g: ConvGeometry, pass_name: Union[Pass, str], dty
     ``im2col``    ``eps sqrt(min(K, 256)) / 2``                    ``f/g prod(k)``, ``f'/g prod(k)``, ``S prod(m)``
     ``fft``       ``eps (sqrt(log2 N) + sqrt(min(K, 256)) / 2)``   ``f/g``, ``f'/g``, ``S`` (per bin)
     ``tiled``     as ``fft``, ``N`` the tiles' FFT size            ``S`` times the tiles in the weight gradient
-    ``winograd``  ``eps (2 growth + sqrt(min(K, 256)) / 2)``       ``f/g``, ``f'/g``, ``S`` times the tiles
+    ``winograd``  ``eps growth (1 + sqrt(min(K, 256)) / 3)``       ``f/g``, ``f'/g``, ``S`` times the tiles
     ============  ===============================================  ==========================================
 
     (forward, input gradient, weight gradient). Each rounding is relative to what is rounded and random in sign, so
     errors add as a random walk: ``sqrt(K)`` over a sum of ``K`` products, but BLAS kernels sum blocks of at most a
     few hundred terms before adding them to the result, and the measured error stops growing there (hence
     ``min(K, 256)``); a real FFT and its inverse of ``N`` points add about ``sqrt(log2 N)`` (each value passes
-    ``log2 N`` butterfly stages); Winograd's transforms amplify the products' rounding by
-    :func:`fftconv.winograd.error_growth` (an rms factor: twice it covers the max norm). On the test suite's float32
+    ``log2 N`` butterfly stages); Winograd's output transform amplifies the rounding of the transformed products
+    and of their sums over ``K`` alike, by :func:`fftconv.winograd.error_growth`. On the test suite's float32
     geometries the measured errors are 0.1 to 0.9 times these predictions: an upper estimate, not a bound.
 
     Examples
     --------
     >>> g = ConvGeometry.from_shapes((8, 64, 32, 32), (64, 64, 3, 3), padding=1)
     >>> f"{predicted_error('im2col', g, 'forward'):.1e}", f"{predicted_error('winograd', g, 'forward', tile=(6, 6)):.1e}"
-    ('9.5e-07', '1.2e-05')
+    ('9.5e-07', '2.0e-05')
     """
     pass_name = Pass.parse(pass_name)
     eps = float(np.finfo(np.dtype(dtype)).eps)
@@ -123,7 +123,7 @@ def predicted_error(algo: str, g: ConvGeometry, pass_name: Union[Pass, str], dty
         growth = winograd.error_growth(g, pass_name, tile)
         if pass_name is Pass.WEIGHT:
             per_product *= winograd.work(g, pass_name, tile).tiles
-        return eps * (2 * growth + math.sqrt(min(per_product, BLAS_BLOCK)) / 2)
+        return eps * growth * (1 + math.sqrt(min(per_product, BLAS_BLOCK)) / 3)
     raise ValueError(f"algo={algo!r} is unknown; valid: {sorted(CANDIDATES)}")
 
 
