@@ -315,7 +315,8 @@ class WinogradWork:
     ``gemm_count`` GEMMs of shape ``gemm_shape = (M, N, K)`` (before the split into chunks); the ``*_bytes`` are
     the transformed arrays in total (at run time only chunks of the data and products exist at once).
     ``padded_elements`` counts the zero-padded copies of the data (and of the weight gradient's ``dy``) made when
-    the tiles do not line up with the arrays. ``copies`` lists the strided copies as ``(elements, innermost run)``: zero padding, gathering the tiles,
+    the tiles do not line up with the arrays. ``copies`` lists the strided copies as ``(elements, innermost run)``,
+    in units of one element read and written (a zero fill counts half): zero padding, gathering the tiles,
     scattering the output tiles. The tile must be valid (:func:`fftconv.winograd.unsupported_reason`).
 
     Examples
@@ -372,8 +373,8 @@ class WinogradWork:
         padded = 0 if _lines_up(g, pass_name, length) else math.prod(length) * batch * data_channels
         copies = [(padded / 2, length[-1]), (math.prod(data_map), data_map[-1])] if padded else []
         copies.append((data_values, counts[-1]))
-        common = dict(pass_name=pass_name, itemsize=itemsize, tile=tile, transform_size=alpha, tile_counts=counts, tiles=tiles,
-                      positions=positions,
+        common = dict(pass_name=pass_name, itemsize=itemsize, tile=tile, transform_size=alpha, tile_counts=counts,
+                      tiles=tiles, positions=positions,
                       data_transform_flops=separable_transform_flops(alpha, alpha, batch * tiles * data_channels),
                       gemm_flops=2 * positions * kernels * batch * tiles, gemm_count=positions * groups,
                       data_bytes=data_values * itemsize,
@@ -481,14 +482,14 @@ class TiledWork:
         x_space, y_space = math.prod(g.input_shape), math.prod(g.output_shape)
         input_copies, output_copies = [], []
         if any(g.padding_before) or any(e > n for e, n in zip(tiling.span, g.input_shape)):
-            input_copies += [(g.batch * g.in_channels * math.prod(tiling.span) / 2, tiling.span[-1]), (g.batch * g.in_channels * x_space,
-                                                                    g.input_shape[-1])]
+            input_copies += [(g.batch * g.in_channels * math.prod(tiling.span) / 2, tiling.span[-1]),
+                             (g.batch * g.in_channels * x_space, g.input_shape[-1])]
         input_tiles = batch * g.in_channels * math.prod(read)
         input_copies.append((input_tiles, read[-1]))
         partial = tiling.covered != g.output_shape
         if partial:
-            output_copies += [(g.batch * g.out_channels * math.prod(tiling.covered) / 2, tiling.covered[-1]), (g.batch * g.out_channels * y_space,
-                                                                         g.output_shape[-1])]
+            output_copies += [(g.batch * g.out_channels * math.prod(tiling.covered) / 2, tiling.covered[-1]),
+                              (g.batch * g.out_channels * y_space, g.output_shape[-1])]
         output_tiles = batch * g.out_channels * math.prod(tile)
         output_copies.append((output_tiles, tile[-1]))
         if pass_name is Pass.FORWARD:
@@ -583,7 +584,8 @@ def spatial_workspace_bytes(geometry: ConvGeometry, dtype, algo: str, pass_name:
     grad = wide * outputs  # the output gradient cast to float64 (a copy even from float64)
     buffers = 3 * np.getbufsize() * wide  # einsum's iterator buffers: one per operand
     if pass_name is Pass.FORWARD:
-        total = max(convert_and_pad, input_alive + 2 * wide * outputs, input_alive + wide * outputs + itemsize * outputs)
+        total = max(convert_and_pad, input_alive + 2 * wide * outputs,
+                    input_alive + wide * outputs + itemsize * outputs)
     elif pass_name is Pass.INPUT:
         total = grad + wide * padded_inputs + max(taps_windows, itemsize * inputs)
     else:
