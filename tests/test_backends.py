@@ -27,6 +27,8 @@ def fresh(name: str, threads: int = 1):
     """
     if name == "pyfftw":
         return fftconv.PyfftwBackend(threads=threads, planner_effort="FFTW_ESTIMATE")
+    if name == "ducc0":
+        return backends.Ducc0Backend(threads=threads)
     return fftconv.ScipyBackend(workers=threads) if name == "scipy" else fftconv.NumpyBackend()
 
 
@@ -306,14 +308,14 @@ def test_set_backend_by_name_and_none_restores_default(monkeypatch):
     monkeypatch.setenv("FFTCONV_BACKEND", "numpy")  # the environment picks the default when none was set
     assert fftconv.get_backend().name == "numpy"
     monkeypatch.setenv("FFTCONV_BACKEND", "fftw")
-    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: \['numpy', 'pyfftw', 'scipy'\]"):
+    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: \['ducc0', 'numpy', 'pyfftw', 'scipy'\]"):
         fftconv.get_backend()
 
 
 @pytest.mark.usefixtures("restore_global_backend")
 def test_set_backend_rejects_unknown_names_and_keeps_the_old_default():
     fftconv.set_backend("numpy")
-    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: \['numpy', 'pyfftw', 'scipy'\]"):
+    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: \['ducc0', 'numpy', 'pyfftw', 'scipy'\]"):
         fftconv.set_backend("fftw")
     with pytest.raises(TypeError, match="backend must be a name .*an FFTBackend instance or None, got 42"):
         fftconv.set_backend(42)
