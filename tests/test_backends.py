@@ -139,6 +139,26 @@ def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeyp
     assert len(cut) == {1: 40, 3: 20, 100: 1}[stage_maps]
 
 
+@needs_pyfftw
+@pytest.mark.parametrize("read_max", [0, 1 << 30], ids=["gathered", "in place"])
+def test_pyfftw_blocked_inverse_reads_small_maps_in_place(read_max, monkeypatch, rng):
+    """The blocked inverse reads each block through the spectrum's strides (maps of at most STRIDED_READ_MAX_BYTES)
+    or gathers it into a compact buffer first: the same maps either way, also from blocks whose start is not
+    SIMD-aligned; in place, no plan ever copies its input."""
+    monkeypatch.setattr(blocks, "STAGE_BYTES", 3 * 7 * 3 * 16)  # three complex128 maps of 7 x 3 bins per block
+    monkeypatch.setattr(backends.pyfftw, "STRIDED_READ_MAX_BYTES", read_max)
+    backend = fresh("pyfftw", threads=3)
+    maps = rng.standard_normal((5, 2, 4, 7, 5))  # (rows, groups, cols, *space)
+    storage = np.empty((7, 3, 2, 5, 4), dtype=np.complex128)  # (*bins, groups, rows, cols)
+    spectrum = storage.transpose(3, 2, 4, 0, 1)
+    spectrum[...] = np.fft.rfftn(maps, axes=(3, 4))
+    result = np.full(maps.shape, np.nan)
+    backend.irfftn_blocks(spectrum, (7, 5), (3, 4), lambda block, block_maps: result.__setitem__(block, block_maps))
+    assert_close(result, maps * 35, tolerance(np.float64, 35), "blocked inverse")
+    staged = [plan for key, plan in backend._plans.items() if key[0] == "staged"]
+    assert staged and all((plan.in_buffer is None) == bool(read_max) for plan in staged)
+
+
 @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "counting"])
 @pytest.mark.parametrize("stage_maps", [1, 3, 100], ids=["map by map", "partial rows", "one block"])
 @pytest.mark.parametrize("lead", [(5, 2, 4), (1, 1, 7)], ids=["rows shared", "one row"])
