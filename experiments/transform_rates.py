@@ -52,7 +52,7 @@ CANDIDATES = {
     "forward frequency-major, map-major stage": "blocks of maps transformed map-major into a buffer, then copied "
                                                 "(transposed) into the spectrum",
     "forward frequency-major, strided writes": "maps transformed straight into the spectrum through its strides, "
-                                               "no stage buffer",
+                                               "no stage buffer (pyFFTW; ducc0 always writes so)",
     "inverse frequency-major + crop, map-major gather": "blocks of the spectrum copied (transposed) into a map-major "
                                                         "buffer, then inverse-transformed map-major and cropped",
     "inverse frequency-major + crop, compact gather": "blocks of the spectrum copied into a buffer laid out like the "
@@ -65,7 +65,7 @@ BACKEND_CANDIDATES = {
     "pyfftw": ("forward channels-last", "forward frequency-major, map-major stage",
                "forward frequency-major, strided writes", "inverse frequency-major + crop, map-major gather",
                "inverse frequency-major + crop, compact gather", "inverse frequency-major + crop, strided reads"),
-    "ducc0": ("forward channels-last", "forward frequency-major, strided writes",
+    "ducc0": ("forward channels-last", "forward frequency-major, map-major stage",
               "inverse frequency-major + crop, map-major gather"),
     "scipy": ("forward channels-last", "inverse frequency-major + crop, map-major gather"),
     "numpy": ("forward channels-last",),
@@ -240,13 +240,6 @@ def variant_calls(backend, case: dict, wanted: list[str]) -> SimpleNamespace:
             for_blocks(spectrum_view, axes, threads, lambda block, task: np.copyto(
                 spectrum_view[block], single[task].rfftn(input_maps[block], shape, axes)))
         calls["forward frequency-major, map-major stage"] = (map_major_stage, None)
-    if "forward frequency-major, strided writes" in wanted and backend.name == "ducc0":
-        import ducc0
-
-        def strided_writes():
-            for_blocks(spectrum_view, axes, threads, lambda block, task: ducc0.fft.r2c(
-                input_maps[block], axes=axes, out=spectrum_view[block]))
-        calls["forward frequency-major, strided writes"] = (strided_writes, None)
     if backend.name == "pyfftw":  # the same calls with pyFFTW's layout rules forced one way or the other
         from fftconv.backends import pyfftw as pyfftw_backend
 
