@@ -53,6 +53,10 @@ CANDIDATES = {
                                                 "(transposed) into the spectrum",
     "forward frequency-major, strided writes": "maps transformed straight into the spectrum through its strides, "
                                                "no stage buffer (pyFFTW; ducc0 always writes so)",
+    "forward frequency-major, compact stage": "blocks transformed into a buffer laid out like the spectrum without "
+                                              "its gaps, then copied into it",
+    "forward frequency-major, strided writes in blocks": "blocks of maps (cut as the staged path cuts them) "
+                                                         "transformed straight into the spectrum through its strides",
     "inverse frequency-major + crop, map-major gather": "blocks of the spectrum copied (transposed) into a map-major "
                                                         "buffer, then inverse-transformed map-major and cropped",
     "inverse frequency-major + crop, compact gather": "blocks of the spectrum copied into a buffer laid out like the "
@@ -63,7 +67,9 @@ CANDIDATES = {
 #: Which candidates are alternatives for which backend (the others already work that way, or cannot).
 BACKEND_CANDIDATES = {
     "pyfftw": ("forward channels-last", "forward frequency-major, map-major stage",
-               "forward frequency-major, strided writes", "inverse frequency-major + crop, map-major gather",
+               "forward frequency-major, strided writes", "forward frequency-major, compact stage",
+               "forward frequency-major, strided writes in blocks",
+               "inverse frequency-major + crop, map-major gather",
                "inverse frequency-major + crop, compact gather", "inverse frequency-major + crop, strided reads"),
     "ducc0": ("forward channels-last", "forward frequency-major, map-major stage",
               "inverse frequency-major + crop, map-major gather"),
@@ -240,14 +246,20 @@ def variant_calls(backend, case: dict, wanted: list[str]) -> SimpleNamespace:
             for_blocks(spectrum_view, axes, threads, lambda block, task: np.copyto(
                 spectrum_view[block], single[task].rfftn(input_maps[block], shape, axes)))
         calls["forward frequency-major, map-major stage"] = (map_major_stage, None)
+    if "forward frequency-major, strided writes in blocks" in wanted:
+        def strided_blocks():
+            for_blocks(spectrum_view, axes, threads, lambda block, task: single[task].rfftn(
+                input_maps[block], shape, axes, out=spectrum_view[block]))
+        calls["forward frequency-major, strided writes in blocks"] = (strided_blocks, None)
     if backend.name == "pyfftw":  # the same calls with pyFFTW's layout rules forced one way or the other
         from fftconv.backends import pyfftw as pyfftw_backend
 
         forward_pass, inverse_pass = calls["forward frequency-major"][0], calls["inverse frequency-major + crop"][0]
         for name, setting, value, call in (
                 ("forward frequency-major, strided writes", "STAGE_MIN_BYTES", 1 << 62, forward_pass),
-                ("inverse frequency-major + crop, compact gather", "STRIDED_READ_MAX_BYTES", 0, inverse_pass),
-                ("inverse frequency-major + crop, strided reads", "STRIDED_READ_MAX_BYTES", 1 << 62, inverse_pass)):
+                ("forward frequency-major, compact stage", "STRIDED_MAX_BYTES", 0, forward_pass),
+                ("inverse frequency-major + crop, compact gather", "STRIDED_MAX_BYTES", 0, inverse_pass),
+                ("inverse frequency-major + crop, strided reads", "STRIDED_MAX_BYTES", 1 << 62, inverse_pass)):
             if name in wanted:
                 restore = restore_product if name.startswith("inverse") else None
                 calls[name] = (with_setting(pyfftw_backend, setting, value, call), restore)

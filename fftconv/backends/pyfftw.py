@@ -31,11 +31,11 @@ from .blocks import (Shape, check_half_spectrum, check_out, for_blocks, half_spe
 #: before the next maps fill them, and FFTW writing in place runs up to 2x slower. Smaller spectra are written in
 #: place. Inverse transforms always go in blocks, for their crops (:meth:`PyfftwBackend.irfftn_blocks`).
 STAGE_MIN_BYTES = 8 << 20
-#: The blocked inverse reads a block of spectra in place, through the spectrum's strides (FFTW's c2r may destroy them:
-#: :meth:`PyfftwBackend.irfftn_blocks` allows it), when one map's half spectrum takes at most this many bytes; larger
-#: maps are first gathered into a compact buffer. Reading in place saves that copy; for maps of thousands of bins
-#: the strided reads cost more than the copy (docs/transforms.md has the measurements).
-STRIDED_READ_MAX_BYTES = 8 << 10
+#: Blocks of maps whose half spectrum takes at most this many bytes are transformed straight into (forward) or from
+#: (inverse, whose c2r may destroy them: :meth:`PyfftwBackend.irfftn_blocks` allows it) the frequency-major spectrum,
+#: through its strides; larger maps go through the compact stage buffer. Skipping the stage's copy wins for small
+#: maps; for maps of thousands of bins the strided accesses cost more than the copy (docs/transforms.md).
+STRIDED_MAX_BYTES = 8 << 10
 
 
 class PyfftwBackend(FFTBackend):
@@ -51,7 +51,7 @@ class PyfftwBackend(FFTBackend):
     untransformed axis, each chunk has its own single-threaded plan, and the chunks run on fftconv's thread pool.
     Forward transforms into large frequency-major spectra (``STAGE_MIN_BYTES``), and :meth:`irfftn_blocks`, go block
     by block through contiguous stage buffers instead (:func:`fftconv.backends.blocks.for_blocks`); the blocked
-    inverse reads small maps straight from the spectrum (``STRIDED_READ_MAX_BYTES``).
+    small maps are written into and read from the spectrum directly (``STRIDED_MAX_BYTES``).
 
     Parameters
     ----------
@@ -148,14 +148,19 @@ class PyfftwBackend(FFTBackend):
         """Transform ``x`` block of maps by block (blocks cut along ``strided``'s layout, see :func:`stage_blocks`)
         through stage buffers; ``deliver(block, stage)`` takes each block's result while it is in cache."""
         forward = direction == "FFTW_FORWARD"
-        # forward: the maps are read in place when they can be; inverse: small maps are read in place through the
-        # spectrum's strides, larger ones gathered into the plan's compact buffer (see STRIDED_READ_MAX_BYTES)
-        in_place = forward or math.prod(x.shape[axis] for axis in axes) * x.itemsize <= STRIDED_READ_MAX_BYTES
+        # small maps: FFTW writes (forward) or reads (inverse) the spectrum itself, see STRIDED_MAX_BYTES; forward
+        # inputs are read in place when they can be, larger inverse maps are gathered into the plan's buffer
+        direct = math.prod(strided.shape[axis] for axis in axes) * strided.itemsize <= STRIDED_MAX_BYTES
 
         def run_block(block: tuple, task: int) -> None:
             x_block = x[block]
-            entry = self._staged_plan(x_block, strided.strides, sizes, axes, direction, task, in_place and not forward)
-            entry.run_staged(x_block, in_place, lambda stage: deliver(block, stage))
+            if forward and direct:
+                out_block = strided[block]
+                entry = self._plan(x_block, with_sizes(x_block.shape, axes, sizes), out_block, axes, direction, task)
+                entry.run(x_block, out_block, reuse_input=True)
+                return
+            entry = self._staged_plan(x_block, strided.strides, sizes, axes, direction, task, direct and not forward)
+            entry.run_staged(x_block, forward or direct, lambda stage: deliver(block, stage))
 
         for_blocks(strided, axes, self.threads, run_block)
 
