@@ -57,6 +57,8 @@ CANDIDATES = {
                                               "its gaps, then copied into it",
     "forward frequency-major, strided writes in blocks": "blocks of maps (cut as the staged path cuts them) "
                                                          "transformed straight into the spectrum through its strides",
+    "inverse frequency-major, no crop": "the current blocked inverse handing its blocks to a consumer that does "
+                                        "nothing: how much of the gap to map-major the crop is",
     "inverse frequency-major + crop, map-major gather": "blocks of the spectrum copied (transposed) into a map-major "
                                                         "buffer, then inverse-transformed map-major and cropped",
     "inverse frequency-major + crop, compact gather": "blocks of the spectrum copied into a buffer laid out like the "
@@ -68,13 +70,14 @@ CANDIDATES = {
 BACKEND_CANDIDATES = {
     "pyfftw": ("forward channels-last", "forward frequency-major, map-major stage",
                "forward frequency-major, strided writes", "forward frequency-major, compact stage",
-               "forward frequency-major, strided writes in blocks",
+               "forward frequency-major, strided writes in blocks", "inverse frequency-major, no crop",
                "inverse frequency-major + crop, map-major gather",
                "inverse frequency-major + crop, compact gather", "inverse frequency-major + crop, strided reads"),
-    "ducc0": ("forward channels-last", "forward frequency-major, map-major stage",
+    "ducc0": ("forward channels-last", "forward frequency-major, map-major stage", "inverse frequency-major, no crop",
               "inverse frequency-major + crop, map-major gather"),
-    "scipy": ("forward channels-last", "inverse frequency-major + crop, map-major gather"),
-    "numpy": ("forward channels-last",),
+    "scipy": ("forward channels-last", "inverse frequency-major, no crop",
+              "inverse frequency-major + crop, map-major gather"),
+    "numpy": ("forward channels-last", "inverse frequency-major, no crop"),
 }
 #: The map-major variant each other one is compared with (the speed target), and the current path each candidate is
 #: compared with (whether it wins).
@@ -217,6 +220,9 @@ def variant_calls(backend, case: dict, wanted: list[str]) -> SimpleNamespace:
     def crop_block(block, block_maps):
         gather_into(crop[block[:3]], block_maps, reads, scale)
 
+    def ignore_block(block, block_maps):
+        pass
+
     def restore_product():
         np.copyto(product, saved)
 
@@ -230,6 +236,8 @@ def variant_calls(backend, case: dict, wanted: list[str]) -> SimpleNamespace:
                                                      normalise=False), restore_map_major),
         "inverse frequency-major + crop": (lambda: backend.irfftn_blocks(product_view, shape, axes, crop_block),
                                            restore_product),
+        "inverse frequency-major, no crop": (lambda: backend.irfftn_blocks(product_view, shape, axes, ignore_block),
+                                             restore_product),
     }
     spectrum_cl = None
     if "forward channels-last" in wanted:
