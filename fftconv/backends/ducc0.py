@@ -102,7 +102,14 @@ def _zero_padded(maps: np.ndarray, shape: Shape) -> np.ndarray:
 
 
 def configure_ducc0(threads: int | None = None) -> Ducc0Backend:
-    """Replace the shared ``"ducc0"`` backend with one using ``threads`` tasks, and return it."""
+    """Replace the shared ``"ducc0"`` backend with one using ``threads`` tasks, and return it.
+
+    Examples
+    --------
+    >>> configure_ducc0(threads=1).threads
+    1
+    >>> _ = configure_ducc0()  # back to the default number of threads
+    """
     return share(Ducc0Backend(threads=threads))
 
 
