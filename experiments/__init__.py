@@ -17,6 +17,7 @@ EXPERIMENTS = [
     "network",
     "kernel_window",
     "roofline",
+    "transform_rates",
     "torch_step",
     "defaults",
     "auto_grid",

@@ -27,6 +27,8 @@ def fresh(name: str, threads: int = 1):
     """
     if name == "pyfftw":
         return fftconv.PyfftwBackend(threads=threads, planner_effort="FFTW_ESTIMATE")
+    if name == "ducc0":
+        return backends.Ducc0Backend(threads=threads)
     return fftconv.ScipyBackend(workers=threads) if name == "scipy" else fftconv.NumpyBackend()
 
 
@@ -121,12 +123,15 @@ def test_rfftn_writes_into_out(name, dtype, threads, rng):
 
 
 @needs_pyfftw
+@pytest.mark.parametrize("strided_max", [0, 1 << 30], ids=["staged", "direct"])
 @pytest.mark.parametrize("stage_maps", [1, 3, 100], ids=["map by map", "partial rows", "one block"])
-def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeypatch, rng):
-    """Strided outputs are written block by block through a stage buffer: every map lands in its place, including
-    the partial blocks at the edges, from a reversed (negative-stride) input that needs zero padding."""
+def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, strided_max, monkeypatch, rng):
+    """Strided outputs are written block by block, through a stage buffer or (small maps) straight through the
+    strides: every map lands in its place, including the partial blocks at the edges, from a reversed
+    (negative-stride) input that needs zero padding."""
     monkeypatch.setattr(blocks, "STAGE_BYTES", stage_maps * 7 * 3 * 16)  # complex128 maps of 7 x 3 bins
     monkeypatch.setattr(backends.pyfftw, "STAGE_MIN_BYTES", 1)
+    monkeypatch.setattr(backends.pyfftw, "STRIDED_MAX_BYTES", strided_max)
     backend = fresh("pyfftw", threads=3)
     maps = rng.standard_normal((5, 2, 4, 6, 4))[..., ::-1, ::-1]  # (rows, groups, cols, *space), flipped
     storage = np.full((7, 3, 2, 5, 4), np.nan, dtype=np.complex128)  # (*bins, groups, rows, cols)
@@ -135,6 +140,26 @@ def test_pyfftw_staged_transform_into_a_frequency_major_view(stage_maps, monkeyp
     assert_close(view, np.fft.rfftn(maps, s=(7, 5), axes=(3, 4)), tolerance(np.float64, 35), "staged out")
     cut = blocks.stage_blocks(view.shape, view.strides, (3, 4), blocks.STAGE_BYTES // 16)
     assert len(cut) == {1: 40, 3: 20, 100: 1}[stage_maps]
+
+
+@needs_pyfftw
+@pytest.mark.parametrize("strided_max", [0, 1 << 30], ids=["gathered", "in place"])
+def test_pyfftw_blocked_inverse_reads_small_maps_in_place(strided_max, monkeypatch, rng):
+    """The blocked inverse reads each block through the spectrum's strides (maps of at most STRIDED_MAX_BYTES) or
+    gathers it into a compact buffer first: the same maps either way, also from blocks whose start is not
+    SIMD-aligned; in place, no plan ever copies its input."""
+    monkeypatch.setattr(blocks, "STAGE_BYTES", 3 * 7 * 3 * 16)  # three complex128 maps of 7 x 3 bins per block
+    monkeypatch.setattr(backends.pyfftw, "STRIDED_MAX_BYTES", strided_max)
+    backend = fresh("pyfftw", threads=3)
+    maps = rng.standard_normal((5, 2, 4, 7, 5))  # (rows, groups, cols, *space)
+    storage = np.empty((7, 3, 2, 5, 4), dtype=np.complex128)  # (*bins, groups, rows, cols)
+    spectrum = storage.transpose(3, 2, 4, 0, 1)
+    spectrum[...] = np.fft.rfftn(maps, axes=(3, 4))
+    result = np.full(maps.shape, np.nan)
+    backend.irfftn_blocks(spectrum, (7, 5), (3, 4), lambda block, block_maps: result.__setitem__(block, block_maps))
+    assert_close(result, maps * 35, tolerance(np.float64, 35), "blocked inverse")
+    staged = [plan for key, plan in backend._plans.items() if key[0] == "staged"]
+    assert staged and all((plan.in_buffer is None) == bool(strided_max) for plan in staged)
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "counting"])
@@ -306,14 +331,16 @@ def test_set_backend_by_name_and_none_restores_default(monkeypatch):
     monkeypatch.setenv("FFTCONV_BACKEND", "numpy")  # the environment picks the default when none was set
     assert fftconv.get_backend().name == "numpy"
     monkeypatch.setenv("FFTCONV_BACKEND", "fftw")
-    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: \['numpy', 'pyfftw', 'scipy'\]"):
+    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: "
+                                         r"\['ducc0', 'numpy', 'pyfftw', 'scipy'\]"):
         fftconv.get_backend()
 
 
 @pytest.mark.usefixtures("restore_global_backend")
 def test_set_backend_rejects_unknown_names_and_keeps_the_old_default():
     fftconv.set_backend("numpy")
-    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: \['numpy', 'pyfftw', 'scipy'\]"):
+    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: "
+                                         r"\['ducc0', 'numpy', 'pyfftw', 'scipy'\]"):
         fftconv.set_backend("fftw")
     with pytest.raises(TypeError, match="backend must be a name .*an FFTBackend instance or None, got 42"):
         fftconv.set_backend(42)

@@ -148,7 +148,7 @@ CASES = [
      "grad_output must be a numpy.ndarray, got list"),
     # options: unknown FFT backend and size policy are errors even for the spatial algorithms that ignore them
     ("unknown-backend", lambda **k: fftconv.conv2d(X, W, backend="fftw", **k), ValueError,
-     literal("backend 'fftw' is unknown; valid names: ['numpy', 'pyfftw', 'scipy']")),
+     literal("backend 'fftw' is unknown; valid names: ['ducc0', 'numpy', 'pyfftw', 'scipy']")),
     ("backend-wrong-type", lambda **k: fftconv.conv2d_input(X.shape, W, GY, backend=3, **k), TypeError,
      "backend must be a name .*an FFTBackend instance or None, got 3"),
     ("unknown-fft-size", lambda **k: fftconv.conv2d_weight(X, W.shape, GY, fft_size="big", **k), ValueError,

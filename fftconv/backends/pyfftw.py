@@ -31,6 +31,11 @@ from .blocks import (Shape, check_half_spectrum, check_out, for_blocks, half_spe
 #: before the next maps fill them, and FFTW writing in place runs up to 2x slower. Smaller spectra are written in
 #: place. Inverse transforms always go in blocks, for their crops (:meth:`PyfftwBackend.irfftn_blocks`).
 STAGE_MIN_BYTES = 8 << 20
+#: Blocks of maps whose half spectrum takes at most this many bytes are transformed straight into (forward) or from
+#: (inverse, whose c2r may destroy them: :meth:`PyfftwBackend.irfftn_blocks` allows it) the frequency-major spectrum,
+#: through its strides; larger maps go through the compact stage buffer. Skipping the stage's copy wins for small
+#: maps; for maps of thousands of bins the strided accesses cost more than the copy (docs/transforms.md).
+STRIDED_MAX_BYTES = 8 << 10
 
 
 class PyfftwBackend(FFTBackend):
@@ -45,7 +50,8 @@ class PyfftwBackend(FFTBackend):
     GEMMs that follow (see :mod:`fftconv._parallel`). So each call is cut into ``threads`` chunks along its largest
     untransformed axis, each chunk has its own single-threaded plan, and the chunks run on fftconv's thread pool.
     Forward transforms into large frequency-major spectra (``STAGE_MIN_BYTES``), and :meth:`irfftn_blocks`, go block
-    by block through contiguous stage buffers instead (:func:`fftconv.backends.blocks.for_blocks`).
+    by block through contiguous stage buffers instead (:func:`fftconv.backends.blocks.for_blocks`); the blocked
+    small maps are written into and read from the spectrum directly (``STRIDED_MAX_BYTES``).
 
     Parameters
     ----------
@@ -88,7 +94,7 @@ class PyfftwBackend(FFTBackend):
         plan = pyfftw.FFTW(in_scratch, _scratch_like(out_like), axes=axes, direction=direction, flags=flags,
                            threads=1)
         self.plan_seconds += time.perf_counter() - start
-        return _ChunkPlan(plan, in_scratch.shape, in_scratch.strides, in_scratch.dtype)
+        return _ChunkPlan(plan, in_scratch)
 
     def _plan(self, x: np.ndarray, in_shape: Shape, out: np.ndarray, axes: Shape, direction: str,
               chunk: int) -> "_ChunkPlan":
@@ -116,23 +122,25 @@ class PyfftwBackend(FFTBackend):
         return out
 
     def _staged_plan(self, x: np.ndarray, strides: Shape, sizes: Shape, axes: Shape, direction: str,
-                     task: int) -> "_ChunkPlan":
+                     task: int, in_place: bool) -> "_ChunkPlan":
         """The plan of one block of a staged transform, with its own aligned buffers laid out like the strided array
         (axes in the order of ``strides``, but without gaps): the forward's output, the inverse's input, so that
-        the copy between buffer and spectrum moves whole runs of maps. The inverse's output is contiguous."""
+        the copy between buffer and spectrum moves whole runs of maps. The inverse's output is contiguous; with
+        ``in_place`` it reads ``x`` itself (its strides and alignment are part of the plan)."""
         forward = direction == "FFTW_FORWARD"
         in_shape = with_sizes(x.shape, axes, sizes) if forward else x.shape
         out_shape = half_spectrum_array_shape(x.shape, axes, sizes) if forward else with_sizes(x.shape, axes, sizes)
         out_dtype = np.result_type(x.dtype, np.complex64) if forward else np.finfo(x.dtype).dtype
         order = _memory_order(strides)
-        key = ("staged", direction, task, x.shape, x.strides, x.dtype.str, in_shape, out_shape, axes, order)
+        key = ("staged", direction, task, x.shape, x.strides, x.dtype.str, in_shape, out_shape, axes, order,
+               _alignment_offset(x) if in_place else None)
         with self._lock:
             entry = self._plans.get(key)
             if entry is None:
                 stage = _compact(out_shape, order, out_dtype) if forward else self.empty(out_shape, out_dtype)
-                in_like = None if forward else _compact(in_shape, order, x.dtype)
+                in_like = None if forward else x if in_place else _compact(in_shape, order, x.dtype)
                 entry = self._plans[key] = self._build(in_shape, x.dtype, stage, axes, direction, in_like)
-                entry.stage, entry.in_buffer = stage, in_like
+                entry.stage, entry.in_buffer = stage, None if in_place else in_like
         return entry
 
     def _run_staged(self, x: np.ndarray, strided: np.ndarray, sizes: Shape, axes: Shape, direction: str,
@@ -140,13 +148,19 @@ class PyfftwBackend(FFTBackend):
         """Transform ``x`` block of maps by block (blocks cut along ``strided``'s layout, see :func:`stage_blocks`)
         through stage buffers; ``deliver(block, stage)`` takes each block's result while it is in cache."""
         forward = direction == "FFTW_FORWARD"
+        # small maps: FFTW writes (forward) or reads (inverse) the spectrum itself, see STRIDED_MAX_BYTES; forward
+        # inputs are read in place when they can be, larger inverse maps are gathered into the plan's buffer
+        direct = math.prod(strided.shape[axis] for axis in axes) * strided.itemsize <= STRIDED_MAX_BYTES
 
         def run_block(block: tuple, task: int) -> None:
             x_block = x[block]
-            entry = self._staged_plan(x_block, strided.strides, sizes, axes, direction, task)
-            # forward: the maps are read in place when they can be; inverse: the strided spectrum is gathered into
-            # the plan's contiguous buffer (which FFTW may destroy), the point of staging it
-            entry.run_staged(x_block, forward, lambda stage: deliver(block, stage))
+            if forward and direct:
+                out_block = strided[block]
+                entry = self._plan(x_block, with_sizes(x_block.shape, axes, sizes), out_block, axes, direction, task)
+                entry.run(x_block, out_block, reuse_input=True)
+                return
+            entry = self._staged_plan(x_block, strided.strides, sizes, axes, direction, task, direct and not forward)
+            entry.run_staged(x_block, forward or direct, lambda stage: deliver(block, stage))
 
         for_blocks(strided, axes, self.threads, run_block)
 
@@ -208,8 +222,9 @@ class _ChunkPlan:
     One call at a time per plan: convolutions may run in several user threads.
     """
 
-    def __init__(self, plan, in_shape: Shape, in_strides: Shape, in_dtype: np.dtype):
-        self.plan, self.in_shape, self.in_strides, self.in_dtype = plan, in_shape, in_strides, in_dtype
+    def __init__(self, plan, in_like: np.ndarray):
+        self.plan, self.in_shape, self.in_strides, self.in_dtype = plan, in_like.shape, in_like.strides, in_like.dtype
+        self.in_offset = _alignment_offset(in_like)  # the plan reads arrays in place only at this offset
         self.in_buffer: np.ndarray | None = None
         self.stage: np.ndarray | None = None  # the output buffer of a staged plan
         self.busy = threading.Lock()
@@ -225,7 +240,8 @@ class _ChunkPlan:
             deliver(self.stage)
 
     def _transform(self, x: np.ndarray, out: np.ndarray, reuse_input: bool) -> None:
-        if reuse_input and x.shape == self.in_shape and x.strides == self.in_strides and _is_aligned(x):
+        if (reuse_input and x.shape == self.in_shape and x.strides == self.in_strides
+                and _alignment_offset(x) == self.in_offset):
             source = x
         else:
             if self.in_buffer is None:
@@ -247,8 +263,8 @@ def _compact(shape: Shape, order: Sequence[int], dtype) -> np.ndarray:
     return buffer.transpose(np.argsort(order))
 
 
-def _is_aligned(array: np.ndarray) -> bool:
-    return array.ctypes.data % pyfftw.simd_alignment == 0
+def _alignment_offset(array: np.ndarray) -> int:
+    return array.ctypes.data % pyfftw.simd_alignment
 
 
 def _scratch_like(array: np.ndarray) -> np.ndarray:
