@@ -136,7 +136,7 @@ def test_workspace_is_shared_sized_by_largest_layer_and_allocated_once(rng):
     # The small layer runs first, then the large one grows the buffer once; after step 1 nothing is allocated.
     assert allocations == [2, 2, 2, 2]
     assert len(set(addresses)) == 1
-    plans = [layer._plans[shape][1] for layer, shape in ((small, x.shape), (large, (4, 3, 10, 10)))]
+    plans = [layer._plans.get(shape)[1] for layer, shape in ((small, x.shape), (large, (4, 3, 10, 10)))]
     needs = [Workspace.bytes_needed(plan) for plan in plans]
     assert needs[1] > needs[0]
     assert workspace.nbytes - 64 == max(needs)  # the largest layer's three spectra plus alignment slack
@@ -180,9 +180,27 @@ def test_plan_is_cached_per_input_shape(rng):
     layer = Conv2d(1, 2, 3, dtype=np.float64, rng=0)
     for batch in (2, 2, 3):
         layer.forward(rng.standard_normal((batch, 1, 6, 6)))
-    assert sorted(layer._plans) == [(2, 1, 6, 6), (3, 1, 6, 6)]
-    geometry, plan = layer._plans[(3, 1, 6, 6)]
+    assert sorted(layer._plans.keys()) == [(2, 1, 6, 6), (3, 1, 6, 6)]
+    geometry, plan = layer._plans.get((3, 1, 6, 6))
     assert geometry.full_output_shape == (3, 2, 4, 4) and plan.geometry is geometry
+
+
+@pytest.mark.parametrize("algo", ["fft", "im2col"])
+def test_plans_are_kept_for_the_most_recent_input_shapes_only(algo, rng):
+    """200 input sizes (variable-size images): the layer keeps its last ``plan_cache_size`` shapes, and every output
+    is still right."""
+    layer = Conv2d(1, 2, 3, dtype=np.float64, rng=0, algo=algo, backend="numpy" if algo == "fft" else None)
+    twin = Conv2d(1, 2, 3, dtype=np.float64, rng=0, algo="direct")
+    sizes = range(3, 203)
+    for n in sizes:
+        x = rng.standard_normal((1, 1, n, 3))
+        assert_close(layer.forward(x), twin.forward(x), 1e-12)
+    assert len(layer._plans) == layer.plan_cache_size == 8
+    assert sorted(layer._plans.keys()) == [(1, 1, n, 3) for n in sizes[-8:]]
+    layer.plan_cache_size = 2
+    assert sorted(layer._plans.keys()) == [(1, 1, n, 3) for n in sizes[-2:]]
+    with pytest.raises(ValueError, match="plan_cache_size must be a positive int, got 0"):
+        layer.plan_cache_size = 0
 
 
 def test_fft_and_im2col_layers_train_to_the_same_parameters(rng):

@@ -45,6 +45,24 @@ class FFTBackend(ABC):
         first; ``normalise=False`` skips the ``1/prod(shape)`` factor (fftconv applies it while cropping).
         """
 
+    def rfftn_scaled(self, x: np.ndarray, shape: Shape, axes: Shape, scale: float,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """``scale * rfftn(x, shape, axes)``, into ``out`` when given.
+
+        fftconv scales the spectra of kernels and output gradients by a power of two before their per-bin products,
+        so that the unnormalised inverse cannot overflow (:class:`fftconv.SpectralPlan`). This shared implementation
+        multiplies after the transform; the shipped backends fold the factor into a copy they make anyway.
+
+        Examples
+        --------
+        >>> x = np.arange(8.0)
+        >>> bool(np.allclose(get_backend("numpy").rfftn_scaled(x, (8,), (0,), 0.5), np.fft.rfft(x) / 2))
+        True
+        """
+        result = self.rfftn(x, shape, axes, out=out)
+        result *= scale
+        return result
+
     def irfftn_blocks(self, spectrum: np.ndarray, shape: Shape, axes: Shape,
                       consume: Callable[[tuple, np.ndarray], object]) -> None:
         """The unnormalised inverse of ``spectrum`` (which may be destroyed), handed to ``consume`` in blocks.

@@ -16,6 +16,10 @@ class NumpyBackend(FFTBackend):
     def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
         return into(np.fft.rfftn(x, s=shape, axes=axes), out)
 
+    def rfftn_scaled(self, x: np.ndarray, shape: Shape, axes: Shape, scale: float,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        return into(np.fft.rfftn(x, s=shape, axes=axes), out, scale)
+
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
                normalise: bool = True) -> np.ndarray:
         return np.fft.irfftn(spectrum, s=shape, axes=axes, norm="backward" if normalise else "forward")

@@ -27,6 +27,7 @@ from typing import Any, Literal, Sequence, Union
 import numpy as np
 
 from .. import functional
+from .._cache import LRUCache
 from ..backends import FFTBackend
 from ..geometry import ConvGeometry
 from ..params import ConvParams, IntOrTuple, Padding, _expand, _require_positive
@@ -36,6 +37,8 @@ from .workspace import Workspace, default_workspace
 
 MemoryPolicy = Literal["reuse", "recompute"]
 MEMORY_POLICIES = ("reuse", "recompute")
+#: Input shapes a layer keeps the geometry and plan of, least recently used dropped first (``plan_cache_size``).
+PLAN_CACHE_SIZE = 8
 
 
 class _ConvNd(Module):
@@ -71,7 +74,9 @@ class _ConvNd(Module):
     Notes
     -----
     The geometry is validated by :class:`fftconv.ConvGeometry` when the layer is built (hyper-parameters) and at the
-    first input of each shape; one :class:`fftconv.SpectralPlan` is cached per input shape.
+    first input of each shape; one :class:`fftconv.SpectralPlan` is cached per input shape, for the last
+    ``plan_cache_size`` shapes (default :data:`PLAN_CACHE_SIZE`; the plans hold no buffers, the backend's cache does,
+    within its own bound).
 
     ``backward`` uses the input and the weights as they were in ``forward``, for every ``memory`` policy and
     ``algo``: ``"reuse"`` keeps their spectra, the other modes keep private copies (the input copy replaces the
@@ -113,7 +118,7 @@ class _ConvNd(Module):
         self.dtype = resolve_dtype(dtype)
         self.grad_weight = np.zeros(shapes["weight"], dtype=self.dtype)
         self.grad_bias = np.zeros(shapes["bias"], dtype=self.dtype) if bias else None
-        self._plans: dict[tuple[int, ...], tuple[ConvGeometry, SpectralPlan | None]] = {}
+        self._plans: LRUCache[tuple[ConvGeometry, SpectralPlan | None]] = LRUCache(max_entries=PLAN_CACHE_SIZE)
         self.reset_parameters(rng)
 
     @classmethod
@@ -154,13 +159,25 @@ class _ConvNd(Module):
         return self.grad_bias is not None
 
     # ------------------------------------------------------------------ geometry and plan per input shape
+    @property
+    def plan_cache_size(self) -> int:
+        """How many input shapes the layer keeps the geometry and plan of (least recently used dropped first)."""
+        return self._plans.max_entries
+
+    @plan_cache_size.setter
+    def plan_cache_size(self, size: int) -> None:
+        self._plans.max_entries = positive_int(size, "plan_cache_size")
+        while len(self._plans) > self._plans.max_entries:
+            self._plans.evict_oldest()
+
     def _geometry_and_plan(self, input_shape: tuple[int, ...]) -> tuple[ConvGeometry, SpectralPlan | None]:
         cached = self._plans.get(input_shape)
         if cached is None:
             geometry = ConvGeometry.from_params(self._params, input_shape, self.weight.shape)
             plan = (SpectralPlan.create(geometry, self.dtype, self.backend, self.fft_size)
                     if self.algo == "fft" else None)
-            cached = self._plans[input_shape] = (geometry, plan)
+            cached = (geometry, plan)
+            self._plans.put(input_shape, cached)
         return cached
 
     # ------------------------------------------------------------------ updateOutput
