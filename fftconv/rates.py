@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import platform
-import threading
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
 from threadpoolctl import threadpool_info
 
-from ._parallel import default_threads
+from ._parallel import default_threads, fork_safe_lock
 
 DEFAULT_SOURCE = "defaults"
 
@@ -98,7 +97,7 @@ def gemm_efficiency(dimension: float, half: float) -> float:
 
 
 # ---------------------------------------------------------------------- the rates in use
-_lock = threading.Lock()
+_lock = fork_safe_lock()  # a forked child finds it free
 _current: tuple[MachineRates, str] | None = None  # the rates, and how they were obtained
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 
+from .._parallel import fork_safe_lock
 from ..algorithms import ALGORITHMS
 from ..backends import get_backend
 from ..costs import spatial_workspace_bytes
@@ -68,7 +68,7 @@ class _Decisions:
     """A bounded, thread-safe cache of decisions."""
 
     def __init__(self, limit: int):
-        self.limit, self._entries, self._lock = limit, OrderedDict(), threading.Lock()
+        self.limit, self._entries, self._lock = limit, OrderedDict(), fork_safe_lock()
 
     def get(self, key) -> Choice | None:
         with self._lock:
