@@ -357,3 +357,21 @@ def test_memory_check_sees_an_address_space_limit(algo):
                            timeout=120, env=env, cwd=os.path.dirname(os.path.dirname(fftconv.__file__)))
     assert child.returncode == 0, child.stderr
     assert "GiB is available" in child.stdout and "RLIMIT_AS" in child.stdout, child.stdout + child.stderr
+
+
+# ---------------------------------------------------------------------- every lock is fork-safe
+def test_every_lock_of_the_package_is_made_fork_safe():
+    """A lock made with ``threading.Lock()`` directly would stay held in a child forked while a parent thread held
+    it; :func:`fftconv._parallel.fork_safe_lock` is the one place locks are made."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(fftconv.__file__).parent
+    direct = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore"):
+                direct.append(f"{path.relative_to(root)}:{node.lineno}")
+    # the two in fork_safe_lock itself (a Lock, or an RLock)
+    assert len(direct) == 2 and all(place.startswith("_parallel.py:") for place in direct), direct
