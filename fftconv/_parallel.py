@@ -15,6 +15,7 @@ was outside fftconv (see :func:`_after_fork_in_child`).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import threading
@@ -135,7 +136,8 @@ def run_tasks(tasks: Sequence[Callable[[], object]]) -> None:
     """Run independent tasks concurrently: the first in the calling thread, the rest in the pool.
 
     BLAS is single-threaded meanwhile, so a task's matrix products never wake OpenBLAS's own threads. Tasks must
-    not call ``run_tasks`` themselves (the pool is small and would wait on itself).
+    not call ``run_tasks`` themselves (the pool is small and would wait on itself). Each task runs in a copy of the
+    caller's context, so ``numpy.errstate`` (a context variable) applies in the pool too.
     """
     if len(tasks) == 1:
         tasks[0]()
@@ -143,7 +145,7 @@ def run_tasks(tasks: Sequence[Callable[[], object]]) -> None:
     if not tasks:
         return
     with single_threaded_blas():
-        futures = [_pool(len(tasks) - 1).submit(task) for task in tasks[1:]]
+        futures = [_pool(len(tasks) - 1).submit(contextvars.copy_context().run, task) for task in tasks[1:]]
         try:
             tasks[0]()
         finally:

@@ -375,3 +375,113 @@ def test_every_lock_of_the_package_is_made_fork_safe():
                 direct.append(f"{path.relative_to(root)}:{node.lineno}")
     # the two in fork_safe_lock itself (a Lock, or an RLock)
     assert len(direct) == 2 and all(place.startswith("_parallel.py:") for place in direct), direct
+
+
+# ---------------------------------------------------------------------- NaN and inf with algo="fft"
+GEOMETRY = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=1)
+X_SHAPE, W_SHAPE = (2, 3, 12, 12), (4, 3, 3, 3)
+
+
+def _pass_call(pass_name: str, x, w, gy, **options):
+    """One pass of the functional API on the given operands."""
+    if pass_name == "forward":
+        return fftconv.conv2d(x, w, **GEOMETRY, **options)
+    if pass_name == "input":
+        return fftconv.conv2d_input(x.shape, w, gy, **GEOMETRY, **options)
+    return fftconv.conv2d_weight(x, w.shape, gy, **GEOMETRY, **options)
+
+
+def _operands(rng, dtype=np.float64):
+    x, w = rng.standard_normal(X_SHAPE).astype(dtype), rng.standard_normal(W_SHAPE).astype(dtype)
+    gy = rng.standard_normal(fftconv.conv2d(x, w, **GEOMETRY, algo="direct").shape).astype(dtype)
+    return {"input": x, "weight": w, "grad_output": gy}
+
+
+# which operands each pass reads
+PASS_OPERANDS = {"forward": ("input", "weight"), "input": ("weight", "grad_output"), "weight": ("input", "grad_output")}
+BAD_CASES = [(p, name) for p, names in PASS_OPERANDS.items() for name in names]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("pass_name, name", BAD_CASES, ids=[f"{p}-{n}" for p, n in BAD_CASES])
+def test_explicit_fft_refuses_non_finite_operands_naming_argument_count_and_fix(pass_name, name, value, rng):
+    operands = _operands(rng)
+    bad = operands[name]
+    bad.flat[[3, 17, bad.size // 2]] = value  # 3 values well inside what every pass reads
+    message = (rf"^{name} holds 3 non-finite values \(NaN or inf\) among {bad.size}\. In the frequency domain each one "
+               r"would spread over .*algo='im2col', which keeps them local as PyTorch does")
+    with pytest.raises(ValueError, match=message):
+        _pass_call(pass_name, operands["input"], operands["weight"], operands["grad_output"], algo="fft")
+
+
+def test_nan_only_in_the_input_no_output_reads_is_no_error(rng):
+    """A stride can leave the last rows of the input unread: a NaN there reaches no output, with any algorithm."""
+    x, w = rng.standard_normal((1, 2, 9, 8)), rng.standard_normal((3, 2, 2, 2))
+    x[..., 8, :] = np.nan  # stride 2 with a 2-tap kernel reads rows 0..7
+    expected = fftconv.conv2d(x, w, stride=2, algo="direct")
+    assert np.isfinite(expected).all()
+    assert_close(fftconv.conv2d(x, w, stride=2, algo="fft"), expected, 1e-12)
+
+
+@pytest.mark.parametrize("memory", ["reuse", "recompute"])
+def test_fft_layer_refuses_nan_in_forward_and_in_backward_and_keeps_its_state(memory, rng):
+    layer = Conv2d(3, 4, 3, dtype=np.float64, rng=0, memory=memory, backend="numpy")
+    x = rng.standard_normal((2, 3, 8, 8))
+    bad = x.copy()
+    bad[1, 2, 4, 4] = np.nan
+    with pytest.raises(ValueError, match=r"input holds 1 non-finite value \(NaN or inf\)"):
+        layer.forward(bad)
+    y = layer.forward(x)
+    grad_output = rng.standard_normal(y.shape)
+    bad_grad = grad_output.copy()
+    bad_grad[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"grad_output holds 1 non-finite value"):
+        layer.backward(bad_grad)
+    twin = Conv2d(3, 4, 3, dtype=np.float64, rng=0, algo="direct")
+    twin.forward(x)
+    assert_close(layer.backward(grad_output), twin.backward(grad_output), 1e-12)  # the refused call kept the state
+    assert_close(layer.grad_weight, twin.grad_weight, 1e-12)
+
+
+# ---------------------------------------------------------------------- float32 near the top of its range
+def _float32_problem(rng, magnitude: float, positive: bool = False):
+    """float32 operands with the input (or the output gradient) of ``magnitude``; the float64 oracle's results."""
+    x = rng.standard_normal((4, 4, 16, 16))
+    x = np.abs(x) if positive else x
+    w, gy = rng.standard_normal((4, 4, 3, 3)), rng.standard_normal((4, 4, 16, 16))
+    return {"x": (x * magnitude).astype(np.float32), "w": w.astype(np.float32), "gy": gy.astype(np.float32),
+            "big_gy": (gy * magnitude).astype(np.float32)}
+
+
+OVERFLOW_PASSES = {
+    "forward": lambda p, **k: fftconv.conv2d(p["x"], p["w"], padding=1, **k),
+    "weight": lambda p, **k: fftconv.conv2d_weight(p["x"], p["w"].shape, p["gy"], padding=1, **k),
+    "input": lambda p, **k: fftconv.conv2d_input(p["x"].shape, p["w"], p["big_gy"], padding=1, **k),
+}
+
+
+# the input gradient's spectra are both scaled: it stays exact up to results of 2.9e38 (output gradients of 1e37)
+EXACT_CASES = [(p, m) for p in OVERFLOW_PASSES for m in (1e35, 1e36)] + [("input", 1e37)]
+
+
+@pytest.mark.parametrize("positive", [False, True], ids=["signed", "positive"])
+@pytest.mark.parametrize("pass_name, magnitude", EXACT_CASES, ids=[f"{p}-{m:g}" for p, m in EXACT_CASES])
+def test_float32_data_near_the_top_of_the_range_is_exact_with_fft(pass_name, magnitude, positive, rng):
+    """The spectra of 1e35 and 1e36 data are far from float32's 3.4e38, and so is the scaled inverse: the result is
+    finite and as accurate as any float32 result (the oracle: the same pass in float64 with direct loops)."""
+    problem = _float32_problem(rng, magnitude, positive)
+    got = OVERFLOW_PASSES[pass_name](problem, algo="fft")
+    expected = OVERFLOW_PASSES[pass_name]({k: v.astype(np.float64) for k, v in problem.items()}, algo="direct")
+    assert np.isfinite(expected).all() and np.abs(expected).max() < 3e38
+    # 18x18 FFT, sums of 36 (forward, input) or 1024 (weight) terms
+    assert_close(got, expected, tolerance(np.float32, 18 * 18, 1024), f"{pass_name} at {magnitude:g}")
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "weight"])
+def test_float32_overflow_in_the_frequency_domain_raises_naming_dtype_and_fix(pass_name, rng):
+    """Positive data of 1e37: the transforms sum 256 such values (2.6e39), past float32's range, while the direct sums
+    of im2col stay finite for the weight gradient. Never a silent inf: an OverflowError naming the dtype, the
+    magnitude, float64 and im2col."""
+    problem = _float32_problem(rng, 1e37, positive=True)
+    with pytest.raises(OverflowError, match=r"overflowed float32.*3\.4e\+38.*float64.*algo='im2col'"):
+        OVERFLOW_PASSES[pass_name](problem, algo="fft")

@@ -51,7 +51,8 @@ class FFTBackend(ABC):
 
         fftconv scales the spectra of kernels and output gradients by a power of two before their per-bin products,
         so that the unnormalised inverse cannot overflow (:class:`fftconv.SpectralPlan`). This shared implementation
-        multiplies after the transform; the shipped backends fold the factor into a copy they make anyway.
+        multiplies after the transform; the shipped backends take a ``scale`` keyword in :meth:`rfftn` and fold the
+        factor into a copy they make anyway.
 
         Examples
         --------

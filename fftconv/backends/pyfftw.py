@@ -241,13 +241,14 @@ class PyfftwBackend(FFTBackend):
         check_half_spectrum(spectrum, shape, axes)
         self._run_staged(spectrum, spectrum, shape, axes, "FFTW_BACKWARD", consume)
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
-        return self.rfftn_scaled(x, shape, axes, 1.0, out)
-
     def rfftn_scaled(self, x: np.ndarray, shape: Shape, axes: Shape, scale: float,
                      out: np.ndarray | None = None) -> np.ndarray:
-        """``scale * rfftn(x)``, the factor applied while the maps are copied into the plan's buffer or out of the
-        stage (a separate pass only when FFTW reads the caller's maps in place)."""
+        return self.rfftn(x, shape, axes, out, scale=scale)
+
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None,
+              scale: float = 1.0) -> np.ndarray:
+        """The half spectrum of ``x``, times ``scale``: the factor is applied while the maps are copied into the
+        plan's buffer or out of the stage (a separate pass only when FFTW reads the caller's maps in place)."""
         axes = normalise_axes(axes, x.ndim)
         in_shape = with_sizes(x.shape, axes, shape)
         out_shape = half_spectrum_array_shape(x.shape, axes, shape)

@@ -30,11 +30,12 @@ class ScipyBackend(FFTBackend):
         if self.workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
-        return self.rfftn_scaled(x, shape, axes, 1.0, out)
-
     def rfftn_scaled(self, x: np.ndarray, shape: Shape, axes: Shape, scale: float,
                      out: np.ndarray | None = None) -> np.ndarray:
+        return self.rfftn(x, shape, axes, out, scale=scale)  # the factor in the copy into ``out``
+
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None,
+              scale: float = 1.0) -> np.ndarray:
         if out is None:
             return into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), None, scale)
         # pocketfft has no ``out``: blocks of maps transformed on fftconv's pool are each copied (and scaled) into
