@@ -12,6 +12,7 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
+from ._finite import NonFiniteInput, SpectralOverflow, all_finite
 from .algorithms import ALGORITHMS, BackendArg, FFTSizeArg
 from .choose.decide import choose
 from .geometry import ConvGeometry, check_arrays, parse_size
@@ -22,23 +23,43 @@ __all__ = ["conv", "conv_input", "conv_weight", "conv1d", "conv2d", "conv3d", "c
            "conv3d_input", "conv1d_weight", "conv2d_weight", "conv3d_weight", "ALGORITHMS"]
 
 
+#: Algorithms each of whose outputs reads only its kernel window: a NaN or inf stays where PyTorch keeps it.
+LOCAL_ALGORITHMS = frozenset({"im2col", "direct"})
+#: Algorithms that mix positions but raise NonFiniteInput / SpectralOverflow themselves (through SpectralPlan) rather
+#: than return NaN or inf; ``auto`` checks the results of the other mixing ones.
+SELF_CHECKING_ALGORITHMS = frozenset({"fft", "tiled"})
+
+
 class _AutoAlgorithm:
-    """``algo="auto"``: per pass, the algorithm :func:`fftconv.choose.choose` picks for this geometry."""
+    """``algo="auto"``: per pass, the algorithm :func:`fftconv.choose.choose` picks for this geometry.
+
+    When the pick mixes positions (a transform spreads each value over a map or a tile) and the pass meets a NaN,
+    an inf or an overflow, the pass is computed with ``"im2col"`` instead: NaN and inf stay exactly where PyTorch
+    puts them, whatever the geometry and the pick.
+    """
 
     @staticmethod
-    def _pick(g, pass_name: Pass, dtype, backend, fft_size):
-        return ALGORITHMS[choose(g, pass_name, dtype, backend=backend, fft_size=fft_size).algo]
+    def _run(g, pass_name: Pass, dtype, backend, fft_size, call):
+        name = choose(g, pass_name, dtype, backend=backend, fft_size=fft_size).algo
+        try:
+            result = call(ALGORITHMS[name])
+        except (NonFiniteInput, SpectralOverflow):
+            return call(ALGORITHMS["im2col"])
+        if name in LOCAL_ALGORITHMS or name in SELF_CHECKING_ALGORITHMS or all_finite(result):
+            return result
+        return call(ALGORITHMS["im2col"])
 
     def forward(self, x, w, bias, g, backend=None, fft_size=None):
-        return self._pick(g, Pass.FORWARD, x.dtype, backend, fft_size).forward(x, w, bias, g, backend, fft_size)
+        return self._run(g, Pass.FORWARD, x.dtype, backend, fft_size,
+                         lambda algorithm: algorithm.forward(x, w, bias, g, backend, fft_size))
 
     def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
-        chosen = self._pick(g, Pass.INPUT, grad_output.dtype, backend, fft_size)
-        return chosen.grad_input(grad_output, w, g, backend, fft_size)
+        return self._run(g, Pass.INPUT, grad_output.dtype, backend, fft_size,
+                         lambda algorithm: algorithm.grad_input(grad_output, w, g, backend, fft_size))
 
     def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
-        chosen = self._pick(g, Pass.WEIGHT, x.dtype, backend, fft_size)
-        return chosen.grad_weight(x, grad_output, g, backend, fft_size)
+        return self._run(g, Pass.WEIGHT, x.dtype, backend, fft_size,
+                         lambda algorithm: algorithm.grad_weight(x, grad_output, g, backend, fft_size))
 
 
 _AUTO = _AutoAlgorithm()
@@ -112,7 +133,10 @@ algo : {"fft", "im2col", "direct", "auto"}, default "fft"
     ``"fft"``: Mathieu et al.'s per-frequency complex GEMM; ``"im2col"``: unfold + one GEMM in the input dtype;
     ``"direct"``: a readable loop accumulated in float64; ``"auto"``: per pass, the cheapest by a cost model
     calibrated on the machine, timing close candidates once on small problems (``FFTCONV_AUTO``: ``"hybrid"``,
-    the default, ``"model"`` or ``"measure"``); see :func:`fftconv.explain`.
+    the default, ``"model"`` or ``"measure"``); see :func:`fftconv.explain`. A NaN or inf in an operand makes
+    ``"fft"`` raise ``ValueError`` (the transform would spread it over whole maps), and so does an overflow of the
+    frequency-domain sums (``OverflowError``); ``"auto"`` computes such a pass with ``"im2col"``, which keeps NaN
+    and inf where PyTorch does (docs/bad-input.md).
 backend : str or FFTBackend, optional
     FFT library for ``algo="fft"`` (``"pyfftw"``, ``"scipy"``, ``"numpy"``); default :func:`fftconv.get_backend`.
 fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional

@@ -479,9 +479,119 @@ def test_float32_data_near_the_top_of_the_range_is_exact_with_fft(pass_name, mag
 
 @pytest.mark.parametrize("pass_name", ["forward", "weight"])
 def test_float32_overflow_in_the_frequency_domain_raises_naming_dtype_and_fix(pass_name, rng):
-    """Positive data of 1e37: the transforms sum 256 such values (2.6e39), past float32's range, while the direct sums
-    of im2col stay finite for the weight gradient. Never a silent inf: an OverflowError naming the dtype, the
-    magnitude, float64 and im2col."""
+    """Positive data of 1e37: the transforms sum 256 such values (2.6e39), past float32's range. The forward result
+    (2.0e38) still fits, and im2col computes it; the weight gradient's (1.2e39) does not, and im2col returns inf.
+    fft never returns a silent inf: an OverflowError naming the dtype, the magnitude, float64 and im2col."""
     problem = _float32_problem(rng, 1e37, positive=True)
     with pytest.raises(OverflowError, match=r"overflowed float32.*3\.4e\+38.*float64.*algo='im2col'"):
         OVERFLOW_PASSES[pass_name](problem, algo="fft")
+
+
+# ---------------------------------------------------------------------- NaN, inf and overflow with algo="auto"
+AUTO_GEOMETRIES = {
+    "plain": dict(),
+    "strided-padded-dilated": dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+    "grouped-same": dict(padding="same", groups=3),
+}
+
+
+def _auto_picks(monkeypatch, algo: str) -> None:
+    """Make ``algo="auto"`` pick ``algo`` for every pass."""
+    from fftconv import functional
+
+    class Pick:
+        pass
+
+    pick = Pick()
+    pick.algo = algo
+    monkeypatch.setattr(functional, "choose", lambda *args, **kwargs: pick)
+
+
+def _auto_pass(pass_name: str, operands: dict, hyper: dict, algo: str):
+    x, w, gy = operands["input"], operands["weight"], operands["grad_output"]
+    if pass_name == "forward":
+        return fftconv.conv2d(x, w, **hyper, algo=algo)
+    if pass_name == "input":
+        return fftconv.conv2d_input(x.shape, w, gy, **hyper, algo=algo)
+    return fftconv.conv2d_weight(x, w.shape, gy, **hyper, algo=algo)
+
+
+def _auto_operands(rng, hyper: dict, bad: str | None, value=np.nan) -> dict:
+    x, w = rng.standard_normal((2, 3, 10, 11)), rng.standard_normal((6, 3 // hyper.get("groups", 1), 3, 2))
+    gy = rng.standard_normal(fftconv.conv2d(x, w, **hyper, algo="direct").shape)
+    operands = {"input": x, "weight": w, "grad_output": gy}
+    if bad is not None:
+        operands[bad].flat[operands[bad].size // 3] = value
+    return operands
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+@pytest.mark.parametrize("pass_name, name", BAD_CASES, ids=[f"{p}-{n}" for p, n in BAD_CASES])
+@pytest.mark.parametrize("geometry", AUTO_GEOMETRIES, ids=AUTO_GEOMETRIES.keys())
+def test_auto_keeps_nan_where_the_spatial_algorithms_put_it_when_its_pick_is_fft(geometry, pass_name, name,
+                                                                                  monkeypatch, rng):
+    """auto picked fft; the NaN would spread, so the pass is computed with im2col: NaN exactly where the direct loops
+    (an independent implementation) put it, and the finite values equal theirs."""
+    hyper = AUTO_GEOMETRIES[geometry]
+    operands = _auto_operands(rng, hyper, name)
+    expected = _auto_pass(pass_name, operands, hyper, "direct")
+    _auto_picks(monkeypatch, "fft")
+    got = _auto_pass(pass_name, operands, hyper, "auto")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert 0 < np.isnan(expected).sum() < expected.size or name == "weight"
+    finite = np.isfinite(expected)
+    assert_close(got[finite], expected[finite], 1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+@pytest.mark.parametrize("pass_name, name", BAD_CASES, ids=[f"{p}-{n}" for p, n in BAD_CASES])
+def test_auto_with_nan_matches_torch_exactly_where_values_are_nan_or_inf(pass_name, name, monkeypatch, rng):
+    torch = pytest.importorskip("torch")
+    hyper = AUTO_GEOMETRIES["strided-padded-dilated"]
+    operands = _auto_operands(rng, hyper, name, value=np.inf)
+    _auto_picks(monkeypatch, "fft")
+    got = _auto_pass(pass_name, operands, hyper, "auto")
+    x, w, gy = (torch.tensor(operands[key]) for key in ("input", "weight", "grad_output"))
+    expected = {"forward": lambda: torch.nn.functional.conv2d(x, w, **hyper),
+                "input": lambda: torch.nn.grad.conv2d_input(x.shape, w, gy, **hyper),
+                "weight": lambda: torch.nn.grad.conv2d_weight(x, w.shape, gy, **hyper)}[pass_name]().numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+def test_auto_checks_the_result_of_a_mixing_algorithm_that_does_not_check_itself(monkeypatch, rng):
+    """A registered algorithm that spreads a NaN over its whole result (as a transform of a tile would) and raises
+    nothing: auto sees the NaN and computes the pass with im2col."""
+    from fftconv import algorithms
+
+    class Spreading:
+        name = "spreading"
+
+        def forward(self, x, w, bias, g, backend=None, fft_size=None):
+            y = algorithms.ALGORITHMS["im2col"].forward(x, w, bias, g, backend, fft_size)
+            return y + np.sum(x) * 0  # a NaN anywhere in x reaches every output
+
+    monkeypatch.setitem(algorithms.ALGORITHMS, "spreading", Spreading())
+    _auto_picks(monkeypatch, "spreading")
+    operands = _auto_operands(rng, {}, "input")
+    got = fftconv.conv2d(operands["input"], operands["weight"], algo="auto")
+    expected = fftconv.conv2d(operands["input"], operands["weight"], algo="direct")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isfinite(got).sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+def test_auto_computes_a_pass_that_overflows_float32_in_the_frequency_domain_with_im2col(monkeypatch, rng):
+    problem = _float32_problem(rng, 1e37, positive=True)
+    expected = OVERFLOW_PASSES["forward"](problem, algo="im2col")
+    assert np.isfinite(expected).all()
+    _auto_picks(monkeypatch, "fft")
+    np.testing.assert_array_equal(OVERFLOW_PASSES["forward"](problem, algo="auto"), expected)
+
+
+def test_auto_keeps_the_fft_result_when_the_operands_are_finite(monkeypatch, rng):
+    operands = _auto_operands(rng, {}, None)
+    explicit = fftconv.conv2d(operands["input"], operands["weight"], algo="fft")
+    _auto_picks(monkeypatch, "fft")
+    np.testing.assert_array_equal(fftconv.conv2d(operands["input"], operands["weight"], algo="auto"), explicit)
