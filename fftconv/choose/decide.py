@@ -181,6 +181,8 @@ def choose(g: ConvGeometry, pass_name: Union[Pass, str], dtype=np.float32, *, me
     """
     pass_name = Pass.parse(pass_name)
     dtype = parse_dtype(dtype)
+    if g.batch == 0:  # the functional API returns PyTorch's result for a batch of 0 without choosing
+        raise ValueError(f"a batch of 0 samples has no cost to compare, so there is no algorithm to choose: {g}")
     get_backend(backend)  # a bad backend or size fails here, not after a cached decision hid it
     fft_shape = fft_shape_for(g, fft_size)
     mode = _auto_mode() if measure is None else ("measure" if measure else "model")
