@@ -288,3 +288,26 @@ def test_backward_accumulates_parameter_gradients(rng):
     np.testing.assert_allclose(layer.grad_bias, 2 * once[1], rtol=1e-14)
     layer.zero_grad()
     assert not layer.grad_weight.any() and not layer.grad_bias.any()
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_a_batch_of_zero_samples_trains_as_in_pytorch(variant, rng):
+    """Forward gives PyTorch's empty output, backward an empty input gradient and no change to the gradients."""
+    torch = pytest.importorskip("torch")
+    layer = Conv2d(3, 4, 3, stride=2, padding=1, dtype=np.float64, rng=0, **variant)
+    reference = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, dtype=torch.float64)
+    x = np.zeros((0, 3, 9, 9))
+    expected = reference(torch.zeros(x.shape, dtype=torch.float64))
+    layer.grad_weight[...] = 1.0
+    y = layer.forward(x)
+    assert y.shape == tuple(expected.shape)
+    assert layer.backward(np.zeros(y.shape)).shape == x.shape
+    np.testing.assert_array_equal(layer.grad_weight, 1.0)
+    np.testing.assert_array_equal(layer.grad_bias, 0.0)
+
+
+def test_a_network_takes_a_batch_of_zero_samples(rng):
+    net = Sequential(Conv2d(1, 2, 3, rng=0), ReLU(), Flatten(), Linear(2 * 4 * 4, 3, rng=0))
+    y = net.forward(np.zeros((0, 1, 6, 6), np.float32))
+    assert y.shape == (0, 3)
+    assert net.backward(np.zeros((0, 3), np.float32)).shape == (0, 1, 6, 6)

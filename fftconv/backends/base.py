@@ -113,6 +113,8 @@ _FACTORIES: dict[str, Callable[[], FFTBackend]] = {}
 _AVAILABLE: dict[str, bool] = {}
 _instances: dict[str, FFTBackend] = {}
 _default: Union[str, FFTBackend, None] = None
+#: Names the default backend when :func:`set_backend` has not set one.
+ENVIRONMENT_VARIABLE = "FFTCONV_BACKEND"
 #: The preferred default, first installed wins: pyFFTW writes straight into fftconv's strided spectra, pocketfft
 #: (scipy) needs a copy, numpy.fft is single-threaded.
 _PREFERENCE = ("pyfftw", "scipy", "numpy")
@@ -146,8 +148,7 @@ def get_backend(backend: Union[str, FFTBackend, None] = None) -> FFTBackend:
     'numpy'
     """
     if backend is None:
-        backend = _default or os.environ.get("FFTCONV_BACKEND") or next(
-            name for name in _PREFERENCE if _AVAILABLE.get(name))
+        backend = _default or _from_environment() or next(name for name in _PREFERENCE if _AVAILABLE.get(name))
     if isinstance(backend, str):
         if backend not in _FACTORIES:
             raise ValueError(f"backend {backend!r} is unknown; valid names: {sorted(_FACTORIES)}")
@@ -159,6 +160,20 @@ def get_backend(backend: Union[str, FFTBackend, None] = None) -> FFTBackend:
     if isinstance(backend, FFTBackend):
         return backend
     raise TypeError(f"backend must be a name ({sorted(_FACTORIES)}), an FFTBackend instance or None, got {backend!r}")
+
+
+def _from_environment() -> str | None:
+    """The backend ``FFTCONV_BACKEND`` names, checked; None when it is unset or empty."""
+    name = os.environ.get(ENVIRONMENT_VARIABLE)
+    if not name:
+        return None
+    if name not in _FACTORIES:
+        raise ValueError(f"{ENVIRONMENT_VARIABLE}={name!r} is not a backend fftconv knows; valid values: "
+                         f"{sorted(_FACTORIES)} (installed here: {available_backends()}), or unset it for the default")
+    if not _AVAILABLE[name]:
+        raise ValueError(f"{ENVIRONMENT_VARIABLE}={name!r} names a backend that is not installed here; installed: "
+                         f"{available_backends()}")
+    return name
 
 
 def set_backend(backend: Union[str, FFTBackend, None]) -> None:

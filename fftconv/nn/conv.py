@@ -31,6 +31,7 @@ from .._cache import LRUCache
 from ..backends import FFTBackend
 from ..geometry import ConvGeometry
 from ..params import ConvParams, IntOrTuple, Padding, _expand, _require_positive
+from ..sizes import parse_fft_size
 from ..spectral import FFTSizePolicy, SpectralPlan
 from .module import Module, check_input, fan_in_uniform, positive_int, resolve_dtype, resolve_rng
 from .workspace import Workspace, default_workspace
@@ -55,8 +56,8 @@ class _ConvNd(Module):
     algo : {"fft", "im2col", "direct"}, default "fft"
     backend : str or FFTBackend, optional
         FFT library for ``algo="fft"``; default :func:`fftconv.get_backend` when the first plan is made.
-    fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional
-        FFT size policy for ``algo="fft"``.
+    fft_size : {"fast", "pow2", "minimal"}, int or tuple of int, optional
+        FFT size policy, or size, for ``algo="fft"`` (checked when the layer is built, and against each input).
     memory : {"reuse", "recompute"}, default "reuse"
         Keep spectra from forward to backward, or recompute them into a shared workspace (``algo="fft"`` only).
     workspace : Workspace, optional
@@ -113,6 +114,7 @@ class _ConvNd(Module):
             raise ValueError("workspace is only used with memory='recompute'; pass memory='recompute' or drop it")
         if workspace is not None and not isinstance(workspace, Workspace):
             raise TypeError(f"workspace must be a fftconv.nn.Workspace, got {type(workspace).__name__}")
+        parse_fft_size(fft_size, self.ndim)  # its form now; whether it is large enough, at each input shape
         self.algo, self.backend, self.fft_size, self.memory = algo, backend, fft_size, memory
         self.workspace = (workspace or default_workspace()) if memory == "recompute" and algo == "fft" else None
         self.dtype = resolve_dtype(dtype)
@@ -175,7 +177,7 @@ class _ConvNd(Module):
         if cached is None:
             geometry = ConvGeometry.from_params(self._params, input_shape, self.weight.shape)
             plan = (SpectralPlan.create(geometry, self.dtype, self.backend, self.fft_size)
-                    if self.algo == "fft" else None)
+                    if self.algo == "fft" and geometry.batch else None)  # zero samples: the functional API's result
             cached = (geometry, plan)
             self._plans.put(input_shape, cached)
         return cached
