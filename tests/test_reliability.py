@@ -595,3 +595,39 @@ def test_auto_keeps_the_fft_result_when_the_operands_are_finite(monkeypatch, rng
     explicit = fftconv.conv2d(operands["input"], operands["weight"], algo="fft")
     _auto_picks(monkeypatch, "fft")
     np.testing.assert_array_equal(fftconv.conv2d(operands["input"], operands["weight"], algo="auto"), explicit)
+
+
+# ---------------------------------------------------------------------- one layer, two threads
+@pytest.mark.parametrize("make", [lambda: Conv2d(2, 3, 3, dtype=np.float64, rng=0),
+                                  lambda: Linear(4, 3, dtype=np.float64, rng=0)], ids=["conv2d", "linear"])
+def test_a_layer_entered_by_a_second_thread_raises_naming_the_layer_and_the_fix(make, rng):
+    """Thread A is stopped inside forward (in a subclass that calls the layer's own forward, which the guard lets
+    the same thread re-enter); the main thread's forward and backward on the same layer are refused. Once A is done,
+    the layer serves the main thread."""
+    base = make()
+    x = rng.standard_normal((2, 2, 6, 6) if isinstance(base, Conv2d) else (2, 4))
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(type(base)):
+        def forward(self, x):
+            entered.set()
+            release.wait(30)
+            return super().forward(x)
+
+    layer = Slow.__new__(Slow)
+    layer.__dict__.update(base.__dict__)
+    worker = threading.Thread(target=layer.forward, args=(x,))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        message = (rf"{re.escape(repr(layer))}\.(forward|backward)\(\) was called while another thread is inside this "
+                   r"layer's forward or backward\. .*give each thread its own layer")
+        with pytest.raises(RuntimeError, match=message):
+            layer.forward(x)
+        with pytest.raises(RuntimeError, match=message):
+            layer.backward(np.ones((2, 3, 4, 4) if isinstance(base, Conv2d) else (2, 3)))
+    finally:
+        release.set()
+        worker.join()
+    y = layer.forward(x)  # the other thread is done: one thread at a time is fine, whichever it is
+    assert y.shape[0] == 2 and layer.backward(np.ones_like(y)).shape == x.shape

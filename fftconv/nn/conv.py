@@ -88,8 +88,13 @@ class _ConvNd(Module):
     ``weight`` and ``bias`` may be changed in place at any time; rebinding them to arrays of another shape or dtype
     is refused by the next ``forward`` or ``backward`` with a message naming the attribute.
 
-    One layer serves one thread at a time (its saved state is per layer). Layers in different threads may share a
+    One layer serves one thread at a time (its saved state is per layer): a second thread entering ``forward`` or
+    ``backward`` while another is inside raises ``RuntimeError``. Layers in different threads may share a
     :class:`~fftconv.nn.Workspace`: each pass holds it while it uses the buffer (see its notes).
+
+    With ``algo="fft"`` a NaN or inf in the input, the weights or the output gradient raises ``ValueError`` (the
+    transform would spread it over whole maps), and so does an overflow of float32 (``OverflowError``); use
+    ``algo="im2col"`` to keep them local as PyTorch does (docs/bad-input.md).
     """
 
     ndim: int = 0  # set by the subclasses
