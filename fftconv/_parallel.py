@@ -6,13 +6,20 @@ OpenMP likewise): when the FFTs of one pass and the GEMMs of the next use differ
 from the busy one. So fftconv runs every library single-threaded and splits the work itself, over ``threads``
 workers of one :class:`~concurrent.futures.ThreadPoolExecutor` whose idle threads block instead of spinning. numpy,
 scipy.fft and pyFFTW all release the GIL in their kernels. docs/algorithm.md ("Threads") has the measurements.
+
+Forks. A forked child (multiprocessing's default start method on Linux) has only the thread that forked: a lock
+another thread of the parent held stays held for ever, and the pool's threads are gone. Every lock of fftconv is made
+by :func:`fork_safe_lock`, which a child finds free; the child also gets its own pool and BLAS's thread count as it
+was outside fftconv (see :func:`_after_fork_in_child`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
@@ -22,6 +29,26 @@ import numpy as np
 _executor: ThreadPoolExecutor | None = None
 _executor_pid: int | None = None
 _controller = None
+#: Every lock :func:`fork_safe_lock` made that is still alive.
+_fork_safe_locks: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def fork_safe_lock(reentrant: bool = False):
+    """A new ``threading.Lock`` (or ``RLock``) that a forked child finds released.
+
+    A thread of the parent that held it at the fork does not exist in the child, and would never release it; the
+    child reinitialises every such lock before it runs any Python code of its own.
+
+    Examples
+    --------
+    >>> lock = fork_safe_lock()
+    >>> with lock:
+    ...     lock.locked()
+    True
+    """
+    lock = threading.RLock() if reentrant else threading.Lock()
+    _fork_safe_locks.add(lock)
+    return lock
 
 
 def default_threads() -> int:
@@ -41,14 +68,18 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+_pool_lock = fork_safe_lock()
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     global _executor, _executor_pid
-    # A forked child (multiprocessing's default start method on Linux) inherits the executor but not its threads:
-    # its tasks would never run. So each process makes its own.
-    if _executor is None or _executor._max_workers < workers or _executor_pid != os.getpid():
-        _executor = ThreadPoolExecutor(workers, thread_name_prefix="fftconv")
-        _executor_pid = os.getpid()
-    return _executor
+    # A forked child inherits the executor but not its threads: its tasks would never run. So each process makes its
+    # own (the fork hook forgets the parent's; the pid also catches a fork made from C, which runs no hook).
+    with _pool_lock:
+        if _executor is None or _executor._max_workers < workers or _executor_pid != os.getpid():
+            _executor = ThreadPoolExecutor(workers, thread_name_prefix="fftconv")
+            _executor_pid = os.getpid()
+        return _executor
 
 
 def _blas_libraries() -> list:
@@ -62,7 +93,7 @@ def _blas_libraries() -> list:
 
 _blas_limit_depth = 0
 _blas_saved_threads: list[int] = []
-_blas_limit_lock = threading.Lock()
+_blas_limit_lock = fork_safe_lock()
 
 
 @contextmanager
@@ -105,7 +136,8 @@ def run_tasks(tasks: Sequence[Callable[[], object]]) -> None:
     """Run independent tasks concurrently: the first in the calling thread, the rest in the pool.
 
     BLAS is single-threaded meanwhile, so a task's matrix products never wake OpenBLAS's own threads. Tasks must
-    not call ``run_tasks`` themselves (the pool is small and would wait on itself).
+    not call ``run_tasks`` themselves (the pool is small and would wait on itself). Each task runs in a copy of the
+    caller's context, so ``numpy.errstate`` (a context variable) applies in the pool too.
     """
     if len(tasks) == 1:
         tasks[0]()
@@ -113,7 +145,7 @@ def run_tasks(tasks: Sequence[Callable[[], object]]) -> None:
     if not tasks:
         return
     with single_threaded_blas():
-        futures = [_pool(len(tasks) - 1).submit(task) for task in tasks[1:]]
+        futures = [_pool(len(tasks) - 1).submit(contextvars.copy_context().run, task) for task in tasks[1:]]
         try:
             tasks[0]()
         finally:
@@ -201,3 +233,23 @@ def parallel_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray | None 
                    for (a, b), t in zip(ranges, targets)])
         out += partial.sum(axis=0)
     return out
+
+
+def _after_fork_in_child() -> None:
+    """Make fftconv usable in a forked child: every lock free, no pool, BLAS's thread count as outside fftconv.
+
+    A parent thread inside :func:`single_threaded_blas` at the fork left BLAS at one thread; the child gets back the
+    count saved when that limit began. (OpenBLAS shuts its own thread pool down around a fork itself.)
+    """
+    global _executor, _executor_pid, _blas_limit_depth
+    for lock in list(_fork_safe_locks):
+        lock._at_fork_reinit()  # what threading and logging do for their own locks in a child
+    _executor, _executor_pid = None, None
+    if _blas_limit_depth:
+        _blas_limit_depth = 0
+        for library, threads in zip(_blas_libraries(), _blas_saved_threads):
+            library.set_num_threads(threads)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

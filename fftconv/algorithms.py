@@ -13,6 +13,8 @@ name          what it is                                        geometries      
 ``tiled``     the FFT algorithm on tiles (overlap-save/-add)    all                          ``tile``
 ============  ================================================  ===========================  ===============
 
+``keeps_nonfinite_local`` says that a NaN or inf reaches only the outputs whose window reads it, as in PyTorch;
+``refuses_nonfinite`` that the entry raises :class:`~fftconv._finite.NonFiniteInput` rather than spread one.
 ``unsupported_reason(g)`` says why an entry cannot run a geometry (``None`` if it can); asked anyway, it raises
 ``ValueError`` with that reason. ``options`` names the keyword options; the public functions and ``algo="auto"``
 take their values from the cost model (:func:`fftconv.choose.best_options`). :mod:`fftconv.functional` dispatches
@@ -44,6 +46,7 @@ class FFTAlgorithm:
 
     name = "fft"
     options: tuple[str, ...] = ()
+    keeps_nonfinite_local, refuses_nonfinite = False, True
 
     @staticmethod
     def unsupported_reason(g: ConvGeometry) -> str | None:
@@ -78,6 +81,7 @@ class SpatialAlgorithm:
     (:func:`fftconv.costs.spatial_workspace_bytes`) checked before it allocates."""
 
     options: tuple[str, ...] = ()
+    keeps_nonfinite_local, refuses_nonfinite = True, False
 
     def __init__(self, module: ModuleType, name: str):
         self.module, self.name = module, name
@@ -110,6 +114,7 @@ class WinogradAlgorithm:
 
     name = "winograd"
     options = ("tile",)
+    keeps_nonfinite_local, refuses_nonfinite = False, False
 
     @staticmethod
     def unsupported_reason(g: ConvGeometry) -> str | None:
@@ -139,6 +144,7 @@ class TiledAlgorithm:
 
     name = "tiled"
     options = ("tile",)
+    keeps_nonfinite_local, refuses_nonfinite = False, True
 
     @staticmethod
     def unsupported_reason(g: ConvGeometry) -> str | None:

@@ -12,13 +12,25 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
+from ._finite import NonFiniteInput, SpectralOverflow, all_finite
 from .algorithms import ALGORITHMS, BackendArg, FFTSizeArg
+from .backends import get_backend
 from .choose.decide import dispatcher as _algorithm
 from .geometry import ConvGeometry, check_arrays, parse_size
 from .params import IntOrTuple, Padding
+from .sizes import fft_shape_for
 
 __all__ = ["conv", "conv_input", "conv_weight", "conv1d", "conv2d", "conv3d", "conv1d_input", "conv2d_input",
            "conv3d_input", "conv1d_weight", "conv2d_weight", "conv3d_weight", "ALGORITHMS"]
+
+
+def _empty_batch(g: ConvGeometry, shape: tuple[int, ...], dtype, backend: BackendArg,
+                 fft_size: FFTSizeArg) -> np.ndarray:
+    """The result of a pass over zero samples, as PyTorch gives it: an empty output or input gradient, and a zero
+    weight gradient (a sum over no samples). The options are checked as for any batch."""
+    get_backend(backend)
+    fft_shape_for(g, fft_size)
+    return np.zeros(shape, dtype)
 
 
 def _check_ndim(ndim: int | None, array: np.ndarray, name: str) -> None:
@@ -39,7 +51,10 @@ def conv(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, 
     g = ConvGeometry.from_shapes(input.shape, weight.shape, stride, padding, dilation, groups)
     if bias is not None and bias.shape != (g.out_channels,):
         raise ValueError(f"bias must have shape (out_channels,) = ({g.out_channels},), got {bias.shape}")
-    return _algorithm(algo).forward(input, weight, bias, g, backend, fft_size)
+    algorithm = _algorithm(algo)
+    if g.batch == 0:
+        return _empty_batch(g, g.full_output_shape, input.dtype, backend, fft_size)
+    return algorithm.forward(input, weight, bias, g, backend, fft_size)
 
 
 def conv_input(input_size: Sequence[int], weight: np.ndarray, grad_output: np.ndarray, stride: IntOrTuple = 1,
@@ -51,7 +66,10 @@ def conv_input(input_size: Sequence[int], weight: np.ndarray, grad_output: np.nd
     size = parse_size(input_size, weight.ndim, "input_size")
     g = ConvGeometry.from_shapes(size, weight.shape, stride, padding, dilation, groups, input_name="input_size")
     g.check_grad_output(grad_output.shape)
-    return _algorithm(algo).grad_input(grad_output, weight, g, backend, fft_size)
+    algorithm = _algorithm(algo)
+    if g.batch == 0:
+        return _empty_batch(g, g.full_input_shape, weight.dtype, backend, fft_size)
+    return algorithm.grad_input(grad_output, weight, g, backend, fft_size)
 
 
 def conv_weight(input: np.ndarray, weight_size: Sequence[int], grad_output: np.ndarray, stride: IntOrTuple = 1,
@@ -63,7 +81,10 @@ def conv_weight(input: np.ndarray, weight_size: Sequence[int], grad_output: np.n
     size = parse_size(weight_size, input.ndim, "weight_size")
     g = ConvGeometry.from_shapes(input.shape, size, stride, padding, dilation, groups, weight_name="weight_size")
     g.check_grad_output(grad_output.shape)
-    return _algorithm(algo).grad_weight(input, grad_output, g, backend, fft_size)
+    algorithm = _algorithm(algo)
+    if g.batch == 0:
+        return _empty_batch(g, g.full_weight_shape, input.dtype, backend, fft_size)
+    return algorithm.grad_weight(input, grad_output, g, backend, fft_size)
 
 
 # ---------------------------------------------------------------------- the public 1-d, 2-d and 3-d functions
@@ -85,21 +106,26 @@ algo : {"fft", "im2col", "direct", "winograd", "tiled", "auto"}, default "fft"
     on the machine, timing close candidates once on small problems (``FFTCONV_AUTO``: ``"hybrid"``, the default,
     ``"model"`` or ``"measure"``), within the accuracy bound of :func:`fftconv.choose.set_accuracy` and the
     available memory; see :func:`fftconv.explain`. The tiles of ``"winograd"`` and ``"tiled"`` are the cost
-    model's cheapest.
+    model's cheapest. A NaN or inf in an operand makes ``"fft"`` and ``"tiled"`` raise ``ValueError`` (the
+    transform would spread it over whole maps), and so does an overflow of the frequency-domain sums
+    (``OverflowError``); ``"auto"`` computes such a pass with ``"im2col"``, which keeps NaN and inf where PyTorch
+    does (docs/bad-input.md).
 backend : str or FFTBackend, optional
-    FFT library for ``algo="fft"`` and ``"tiled"`` (``"pyfftw"``, ``"scipy"``, ``"numpy"``); default
+    FFT library for ``algo="fft"`` and ``"tiled"`` (``"pyfftw"``, ``"scipy"``, ``"numpy"``, ``"ducc0"``); default
     :func:`fftconv.get_backend`.
-fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional
+fft_size : {"fast", "pow2", "minimal"}, int or tuple of int, optional
     FFT size policy for ``algo="fft"`` (of the tiles for ``"tiled"``); default ``"fast"`` (next
-    ``2^a 3^b 5^c 7^d``).
+    ``2^a 3^b 5^c 7^d``). An explicit size (an int for every dimension, or one per dimension) must reach the
+    minimal exact size, which the error gives.
 
 Notes
 -----
 Cross-correlation, as in PyTorch. Output size per spatial dimension:
 ``floor((n + p_before + p_after - dilation * (k - 1) - 1) / stride) + 1``. float32 and float64 are supported end to
-end; the result has the input's dtype. Errors name the offending argument: shapes, channels, groups, kernel larger
-than the padded input, non-positive stride or dilation, mixed or unsupported dtypes, and problems whose buffers
-would not fit in the available memory (``MemoryError``, raised before allocating)."""
+end; the result has the input's dtype. A batch of zero samples gives PyTorch's result (empty, or a zero weight
+gradient). Errors name the offending argument: shapes, channels, groups, kernel larger than the padded input,
+non-positive stride or dilation, mixed or unsupported dtypes, and problems whose buffers would not fit in the
+available memory (``MemoryError``, raised before allocating)."""
 
 _MARKER = "{options}"
 F = TypeVar("F", bound=Callable)

@@ -104,9 +104,7 @@ class ConvGeometry:
         batch, in_channels = input_shape[:2]
         out_channels, channels_per_group = weight_shape[:2]
         kernel = tuple(weight_shape[2:])
-        if any(v < 1 for v in input_shape) or any(v < 1 for v in weight_shape):
-            raise ValueError(f"empty arrays are not supported: {input_name} shape {input_shape}, "
-                             f"{weight_name} shape {weight_shape}")
+        _check_not_empty(input_shape, weight_shape, input_name, weight_name)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide both in_channels={in_channels} ({input_name}.shape[1]) "
                              f"and out_channels={out_channels} ({weight_name}.shape[0])")
@@ -213,6 +211,19 @@ class ConvGeometry:
         return f"ConvGeometry({', '.join(parts)})"
 
 
+def _check_not_empty(input_shape: tuple, weight_shape: tuple, input_name: str, weight_name: str) -> None:
+    """A batch of zero samples is a convolution (of nothing, as in PyTorch); zero channels or sizes are refused."""
+    shapes = f"{input_name} shape {input_shape}, {weight_name} shape {weight_shape}"
+    if any(v < 0 for v in (*input_shape, *weight_shape)):
+        raise ValueError(f"sizes must be non-negative: {shapes}")
+    if min(input_shape[1], *weight_shape[:2]) == 0:
+        raise ValueError(f"a convolution needs at least one input and one output channel: {shapes} (PyTorch refuses "
+                         "zero output channels, and gives a result without the output channels for zero input "
+                         "channels)")
+    if min(*input_shape[2:], *weight_shape[2:]) == 0:
+        raise ValueError(f"spatial sizes must be positive: {shapes}")
+
+
 def _check_ranks(input_shape: tuple, weight_shape: tuple, input_name: str, weight_name: str) -> None:
     if len(weight_shape) < 3:
         raise ValueError(f"{weight_name} must have shape (out_channels, in_channels/groups, *kernel) with at "
@@ -268,6 +279,32 @@ def parse_dtype(dtype, name: str = "dtype") -> np.dtype:
     return resolved
 
 
+def _byte_order_note(dtype: np.dtype) -> str:
+    return "" if dtype.isnative else f" (byte-swapped {dtype.newbyteorder('=')})"
+
+
+def cast_hint(dtype: np.dtype, name: str) -> str:
+    """How to convert an array of an unsupported ``dtype`` without losing what it holds.
+
+    Examples
+    --------
+    >>> cast_hint(np.dtype(">f8"), "x"), cast_hint(np.dtype(np.int64), "x")
+    ('Convert it to native byte order with x.astype(np.float64)', 'Convert explicitly, e.g. x.astype(np.float64)')
+    >>> cast_hint(np.dtype(np.complex64), "x")
+    'fftconv convolves real arrays: convolve x.real and x.imag separately'
+    """
+    native = dtype.newbyteorder("=")
+    if native in SUPPORTED_DTYPES:
+        return f"Convert it to native byte order with {name}.astype(np.{native})"
+    if dtype.kind == "c":
+        return f"fftconv convolves real arrays: convolve {name}.real and {name}.imag separately"
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        return f"Convert explicitly with {name}.astype(np.float64), the widest float fftconv supports"
+    # float32 holds float16, bool and integers of up to 16 bits exactly; wider integers need float64
+    exact_in_float32 = dtype.kind in "fb" or (dtype.kind in "iu" and dtype.itemsize <= 2)
+    return f"Convert explicitly, e.g. {name}.astype(np.{'float32' if exact_in_float32 else 'float64'})"
+
+
 def check_arrays(**arrays: np.ndarray) -> np.dtype:
     """Check that the named arrays are ndarrays of one supported float dtype; return it.
 
@@ -282,8 +319,8 @@ def check_arrays(**arrays: np.ndarray) -> np.dtype:
         if not isinstance(array, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}; wrap it with np.asarray")
         if array.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"{name} has dtype {array.dtype}; fftconv supports float32 and float64. Convert "
-                            f"explicitly, e.g. {name}.astype(np.float32)")
+            raise TypeError(f"{name} has dtype {array.dtype}{_byte_order_note(array.dtype)}; fftconv supports float32 "
+                            f"and float64. {cast_hint(array.dtype, name)}")
         if dtype is None:
             dtype, first = array.dtype, name
         elif array.dtype != dtype:

@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import platform
-import threading
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
 from threadpoolctl import threadpool_info
 
-from ._parallel import default_threads
+from ._parallel import default_threads, fork_safe_lock
 
 DEFAULT_SOURCE = "defaults"
 
@@ -105,18 +104,10 @@ def gemm_efficiency(dimension: float, half: float) -> float:
 
 
 # ---------------------------------------------------------------------- the rates in use
-_lock = threading.Lock()
+_lock = fork_safe_lock()  # a forked child finds it free
 _current: tuple[MachineRates, str] | None = None  # the rates, and how they were obtained
 _NOT_CALIBRATED = "this machine is not calibrated"
 
-
-def _reset_lock_after_fork() -> None:
-    """A forked child gets a fresh lock: one held by a parent thread at the fork would stay held in the child."""
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
 def cache_directory() -> Path:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Literal, Sequence, Union
 
 from .geometry import ConvGeometry
+from .params import _is_int
 
 FFTSizePolicy = Literal["fast", "pow2", "minimal"]
 FFT_SIZE_POLICIES = ("fast", "pow2", "minimal")
@@ -117,41 +117,79 @@ def next_power_of_two(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def fft_shape_for(geometry: ConvGeometry, policy: Union[FFTSizePolicy, Sequence[int], None] = None) -> tuple[int, ...]:
+def parse_fft_size(fft_size: Union[FFTSizePolicy, int, Sequence[int], None], ndim: int
+                   ) -> Union[FFTSizePolicy, tuple[int, ...]]:
+    """``fft_size`` as a policy name or a tuple of ``ndim`` positive ints; raise an error naming the argument.
+
+    ``None`` is the default policy; an int means that size in every dimension, as for ``stride``. Floats and bools
+    are refused rather than truncated.
+
+    Examples
+    --------
+    >>> parse_fft_size(None, 2), parse_fft_size(16, 2), parse_fft_size((8, 12), 2)
+    ('fast', (16, 16), (8, 12))
+    >>> parse_fft_size((8.5, 8.5), 2)
+    Traceback (most recent call last):
+    ...
+    TypeError: fft_size must be one of ('fast', 'pow2', 'minimal'), an int or a tuple of 2 ints, got (8.5, 8.5)
+    """
+    if fft_size is None:
+        return DEFAULT_FFT_SIZE
+    if isinstance(fft_size, str):
+        if fft_size not in FFT_SIZE_POLICIES:
+            raise ValueError(f"fft_size must be one of {FFT_SIZE_POLICIES}, an int or a tuple of {ndim} ints, "
+                             f"got {fft_size!r}")
+        return fft_size  # type: ignore[return-value]
+    accepted = f"fft_size must be one of {FFT_SIZE_POLICIES}, an int or a tuple of {ndim} ints, got {fft_size!r}"
+    if _is_int(fft_size):
+        shape = (int(fft_size),) * ndim  # type: ignore[arg-type]
+    else:
+        try:
+            values = tuple(fft_size)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(accepted) from None
+        if not all(_is_int(n) for n in values):  # 8.5 must not become 8, nor True become 1
+            raise TypeError(accepted)
+        shape = tuple(int(n) for n in values)
+    if len(shape) != ndim:
+        raise ValueError(f"fft_size={shape} must have one entry per spatial dimension ({ndim})")
+    if any(n < 1 for n in shape):
+        raise ValueError(f"fft_size must be positive in every dimension, got {shape}")
+    return shape
+
+
+def fft_shape_for(geometry: ConvGeometry, policy: Union[FFTSizePolicy, int, Sequence[int], None] = None
+                  ) -> tuple[int, ...]:
     """Circular FFT size per spatial dimension for ``geometry`` under a size policy.
 
     Parameters
     ----------
     geometry : ConvGeometry
-    policy : {"fast", "pow2", "minimal"} or tuple of int, optional
+    policy : {"fast", "pow2", "minimal"}, int or tuple of int, optional
         ``"minimal"``: the smallest exact size (:attr:`ConvGeometry.minimal_fft_shape`); ``"pow2"``: the next power
-        of two (as in the paper); ``"fast"`` (default): the next ``2^a 3^b 5^c 7^d``. An explicit tuple is checked
-        against the minimum.
+        of two (as in the paper); ``"fast"`` (default): the next ``2^a 3^b 5^c 7^d``. An explicit size (an int for
+        every dimension, or a tuple) is checked against the minimum (see :func:`parse_fft_size`).
 
     Examples
     --------
     >>> g = ConvGeometry.from_shapes((1, 1, 27, 27), (1, 1, 5, 5))
-    >>> fft_shape_for(g, "minimal"), fft_shape_for(g, "fast"), fft_shape_for(g, "pow2")
-    ((27, 27), (27, 27), (32, 32))
+    >>> fft_shape_for(g, "minimal"), fft_shape_for(g, "fast"), fft_shape_for(g, "pow2"), fft_shape_for(g, 32)
+    ((27, 27), (27, 27), (32, 32), (32, 32))
+    >>> fft_shape_for(g, 16)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: fft_size=(16, 16) is too small for this convolution: every dimension must be at least (27, 27), ...
     """
     minimal = geometry.minimal_fft_shape
-    if policy is None:
-        policy = DEFAULT_FFT_SIZE
-    if isinstance(policy, str):
-        if policy == "minimal":
-            return minimal
-        if policy == "pow2":
-            return tuple(next_power_of_two(n) for n in minimal)
-        if policy == "fast":
-            return tuple(next_fast_size(n) for n in minimal)
-        raise ValueError(f"fft_size must be one of {FFT_SIZE_POLICIES} or a tuple of ints, got {policy!r}")
-    try:  # operator.index accepts Python and numpy ints but not floats: 8.5 must not become 8
-        shape = tuple(operator.index(n) for n in policy)
-    except TypeError:
-        raise TypeError(f"fft_size must be one of {FFT_SIZE_POLICIES} or a tuple of ints, got {policy!r}") from None
-    if len(shape) != geometry.ndim:
-        raise ValueError(f"fft_size={shape} must have one entry per spatial dimension ({geometry.ndim})")
-    if any(n < m for n, m in zip(shape, minimal)):
-        raise ValueError(f"fft_size={shape} is too small for this convolution; every dimension must be at least "
-                         f"{minimal} to avoid wrap-around")
-    return shape
+    policy = parse_fft_size(policy, geometry.ndim)
+    if policy == "minimal":
+        return minimal
+    if policy == "pow2":
+        return tuple(next_power_of_two(n) for n in minimal)
+    if policy == "fast":
+        return tuple(next_fast_size(n) for n in minimal)
+    if any(n < m for n, m in zip(policy, minimal)):
+        raise ValueError(f"fft_size={policy} is too small for this convolution: every dimension must be at least "
+                         f"{minimal}, the minimal exact size (the circular convolution would wrap around); use "
+                         "fft_size='minimal' or larger sizes")
+    return policy

@@ -158,7 +158,7 @@ def test_pyfftw_blocked_inverse_reads_small_maps_in_place(strided_max, monkeypat
     result = np.full(maps.shape, np.nan)
     backend.irfftn_blocks(spectrum, (7, 5), (3, 4), lambda block, block_maps: result.__setitem__(block, block_maps))
     assert_close(result, maps * 35, tolerance(np.float64, 35), "blocked inverse")
-    staged = [plan for key, plan in backend._plans.items() if key[0] == "staged"]
+    staged = [backend._plans.get(key) for key in backend._plans.keys() if key[0] == "staged"]
     assert staged and all((plan.in_buffer is None) == bool(strided_max) for plan in staged)
 
 
@@ -238,6 +238,79 @@ def test_pyfftw_convolution_reuses_plans(rng):
     y2 = fftconv.conv2d(x + 1, w, padding=1, backend=backend)
     assert backend.cached_plans == built
     assert_close(y2 - y, fftconv.conv2d(np.ones_like(x), w, padding=1, algo="direct"), tolerance(np.float64, 256, 27))
+
+
+def _memory_after(function) -> int:
+    """Bytes Python and numpy hold after ``function()`` that they did not hold before (traced, collected)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        function()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+
+
+@needs_pyfftw
+def test_pyfftw_plan_cache_stays_within_its_byte_budget_over_many_shapes(rng):
+    """200 input shapes, each with its own plans: the cache keeps what fits in ``cache_bytes`` (a plan is counted
+    for its buffers and the arrays it keeps referenced), and the memory still held afterwards is about that much."""
+    budget = 2 << 20
+    backend = fftconv.PyfftwBackend(threads=1, cache_bytes=budget)
+    w = rng.standard_normal((4, 3, 3, 3))
+    shapes = [(2, 3, n, n) for n in range(8, 208)]
+
+    def convolve_every_shape():
+        for shape in shapes:
+            fftconv.conv2d(np.ones(shape), w, backend=backend)
+
+    held = _memory_after(convolve_every_shape)
+    largest_plan = 4 * 208 * 208 * 16  # (2*3 maps at 208x208, complex128) referenced by one plan, a bound
+    assert backend.cached_bytes <= budget + largest_plan
+    assert held <= budget + largest_plan + (1 << 20), f"{held / 2**20:.1f} MiB still held after 200 shapes"
+    assert 0 < backend.cached_plans < len(shapes)
+    x = rng.standard_normal((2, 3, 9, 9))  # an evicted shape comes back: built again, and correct
+    assert_close(fftconv.conv2d(x, w, backend=backend), fftconv.conv2d(x, w, algo="direct"),
+                 tolerance(np.float64, 81, 27))
+
+
+@needs_pyfftw
+def test_pyfftw_plan_dropped_while_another_thread_runs_it_is_freed_when_that_call_ends(rng):
+    """A plan evicted while a call is using it stays usable by that call, and is freed when the call ends."""
+    import threading
+
+    backend = fftconv.PyfftwBackend(threads=1, cache_bytes=0)  # every new plan evicts the previous ones
+    spectrum = np.fft.rfftn(rng.standard_normal((3, 16, 16)), axes=(1, 2))
+    expected = np.fft.irfftn(spectrum, (16, 16), axes=(1, 2)) * 256  # the blocked inverse may destroy its input
+    inside, leave, results = threading.Event(), threading.Event(), []
+
+    def slow_consumer(block, maps):
+        inside.set()
+        leave.wait(10)
+        results.append(maps.copy())
+
+    user = threading.Thread(target=backend.irfftn_blocks, args=(spectrum, (16, 16), (1, 2), slow_consumer))
+    user.start()
+    assert inside.wait(10)
+    running = next(iter(backend._plans.values()))
+    backend.rfftn(np.ones((2, 8, 8)), (8, 8), (1, 2))  # a new plan: the running one leaves the cache
+    assert running not in set(backend._plans.values()) and running.plan is not None  # kept for its call
+    leave.set()
+    user.join()
+    assert running.plan is None and not backend._retired  # freed once its call ended
+    assert_close(results[0], expected, 1e-12)
+
+
+def test_pyfftw_cache_bytes_is_validated():
+    if "pyfftw" not in BACKENDS:
+        pytest.skip("pyFFTW is not installed")
+    with pytest.raises(ValueError, match="cache_bytes must be a non-negative int, got -1"):
+        fftconv.PyfftwBackend(cache_bytes=-1)
 
 
 @needs_pyfftw
@@ -331,7 +404,7 @@ def test_set_backend_by_name_and_none_restores_default(monkeypatch):
     monkeypatch.setenv("FFTCONV_BACKEND", "numpy")  # the environment picks the default when none was set
     assert fftconv.get_backend().name == "numpy"
     monkeypatch.setenv("FFTCONV_BACKEND", "fftw")
-    with pytest.raises(ValueError, match=r"backend 'fftw' is unknown; valid names: "
+    with pytest.raises(ValueError, match=r"FFTCONV_BACKEND='fftw' is not a backend fftconv knows; valid values: "
                                          r"\['ducc0', 'numpy', 'pyfftw', 'scipy'\]"):
         fftconv.get_backend()
 

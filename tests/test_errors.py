@@ -83,8 +83,17 @@ CASES = [
     ("weight-without-spatial-axes", lambda **k: fftconv.conv(X[:, :, 0, 0], W[:, :, 0, 0], **k), ValueError,
      literal("weight must have shape (out_channels, in_channels/groups, *kernel) with at least one spatial "
              "dimension, got shape (4, 3)")),
-    ("empty-batch", lambda **k: fftconv.conv2d(X[:0], W, **k), ValueError,
-     literal("empty arrays are not supported: input shape (0, 3, 8, 8)")),
+    # empty arrays: a zero batch is supported (see below), zero channels or sizes are not
+    ("zero-input-channels", lambda **k: fftconv.conv2d(X[:, :0], W[:, :0], **k), ValueError,
+     literal("a convolution needs at least one input and one output channel: input shape (2, 0, 8, 8), weight "
+             "shape (4, 0, 3, 3)")),
+    ("zero-output-channels", lambda **k: fftconv.conv2d(X, W[:0], **k), ValueError,
+     literal("a convolution needs at least one input and one output channel: input shape (2, 3, 8, 8), weight "
+             "shape (0, 3, 3, 3)")),
+    ("zero-spatial-size", lambda **k: fftconv.conv2d(X[..., :0], W, **k), ValueError,
+     literal("spatial sizes must be positive: input shape (2, 3, 8, 0)")),
+    ("negative-input-size", lambda **k: fftconv.conv2d_input((-1, 3, 8, 8), W, GY, **k), ValueError,
+     literal("sizes must be non-negative: input_size shape (-1, 3, 8, 8)")),
     # gradient passes: sizes inconsistent with grad_output
     ("input-size-spatial-mismatch", lambda **k: fftconv.conv2d_input((2, 3, 9, 8), W, GY, **k), ValueError,
      literal("grad_output has shape (2, 4, 6, 6), but the convolution of an input of shape (2, 3, 9, 8)") + ".*"
@@ -127,11 +136,21 @@ CASES = [
      "grad_output has dtype float64 but input has dtype float32"),
     ("integer-input", lambda **k: fftconv.conv2d(X.astype(np.int64), W, **k), TypeError,
      literal("input has dtype int64; fftconv supports float32 and float64. Convert explicitly, e.g. "
+             "input.astype(np.float64)")),  # float32 would round integers above 2^24
+    ("small-integer-input", lambda **k: fftconv.conv2d(X.astype(np.uint8), W, **k), TypeError,
+     literal("input has dtype uint8; fftconv supports float32 and float64. Convert explicitly, e.g. "
              "input.astype(np.float32)")),
+    ("big-endian-float64-input", lambda **k: fftconv.conv2d(X.astype(">f8"), W, **k), TypeError,
+     literal("input has dtype >f8 (byte-swapped float64); fftconv supports float32 and float64. Convert it to "
+             "native byte order with input.astype(np.float64)") + "$"),
+    ("big-endian-float32-weight", lambda **k: fftconv.conv2d(X, W.astype(">f4"), **k), TypeError,
+     literal("weight has dtype >f4 (byte-swapped float32); fftconv supports float32 and float64. Convert it to "
+             "native byte order with weight.astype(np.float32)") + "$"),
     ("integer-weight", lambda **k: fftconv.conv2d(X, W.astype(np.int32), **k), TypeError,
      "weight has dtype int32; fftconv supports float32 and float64"),
     ("complex-input", lambda **k: fftconv.conv2d(X.astype(np.complex128), W, **k), TypeError,
-     "input has dtype complex128; fftconv supports float32 and float64"),
+     literal("input has dtype complex128; fftconv supports float32 and float64. fftconv convolves real arrays: "
+             "convolve input.real and input.imag separately")),
     ("complex-grad-output", lambda **k: fftconv.conv2d_input(X.shape, W, GY.astype(np.complex64), **k), TypeError,
      "grad_output has dtype complex64; fftconv supports float32 and float64"),
     ("float16-input", lambda **k: fftconv.conv2d(X.astype(np.float16), W.astype(np.float16), **k), TypeError,
@@ -152,9 +171,20 @@ CASES = [
     ("backend-wrong-type", lambda **k: fftconv.conv2d_input(X.shape, W, GY, backend=3, **k), TypeError,
      "backend must be a name .*an FFTBackend instance or None, got 3"),
     ("unknown-fft-size", lambda **k: fftconv.conv2d_weight(X, W.shape, GY, fft_size="big", **k), ValueError,
-     literal("fft_size must be one of ('fast', 'pow2', 'minimal') or a tuple of ints, got 'big'")),
+     literal("fft_size must be one of ('fast', 'pow2', 'minimal'), an int or a tuple of 2 ints, got 'big'")),
+    ("fft-size-not-integers", lambda **k: fftconv.conv2d(X, W, fft_size=(8.5, 8.5), **k), TypeError,
+     literal("fft_size must be one of ('fast', 'pow2', 'minimal'), an int or a tuple of 2 ints, got (8.5, 8.5)")),
+    ("fft-size-float", lambda **k: fftconv.conv2d(X, W, fft_size=8.0, **k), TypeError,
+     literal("an int or a tuple of 2 ints, got 8.0")),
+    ("fft-size-bool", lambda **k: fftconv.conv2d(X, W, fft_size=(True, 8), **k), TypeError,
+     literal("an int or a tuple of 2 ints, got (True, 8)")),
+    ("fft-size-zero", lambda **k: fftconv.conv2d(X, W, fft_size=0, **k), ValueError,
+     literal("fft_size must be positive in every dimension, got (0, 0)")),
     ("fft-size-too-small", lambda **k: fftconv.conv2d(X, W, fft_size=(8, 7), **k), ValueError,
-     literal("fft_size=(8, 7) is too small for this convolution; every dimension must be at least (8, 8)")),
+     literal("fft_size=(8, 7) is too small for this convolution: every dimension must be at least (8, 8), the "
+             "minimal exact size")),
+    ("fft-size-int-too-small", lambda **k: fftconv.conv2d(X, W, fft_size=7, **k), ValueError,
+     literal("fft_size=(7, 7) is too small for this convolution: every dimension must be at least (8, 8)")),
     ("fft-size-too-small-padded", lambda **k: fftconv.conv2d_input(X.shape, W, np.zeros((2, 4, 8, 8)), padding=1,
                                                                    fft_size=(9, 8), **k), ValueError,
      literal("fft_size=(9, 8) is too small") + ".*" + literal("at least (9, 9)")),
@@ -163,7 +193,7 @@ CASES = [
 
 # For algo="tiled", fft_size sizes the tiles' transforms, not the whole problem's: these sizes are valid there
 # (the tiles fit them), and tests/test_tiled.py checks its own size errors.
-WHOLE_PROBLEM_FFT_SIZE = {"fft-size-too-small", "fft-size-too-small-padded"}
+WHOLE_PROBLEM_FFT_SIZE = {"fft-size-too-small", "fft-size-int-too-small", "fft-size-too-small-padded"}
 
 
 @pytest.mark.parametrize("algo", list(fftconv.ALGORITHMS))
@@ -186,6 +216,77 @@ def test_unknown_algorithm_lists_the_valid_ones():
 def test_fft_size_with_wrong_number_of_dimensions():
     with pytest.raises(ValueError, match=literal("fft_size=(16,)")):
         fftconv.conv2d(X, W, fft_size=(16,))
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "input", "weight"])
+def test_an_int_fft_size_is_that_size_in_every_dimension(pass_name, rng):
+    x, w = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3))
+    gy = rng.standard_normal((2, 4, 7, 7))
+    call = {"forward": lambda size: fftconv.conv2d(x, w, fft_size=size),
+            "input": lambda size: fftconv.conv2d_input(x.shape, w, gy, fft_size=size),
+            "weight": lambda size: fftconv.conv2d_weight(x, w.shape, gy, fft_size=size)}[pass_name]
+    np.testing.assert_array_equal(call(np.int64(12)), call((12, 12)))
+    with pytest.raises(ValueError, match=literal("fft_size=(8, 8) is too small") + ".*" + literal("(9, 9)")):
+        call(8)
+
+
+def test_the_fft_size_of_a_layer_is_checked_when_it_is_built():
+    from fftconv.nn import Conv2d
+
+    with pytest.raises(TypeError, match=literal("an int or a tuple of 2 ints, got (8.5, 8.5)")):
+        Conv2d(1, 1, 3, fft_size=(8.5, 8.5))
+    layer = Conv2d(1, 1, 3, fft_size=4)
+    with pytest.raises(ValueError, match=literal("fft_size=(4, 4) is too small") + ".*" + literal("(8, 8)")):
+        layer.forward(np.zeros((1, 1, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("mkl", "FFTCONV_BACKEND='mkl' is not a backend fftconv knows; valid values: ['ducc0', 'numpy', 'pyfftw', 'scipy']"),
+    ("PYFFTW", "FFTCONV_BACKEND='PYFFTW' is not a backend fftconv knows"),
+])
+@pytest.mark.parametrize("algo", list(fftconv.ALGORITHMS))
+def test_backend_environment_variable_names_itself_and_the_valid_values(monkeypatch, value, message, algo):
+    from fftconv.backends import base
+
+    monkeypatch.setattr(base, "_default", None)
+    monkeypatch.setenv("FFTCONV_BACKEND", value)
+    with pytest.raises(ValueError, match=literal(message)):
+        fftconv.conv2d(X, W, algo=algo)
+    monkeypatch.setenv("FFTCONV_BACKEND", "numpy")
+    assert fftconv.get_backend().name == "numpy"
+
+
+# ---------------------------------------------------------------------- a batch of zero samples, as PyTorch
+ZERO_BATCH_HYPER = [dict(), dict(stride=2, padding=1, dilation=(1, 2)), dict(padding="same", groups=3)]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # PyTorch's, about its own speed
+@pytest.mark.parametrize("hyper", ZERO_BATCH_HYPER, ids=["plain", "strided-padded-dilated", "same-grouped"])
+@pytest.mark.parametrize("algo", [*fftconv.ALGORITHMS, "auto"])
+def test_a_batch_of_zero_samples_gives_pytorchs_results(algo, hyper, rng):
+    torch = pytest.importorskip("torch")
+    x, w, bias = np.zeros((0, 3, 8, 9)), rng.standard_normal((6, 3 // hyper.get("groups", 1), 3, 2)), np.ones(6)
+    xt, wt = torch.zeros(x.shape, dtype=torch.float64, requires_grad=True), torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(bias, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, **hyper)
+    yt.sum().backward()
+    y = fftconv.conv2d(x, w, bias, **hyper, algo=algo)
+    assert y.shape == tuple(yt.shape) and y.dtype == np.float64
+    gy = np.zeros(y.shape)
+    grad_input = fftconv.conv2d_input(x.shape, w, gy, **hyper, algo=algo)
+    grad_weight = fftconv.conv2d_weight(x, w.shape, gy, **hyper, algo=algo)
+    assert grad_input.shape == tuple(xt.grad.shape) == x.shape
+    np.testing.assert_array_equal(grad_weight, wt.grad.numpy())  # zeros: a sum over no samples
+    np.testing.assert_array_equal(gy.sum(axis=(0, 2, 3)), bt.grad.numpy())
+
+
+def test_a_batch_of_zero_samples_still_checks_the_options():
+    with pytest.raises(ValueError, match="backend 'fftw' is unknown"):
+        fftconv.conv2d(X[:0], W, backend="fftw")
+    with pytest.raises(ValueError, match=literal("fft_size=(4, 4) is too small")):
+        fftconv.conv2d(X[:0], W, fft_size=4)
+    with pytest.raises(ValueError, match="algo='bogus' is unknown"):
+        fftconv.conv2d(X[:0], W, algo="bogus")
 
 
 # ---------------------------------------------------------------------- memory: estimate before allocating
@@ -240,3 +341,8 @@ def test_memory_error_names_the_problem_and_the_fix(monkeypatch):
         fftconv.conv2d(X, W, algo="fft")
     with pytest.raises(MemoryError, match=literal("algo='im2col' for ConvGeometry(input=(2, 3, 8, 8)") + ".*algo='fft'"):
         fftconv.conv2d(X, W, algo="im2col")
+
+
+def test_explain_refuses_a_batch_of_zero_samples_clearly():
+    with pytest.raises(ValueError, match=literal("a batch of 0 samples has no cost to compare")):
+        fftconv.explain((0, 3, 8, 8), (4, 3, 3, 3))

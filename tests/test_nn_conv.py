@@ -136,7 +136,7 @@ def test_workspace_is_shared_sized_by_largest_layer_and_allocated_once(rng):
     # The small layer runs first, then the large one grows the buffer once; after step 1 nothing is allocated.
     assert allocations == [2, 2, 2, 2]
     assert len(set(addresses)) == 1
-    plans = [layer._plans[shape][1] for layer, shape in ((small, x.shape), (large, (4, 3, 10, 10)))]
+    plans = [layer._plans.get(shape)[1] for layer, shape in ((small, x.shape), (large, (4, 3, 10, 10)))]
     needs = [Workspace.bytes_needed(plan) for plan in plans]
     assert needs[1] > needs[0]
     assert workspace.nbytes - 64 == max(needs)  # the largest layer's three spectra plus alignment slack
@@ -180,9 +180,27 @@ def test_plan_is_cached_per_input_shape(rng):
     layer = Conv2d(1, 2, 3, dtype=np.float64, rng=0)
     for batch in (2, 2, 3):
         layer.forward(rng.standard_normal((batch, 1, 6, 6)))
-    assert sorted(layer._plans) == [(2, 1, 6, 6), (3, 1, 6, 6)]
-    geometry, plan = layer._plans[(3, 1, 6, 6)]
+    assert sorted(layer._plans.keys()) == [(2, 1, 6, 6), (3, 1, 6, 6)]
+    geometry, plan = layer._plans.get((3, 1, 6, 6))
     assert geometry.full_output_shape == (3, 2, 4, 4) and plan.geometry is geometry
+
+
+@pytest.mark.parametrize("algo", ["fft", "im2col"])
+def test_plans_are_kept_for_the_most_recent_input_shapes_only(algo, rng):
+    """200 input sizes (variable-size images): the layer keeps its last ``plan_cache_size`` shapes, and every output
+    is still right."""
+    layer = Conv2d(1, 2, 3, dtype=np.float64, rng=0, algo=algo, backend="numpy" if algo == "fft" else None)
+    twin = Conv2d(1, 2, 3, dtype=np.float64, rng=0, algo="direct")
+    sizes = range(3, 203)
+    for n in sizes:
+        x = rng.standard_normal((1, 1, n, 3))
+        assert_close(layer.forward(x), twin.forward(x), 1e-12)
+    assert len(layer._plans) == layer.plan_cache_size == 8
+    assert sorted(layer._plans.keys()) == [(1, 1, n, 3) for n in sizes[-8:]]
+    layer.plan_cache_size = 2
+    assert sorted(layer._plans.keys()) == [(1, 1, n, 3) for n in sizes[-2:]]
+    with pytest.raises(ValueError, match="plan_cache_size must be a positive int, got 0"):
+        layer.plan_cache_size = 0
 
 
 def test_fft_and_im2col_layers_train_to_the_same_parameters(rng):
@@ -270,3 +288,26 @@ def test_backward_accumulates_parameter_gradients(rng):
     np.testing.assert_allclose(layer.grad_bias, 2 * once[1], rtol=1e-14)
     layer.zero_grad()
     assert not layer.grad_weight.any() and not layer.grad_bias.any()
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_a_batch_of_zero_samples_trains_as_in_pytorch(variant, rng):
+    """Forward gives PyTorch's empty output, backward an empty input gradient and no change to the gradients."""
+    torch = pytest.importorskip("torch")
+    layer = Conv2d(3, 4, 3, stride=2, padding=1, dtype=np.float64, rng=0, **variant)
+    reference = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, dtype=torch.float64)
+    x = np.zeros((0, 3, 9, 9))
+    expected = reference(torch.zeros(x.shape, dtype=torch.float64))
+    layer.grad_weight[...] = 1.0
+    y = layer.forward(x)
+    assert y.shape == tuple(expected.shape)
+    assert layer.backward(np.zeros(y.shape)).shape == x.shape
+    np.testing.assert_array_equal(layer.grad_weight, 1.0)
+    np.testing.assert_array_equal(layer.grad_bias, 0.0)
+
+
+def test_a_network_takes_a_batch_of_zero_samples(rng):
+    net = Sequential(Conv2d(1, 2, 3, rng=0), ReLU(), Flatten(), Linear(2 * 4 * 4, 3, rng=0))
+    y = net.forward(np.zeros((0, 1, 6, 6), np.float32))
+    assert y.shape == (0, 3)
+    assert net.backward(np.zeros((0, 3), np.float32)).shape == (0, 1, 6, 6)

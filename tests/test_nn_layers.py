@@ -191,3 +191,19 @@ def test_parameter_counts_come_from_the_shapes_the_layers_allocate():
 def test_errors_name_the_problem(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: LocallyConnected2d(2, 3, 6, 3, rng=0), (0, 2, 6, 6)),
+    (lambda: Linear(5, 3, rng=0), (0, 5)),
+    (lambda: MaxPool2d(2), (0, 2, 6, 6)),
+    (ReLU, (0, 2, 6, 6)),
+    (Flatten, (0, 2, 6, 6)),
+], ids=["locally-connected", "linear", "maxpool", "relu", "flatten"])
+def test_a_batch_of_zero_samples_passes_through_every_layer(make, shape):
+    """As in PyTorch: empty outputs and input gradients, parameter gradients unchanged."""
+    layer = make()
+    y = layer.forward(np.zeros(shape, np.float32))
+    assert y.shape[0] == 0
+    assert layer.backward(np.zeros(y.shape, np.float32)).shape == shape
+    assert all(not grad.any() for _, grad in layer.parameters())

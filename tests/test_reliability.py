@@ -357,3 +357,278 @@ def test_memory_check_sees_an_address_space_limit(algo):
                            timeout=120, env=env, cwd=os.path.dirname(os.path.dirname(fftconv.__file__)))
     assert child.returncode == 0, child.stderr
     assert "GiB is available" in child.stdout and "RLIMIT_AS" in child.stdout, child.stdout + child.stderr
+
+
+# ---------------------------------------------------------------------- every lock is fork-safe
+def test_every_lock_of_the_package_is_made_fork_safe():
+    """A lock made with ``threading.Lock()`` directly would stay held in a child forked while a parent thread held
+    it; :func:`fftconv._parallel.fork_safe_lock` is the one place locks are made."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(fftconv.__file__).parent
+    direct = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore"):
+                direct.append(f"{path.relative_to(root)}:{node.lineno}")
+    # the two in fork_safe_lock itself (a Lock, or an RLock)
+    assert len(direct) == 2 and all(place.startswith("_parallel.py:") for place in direct), direct
+
+
+# ---------------------------------------------------------------------- NaN and inf with algo="fft"
+GEOMETRY = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=1)
+X_SHAPE, W_SHAPE = (2, 3, 12, 12), (4, 3, 3, 3)
+
+
+def _pass_call(pass_name: str, x, w, gy, **options):
+    """One pass of the functional API on the given operands."""
+    if pass_name == "forward":
+        return fftconv.conv2d(x, w, **GEOMETRY, **options)
+    if pass_name == "input":
+        return fftconv.conv2d_input(x.shape, w, gy, **GEOMETRY, **options)
+    return fftconv.conv2d_weight(x, w.shape, gy, **GEOMETRY, **options)
+
+
+def _operands(rng, dtype=np.float64):
+    x, w = rng.standard_normal(X_SHAPE).astype(dtype), rng.standard_normal(W_SHAPE).astype(dtype)
+    gy = rng.standard_normal(fftconv.conv2d(x, w, **GEOMETRY, algo="direct").shape).astype(dtype)
+    return {"input": x, "weight": w, "grad_output": gy}
+
+
+# which operands each pass reads
+PASS_OPERANDS = {"forward": ("input", "weight"), "input": ("weight", "grad_output"), "weight": ("input", "grad_output")}
+BAD_CASES = [(p, name) for p, names in PASS_OPERANDS.items() for name in names]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("pass_name, name", BAD_CASES, ids=[f"{p}-{n}" for p, n in BAD_CASES])
+def test_explicit_fft_refuses_non_finite_operands_naming_argument_count_and_fix(pass_name, name, value, rng):
+    operands = _operands(rng)
+    bad = operands[name]
+    bad.flat[[3, 17, bad.size // 2]] = value  # 3 values well inside what every pass reads
+    message = (rf"^{name} holds 3 non-finite values \(NaN or inf\) among {bad.size}\. In the frequency domain each one "
+               r"would spread over .*algo='im2col', which keeps them local as PyTorch does")
+    with pytest.raises(ValueError, match=message):
+        _pass_call(pass_name, operands["input"], operands["weight"], operands["grad_output"], algo="fft")
+
+
+def test_nan_only_in_the_input_no_output_reads_is_no_error(rng):
+    """A stride can leave the last rows of the input unread: a NaN there reaches no output, with any algorithm."""
+    x, w = rng.standard_normal((1, 2, 9, 8)), rng.standard_normal((3, 2, 2, 2))
+    x[..., 8, :] = np.nan  # stride 2 with a 2-tap kernel reads rows 0..7
+    expected = fftconv.conv2d(x, w, stride=2, algo="direct")
+    assert np.isfinite(expected).all()
+    assert_close(fftconv.conv2d(x, w, stride=2, algo="fft"), expected, 1e-12)
+
+
+@pytest.mark.parametrize("memory", ["reuse", "recompute"])
+def test_fft_layer_refuses_nan_in_forward_and_in_backward_and_keeps_its_state(memory, rng):
+    layer = Conv2d(3, 4, 3, dtype=np.float64, rng=0, memory=memory, backend="numpy")
+    x = rng.standard_normal((2, 3, 8, 8))
+    bad = x.copy()
+    bad[1, 2, 4, 4] = np.nan
+    with pytest.raises(ValueError, match=r"input holds 1 non-finite value \(NaN or inf\)"):
+        layer.forward(bad)
+    y = layer.forward(x)
+    grad_output = rng.standard_normal(y.shape)
+    bad_grad = grad_output.copy()
+    bad_grad[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"grad_output holds 1 non-finite value"):
+        layer.backward(bad_grad)
+    twin = Conv2d(3, 4, 3, dtype=np.float64, rng=0, algo="direct")
+    twin.forward(x)
+    assert_close(layer.backward(grad_output), twin.backward(grad_output), 1e-12)  # the refused call kept the state
+    assert_close(layer.grad_weight, twin.grad_weight, 1e-12)
+
+
+# ---------------------------------------------------------------------- float32 near the top of its range
+def _float32_problem(rng, magnitude: float, positive: bool = False):
+    """float32 operands with the input (or the output gradient) of ``magnitude``; the float64 oracle's results."""
+    x = rng.standard_normal((4, 4, 16, 16))
+    x = np.abs(x) if positive else x
+    w, gy = rng.standard_normal((4, 4, 3, 3)), rng.standard_normal((4, 4, 16, 16))
+    return {"x": (x * magnitude).astype(np.float32), "w": w.astype(np.float32), "gy": gy.astype(np.float32),
+            "big_gy": (gy * magnitude).astype(np.float32)}
+
+
+OVERFLOW_PASSES = {
+    "forward": lambda p, **k: fftconv.conv2d(p["x"], p["w"], padding=1, **k),
+    "weight": lambda p, **k: fftconv.conv2d_weight(p["x"], p["w"].shape, p["gy"], padding=1, **k),
+    "input": lambda p, **k: fftconv.conv2d_input(p["x"].shape, p["w"], p["big_gy"], padding=1, **k),
+}
+
+
+# the input gradient's spectra are both scaled: it stays exact up to results of 2.9e38 (output gradients of 1e37)
+EXACT_CASES = [(p, m) for p in OVERFLOW_PASSES for m in (1e35, 1e36)] + [("input", 1e37)]
+
+
+@pytest.mark.parametrize("positive", [False, True], ids=["signed", "positive"])
+@pytest.mark.parametrize("pass_name, magnitude", EXACT_CASES, ids=[f"{p}-{m:g}" for p, m in EXACT_CASES])
+def test_float32_data_near_the_top_of_the_range_is_exact_with_fft(pass_name, magnitude, positive, rng):
+    """The spectra of 1e35 and 1e36 data are far from float32's 3.4e38, and so is the scaled inverse: the result is
+    finite and as accurate as any float32 result (the oracle: the same pass in float64 with direct loops)."""
+    problem = _float32_problem(rng, magnitude, positive)
+    got = OVERFLOW_PASSES[pass_name](problem, algo="fft")
+    expected = OVERFLOW_PASSES[pass_name]({k: v.astype(np.float64) for k, v in problem.items()}, algo="direct")
+    assert np.isfinite(expected).all() and np.abs(expected).max() < 3e38
+    # 18x18 FFT, sums of 36 (forward, input) or 1024 (weight) terms
+    assert_close(got, expected, tolerance(np.float32, 18 * 18, 1024), f"{pass_name} at {magnitude:g}")
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "weight"])
+def test_float32_overflow_in_the_frequency_domain_raises_naming_dtype_and_fix(pass_name, rng):
+    """Positive data of 1e37: the transforms sum 256 such values (2.6e39), past float32's range. The forward result
+    (2.0e38) still fits, and im2col computes it; the weight gradient's (1.2e39) does not, and im2col returns inf.
+    fft never returns a silent inf: an OverflowError naming the dtype, the magnitude, float64 and im2col."""
+    problem = _float32_problem(rng, 1e37, positive=True)
+    with pytest.raises(OverflowError, match=r"overflowed float32.*3\.4e\+38.*float64.*algo='im2col'"):
+        OVERFLOW_PASSES[pass_name](problem, algo="fft")
+
+
+# ---------------------------------------------------------------------- NaN, inf and overflow with algo="auto"
+AUTO_GEOMETRIES = {
+    "plain": dict(),
+    "strided-padded-dilated": dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+    "grouped-same": dict(padding="same", groups=3),
+}
+
+
+def _auto_picks(monkeypatch, algo: str) -> None:
+    """Make ``algo="auto"`` pick ``algo`` for every pass."""
+    from fftconv.choose import decide
+
+    class Pick:
+        pass
+
+    pick = Pick()
+    pick.algo, pick.options = algo, {}
+    monkeypatch.setattr(decide, "choose", lambda *args, **kwargs: pick)
+
+
+def _auto_pass(pass_name: str, operands: dict, hyper: dict, algo: str):
+    x, w, gy = operands["input"], operands["weight"], operands["grad_output"]
+    if pass_name == "forward":
+        return fftconv.conv2d(x, w, **hyper, algo=algo)
+    if pass_name == "input":
+        return fftconv.conv2d_input(x.shape, w, gy, **hyper, algo=algo)
+    return fftconv.conv2d_weight(x, w.shape, gy, **hyper, algo=algo)
+
+
+def _auto_operands(rng, hyper: dict, bad: str | None, value=np.nan) -> dict:
+    x, w = rng.standard_normal((2, 3, 10, 11)), rng.standard_normal((6, 3 // hyper.get("groups", 1), 3, 2))
+    gy = rng.standard_normal(fftconv.conv2d(x, w, **hyper, algo="direct").shape)
+    operands = {"input": x, "weight": w, "grad_output": gy}
+    if bad is not None:
+        operands[bad].flat[operands[bad].size // 3] = value
+    return operands
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+@pytest.mark.parametrize("pass_name, name", BAD_CASES, ids=[f"{p}-{n}" for p, n in BAD_CASES])
+@pytest.mark.parametrize("geometry", AUTO_GEOMETRIES, ids=AUTO_GEOMETRIES.keys())
+def test_auto_keeps_nan_where_the_spatial_algorithms_put_it_when_its_pick_is_fft(geometry, pass_name, name,
+                                                                                  monkeypatch, rng):
+    """auto picked fft; the NaN would spread, so the pass is computed with im2col: NaN exactly where the direct loops
+    (an independent implementation) put it, and the finite values equal theirs."""
+    hyper = AUTO_GEOMETRIES[geometry]
+    operands = _auto_operands(rng, hyper, name)
+    expected = _auto_pass(pass_name, operands, hyper, "direct")
+    _auto_picks(monkeypatch, "fft")
+    got = _auto_pass(pass_name, operands, hyper, "auto")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert 0 < np.isnan(expected).sum() < expected.size or name == "weight"
+    finite = np.isfinite(expected)
+    assert_close(got[finite], expected[finite], 1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+@pytest.mark.parametrize("pass_name, name", BAD_CASES, ids=[f"{p}-{n}" for p, n in BAD_CASES])
+def test_auto_with_nan_matches_torch_exactly_where_values_are_nan_or_inf(pass_name, name, monkeypatch, rng):
+    torch = pytest.importorskip("torch")
+    hyper = AUTO_GEOMETRIES["strided-padded-dilated"]
+    operands = _auto_operands(rng, hyper, name, value=np.inf)
+    _auto_picks(monkeypatch, "fft")
+    got = _auto_pass(pass_name, operands, hyper, "auto")
+    x, w, gy = (torch.tensor(operands[key]) for key in ("input", "weight", "grad_output"))
+    expected = {"forward": lambda: torch.nn.functional.conv2d(x, w, **hyper),
+                "input": lambda: torch.nn.grad.conv2d_input(x.shape, w, gy, **hyper),
+                "weight": lambda: torch.nn.grad.conv2d_weight(x, w.shape, gy, **hyper)}[pass_name]().numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+def test_auto_checks_the_result_of_a_mixing_algorithm_that_does_not_check_itself(monkeypatch, rng):
+    """A registered algorithm that spreads a NaN over its whole result (as a transform of a tile would) and raises
+    nothing: auto sees the NaN and computes the pass with im2col."""
+    from fftconv import algorithms
+
+    class Spreading:
+        name, options = "spreading", ()
+        keeps_nonfinite_local = refuses_nonfinite = False  # what the registry's entries declare
+
+        def forward(self, x, w, bias, g, backend=None, fft_size=None):
+            y = algorithms.ALGORITHMS["im2col"].forward(x, w, bias, g, backend, fft_size)
+            return y + np.sum(x) * 0  # a NaN anywhere in x reaches every output
+
+    monkeypatch.setitem(algorithms.ALGORITHMS, "spreading", Spreading())
+    _auto_picks(monkeypatch, "spreading")
+    operands = _auto_operands(rng, {}, "input")
+    got = fftconv.conv2d(operands["input"], operands["weight"], algo="auto")
+    expected = fftconv.conv2d(operands["input"], operands["weight"], algo="direct")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isfinite(got).sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # im2col meeting NaN or inf
+def test_auto_computes_a_pass_that_overflows_float32_in_the_frequency_domain_with_im2col(monkeypatch, rng):
+    problem = _float32_problem(rng, 1e37, positive=True)
+    expected = OVERFLOW_PASSES["forward"](problem, algo="im2col")
+    assert np.isfinite(expected).all()
+    _auto_picks(monkeypatch, "fft")
+    np.testing.assert_array_equal(OVERFLOW_PASSES["forward"](problem, algo="auto"), expected)
+
+
+def test_auto_keeps_the_fft_result_when_the_operands_are_finite(monkeypatch, rng):
+    operands = _auto_operands(rng, {}, None)
+    explicit = fftconv.conv2d(operands["input"], operands["weight"], algo="fft")
+    _auto_picks(monkeypatch, "fft")
+    np.testing.assert_array_equal(fftconv.conv2d(operands["input"], operands["weight"], algo="auto"), explicit)
+
+
+# ---------------------------------------------------------------------- one layer, two threads
+@pytest.mark.parametrize("make", [lambda: Conv2d(2, 3, 3, dtype=np.float64, rng=0),
+                                  lambda: Linear(4, 3, dtype=np.float64, rng=0)], ids=["conv2d", "linear"])
+def test_a_layer_entered_by_a_second_thread_raises_naming_the_layer_and_the_fix(make, rng):
+    """Thread A is stopped inside forward (in a subclass that calls the layer's own forward, which the guard lets
+    the same thread re-enter); the main thread's forward and backward on the same layer are refused. Once A is done,
+    the layer serves the main thread."""
+    base = make()
+    x = rng.standard_normal((2, 2, 6, 6) if isinstance(base, Conv2d) else (2, 4))
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(type(base)):
+        def forward(self, x):
+            entered.set()
+            release.wait(30)
+            return super().forward(x)
+
+    layer = Slow.__new__(Slow)
+    layer.__dict__.update(base.__dict__)
+    worker = threading.Thread(target=layer.forward, args=(x,))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        message = (rf"{re.escape(repr(layer))}\.(forward|backward)\(\) was called while another thread is inside this "
+                   r"layer's forward or backward\. .*give each thread its own layer")
+        with pytest.raises(RuntimeError, match=message):
+            layer.forward(x)
+        with pytest.raises(RuntimeError, match=message):
+            layer.backward(np.ones((2, 3, 4, 4) if isinstance(base, Conv2d) else (2, 3)))
+    finally:
+        release.set()
+        worker.join()
+    y = layer.forward(x)  # the other thread is done: one thread at a time is fine, whichever it is
+    assert y.shape[0] == 2 and layer.backward(np.ones_like(y)).shape == x.shape

@@ -269,7 +269,7 @@ def test_other_devices_and_layouts_are_refused():
 
 def test_bad_arguments_name_the_argument():
     x, w = torch.zeros(1, 2, 5, 5), torch.zeros(2, 2, 3, 3)
-    with pytest.raises(ValueError, match=r"algo='fftt' is unknown; valid: \['auto', 'direct', 'fft', 'im2col'\]"):
+    with pytest.raises(ValueError, match=r"algo='fftt' is unknown; valid: \['auto', 'direct', 'fft', 'im2col', 'tiled', 'winograd'\]"):
         ft.conv2d(x, w, algo="fftt")
     with pytest.raises(ValueError, match="memory='keep' is unknown"):
         ft.conv2d(x, w, memory="keep")

@@ -117,8 +117,8 @@ def test_repr_options_device_and_dtype():
                            "memory='recompute')")
     assert layer.weight.dtype == torch.float64 and layer.weight.device.type == "cpu"
     assert repr(ft.FFTConvTranspose1d(2, 2, 3)) == "FFTConvTranspose1d(2, 2, kernel_size=(3,), stride=(1,))"
-    with pytest.raises(ValueError, match="FFTConv2d: algo='winograd' is unknown"):
-        ft.FFTConv2d(3, 8, 3, algo="winograd")
+    with pytest.raises(ValueError, match="FFTConv2d: algo='gemm' is unknown"):
+        ft.FFTConv2d(3, 8, 3, algo="gemm")
     with pytest.raises(ValueError, match="FFTConv1d: memory='none' is unknown"):
         ft.FFTConv1d(3, 8, 3, memory="none")
 

@@ -45,6 +45,25 @@ class FFTBackend(ABC):
         first; ``normalise=False`` skips the ``1/prod(shape)`` factor (fftconv applies it while cropping).
         """
 
+    def rfftn_scaled(self, x: np.ndarray, shape: Shape, axes: Shape, scale: float,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """``scale * rfftn(x, shape, axes)``, into ``out`` when given.
+
+        fftconv scales the spectra of kernels and output gradients by a power of two before their per-bin products,
+        so that the unnormalised inverse cannot overflow (:class:`fftconv.SpectralPlan`). This shared implementation
+        multiplies after the transform; the shipped backends take a ``scale`` keyword in :meth:`rfftn` and fold the
+        factor into a copy they make anyway.
+
+        Examples
+        --------
+        >>> x = np.arange(8.0)
+        >>> bool(np.allclose(get_backend("numpy").rfftn_scaled(x, (8,), (0,), 0.5), np.fft.rfft(x) / 2))
+        True
+        """
+        result = self.rfftn(x, shape, axes, out=out)
+        result *= scale
+        return result
+
     def irfftn_blocks(self, spectrum: np.ndarray, shape: Shape, axes: Shape,
                       consume: Callable[[tuple, np.ndarray], object]) -> None:
         """The unnormalised inverse of ``spectrum`` (which may be destroyed), handed to ``consume`` in blocks.
@@ -94,6 +113,8 @@ _FACTORIES: dict[str, Callable[[], FFTBackend]] = {}
 _AVAILABLE: dict[str, bool] = {}
 _instances: dict[str, FFTBackend] = {}
 _default: Union[str, FFTBackend, None] = None
+#: Names the default backend when :func:`set_backend` has not set one.
+ENVIRONMENT_VARIABLE = "FFTCONV_BACKEND"
 #: The preferred default, first installed wins: pyFFTW writes straight into fftconv's strided spectra, pocketfft
 #: (scipy) needs a copy, numpy.fft is single-threaded.
 _PREFERENCE = ("pyfftw", "scipy", "numpy")
@@ -127,8 +148,7 @@ def get_backend(backend: Union[str, FFTBackend, None] = None) -> FFTBackend:
     'numpy'
     """
     if backend is None:
-        backend = _default or os.environ.get("FFTCONV_BACKEND") or next(
-            name for name in _PREFERENCE if _AVAILABLE.get(name))
+        backend = _default or _from_environment() or next(name for name in _PREFERENCE if _AVAILABLE.get(name))
     if isinstance(backend, str):
         if backend not in _FACTORIES:
             raise ValueError(f"backend {backend!r} is unknown; valid names: {sorted(_FACTORIES)}")
@@ -140,6 +160,20 @@ def get_backend(backend: Union[str, FFTBackend, None] = None) -> FFTBackend:
     if isinstance(backend, FFTBackend):
         return backend
     raise TypeError(f"backend must be a name ({sorted(_FACTORIES)}), an FFTBackend instance or None, got {backend!r}")
+
+
+def _from_environment() -> str | None:
+    """The backend ``FFTCONV_BACKEND`` names, checked; None when it is unset or empty."""
+    name = os.environ.get(ENVIRONMENT_VARIABLE)
+    if not name:
+        return None
+    if name not in _FACTORIES:
+        raise ValueError(f"{ENVIRONMENT_VARIABLE}={name!r} is not a backend fftconv knows; valid values: "
+                         f"{sorted(_FACTORIES)} (installed here: {available_backends()}), or unset it for the default")
+    if not _AVAILABLE[name]:
+        raise ValueError(f"{ENVIRONMENT_VARIABLE}={name!r} names a backend that is not installed here; installed: "
+                         f"{available_backends()}")
+    return name
 
 
 def set_backend(backend: Union[str, FFTBackend, None]) -> None:

@@ -45,12 +45,18 @@ def check_out(out: np.ndarray, shape: Shape, dtype) -> None:
                          f"{tuple(shape)} and dtype {np.dtype(dtype)}")
 
 
-def into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    """Return ``result``, or copy it into the caller's preallocated ``out`` (checked, never broadcast)."""
+def into(result: np.ndarray, out: np.ndarray | None, scale: float = 1.0) -> np.ndarray:
+    """``scale * result`` in ``result``, or copied into the caller's preallocated ``out`` (checked, never
+    broadcast); the factor costs nothing extra in the copy."""
     if out is None:
+        if scale != 1.0:
+            result *= scale
         return result
     check_out(out, result.shape, result.dtype)
-    np.copyto(out, result)
+    if scale == 1.0:
+        np.copyto(out, result)
+    else:
+        np.multiply(result, scale, out=out)
     return out
 
 

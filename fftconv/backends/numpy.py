@@ -13,8 +13,13 @@ class NumpyBackend(FFTBackend):
 
     name = "numpy"
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
-        return into(np.fft.rfftn(x, s=shape, axes=axes), out)
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None,
+              scale: float = 1.0) -> np.ndarray:
+        return into(np.fft.rfftn(x, s=shape, axes=axes), out, scale)
+
+    def rfftn_scaled(self, x: np.ndarray, shape: Shape, axes: Shape, scale: float,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        return self.rfftn(x, shape, axes, out, scale=scale)  # the factor in the copy into ``out``
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,
                normalise: bool = True) -> np.ndarray:

@@ -10,7 +10,8 @@ import scipy.fft
 
 from .._parallel import default_threads
 from .base import FFTBackend, register_backend, share
-from .blocks import Shape, check_half_spectrum, check_out, for_blocks, half_spectrum_array_shape, normalise_axes
+from .blocks import (Shape, check_half_spectrum, check_out, for_blocks, half_spectrum_array_shape, into,
+                     normalise_axes)
 
 
 class ScipyBackend(FFTBackend):
@@ -29,15 +30,20 @@ class ScipyBackend(FFTBackend):
         if self.workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
 
-    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None) -> np.ndarray:
+    def rfftn_scaled(self, x: np.ndarray, shape: Shape, axes: Shape, scale: float,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        return self.rfftn(x, shape, axes, out, scale=scale)  # the factor in the copy into ``out``
+
+    def rfftn(self, x: np.ndarray, shape: Shape, axes: Shape, out: np.ndarray | None = None,
+              scale: float = 1.0) -> np.ndarray:
         if out is None:
-            return scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers)
-        # pocketfft has no ``out``: blocks of maps transformed on fftconv's pool are each copied into ``out`` while
-        # in cache, rather than the whole result copied once after a multi-threaded transform.
+            return into(scipy.fft.rfftn(x, s=shape, axes=axes, workers=self.workers), None, scale)
+        # pocketfft has no ``out``: blocks of maps transformed on fftconv's pool are each copied (and scaled) into
+        # ``out`` while in cache, rather than the whole result copied once after a multi-threaded transform.
         axes = normalise_axes(axes, x.ndim)
         check_out(out, half_spectrum_array_shape(x.shape, axes, shape), np.result_type(x.dtype, np.complex64))
-        for_blocks(out, axes, self.workers, lambda block, task: np.copyto(
-            out[block], scipy.fft.rfftn(x[block], s=shape, axes=axes, workers=1)))
+        for_blocks(out, axes, self.workers, lambda block, task: into(
+            scipy.fft.rfftn(x[block], s=shape, axes=axes, workers=1), out[block], scale))
         return out
 
     def irfftn(self, spectrum: np.ndarray, shape: Shape, axes: Shape, overwrite_input: bool = False,

@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import sys
-import threading
 import time
 import warnings
 from dataclasses import replace
@@ -22,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._parallel import batched_matmul, parallel_matmul
+from .._parallel import batched_matmul, fork_safe_lock, parallel_matmul
 from ..algorithms import ALGORITHMS
 from ..backends import FFTBackend, get_backend
 from ..costs import complex_gemm_flops, direct_flops, kernel_dft_flops, real_fft_flops, real_gemm_flops
@@ -104,17 +103,9 @@ def calibrate(save: bool = True) -> MachineRates:
 
 
 # ---------------------------------------------------------------------- once, automatically
-_once_lock = threading.Lock()
+_once_lock = fork_safe_lock()  # a forked child finds it free
 _attempted = False
 
-
-def _reset_after_fork() -> None:
-    """A forked child gets a fresh lock: one held by a parent thread at the fork would stay held in the child."""
-    global _once_lock
-    _once_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def automatic_calibration() -> bool:

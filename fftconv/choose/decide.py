@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Callable, Iterator, Sequence, Union
 import numpy as np
 
 from .. import _memory
+from .._finite import NonFiniteInput, SpectralOverflow, all_finite
+from .._parallel import fork_safe_lock
 from ..algorithms import ALGORITHMS
 from ..backends import get_backend
 from ..geometry import ConvGeometry, parse_dtype, parse_shape
@@ -45,7 +46,7 @@ MAX_DECISIONS = 4096
 #: The default bound: the project's float32 accuracy target. It only ever leaves out Winograd's larger tiles (the
 #: other algorithms' predicted float32 errors stay near 1e-6) and nothing in float64.
 DEFAULT_MAX_ERROR = 1e-5
-_accuracy_lock = threading.Lock()
+_accuracy_lock = fork_safe_lock()
 _max_error: float | None = DEFAULT_MAX_ERROR
 
 
@@ -146,7 +147,7 @@ class _Decisions:
     """A bounded, thread-safe cache of decisions."""
 
     def __init__(self, limit: int):
-        self.limit, self._entries, self._lock = limit, OrderedDict(), threading.Lock()
+        self.limit, self._entries, self._lock = limit, OrderedDict(), fork_safe_lock()
 
     def get(self, key):
         with self._lock:
@@ -168,15 +169,6 @@ class _Decisions:
 
 _decisions = _Decisions(MAX_DECISIONS)
 
-
-def _reset_locks_after_fork() -> None:
-    """A forked child gets fresh locks: one held by a parent thread at the fork would stay held in the child."""
-    global _accuracy_lock
-    _accuracy_lock = threading.Lock()
-    _decisions._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
 def clear_decisions() -> None:
@@ -315,6 +307,8 @@ def choose(g: ConvGeometry, pass_name: Union[Pass, str], dtype=np.float32, *, me
     """
     pass_name = Pass.parse(pass_name)
     dtype = parse_dtype(dtype)
+    if g.batch == 0:  # the functional API returns PyTorch's result for a batch of 0 without choosing
+        raise ValueError(f"a batch of 0 samples has no cost to compare, so there is no algorithm to choose: {g}")
     get_backend(backend)  # a bad backend or size fails here, not after a cached decision hid it
     fft_shape = fft_shape_for(g, fft_size)
     bound = _resolve_bound(max_error)
@@ -417,22 +411,41 @@ def _entry(algo: str):
 
 class _Dispatch:
     """The three passes of one ``algo`` name, as :mod:`fftconv.functional` calls them: each call asks
-    :func:`configure` for the entry and options of its geometry."""
+    :func:`configure` for the entry and options of its geometry.
+
+    ``"auto"`` keeps NaN and inf where PyTorch keeps them, whatever the geometry and the pick: a pick that mixes
+    positions (a transform spreads each value over a map or a tile) and meets a NaN, an inf or an overflow computes
+    the pass with ``"im2col"`` instead. Entries that check their operands raise; the results of the others are
+    checked.
+    """
 
     def __init__(self, algo: str):
         self.algo = algo
 
+    def _run(self, g: ConvGeometry, pass_name: Pass, dtype, backend, fft_size, call: Callable) -> np.ndarray:
+        entry, options = configure(self.algo, g, pass_name, dtype, backend, fft_size)
+        if self.algo != "auto":
+            return call(entry, options)
+        spatial = ALGORITHMS["im2col"]
+        try:
+            result = call(entry, options)
+        except (NonFiniteInput, SpectralOverflow):
+            return call(spatial, {})
+        if entry.keeps_nonfinite_local or entry.refuses_nonfinite or all_finite(result):
+            return result
+        return call(spatial, {})
+
     def forward(self, x, w, bias, g, backend=None, fft_size=None):
-        entry, options = configure(self.algo, g, Pass.FORWARD, x.dtype, backend, fft_size)
-        return entry.forward(x, w, bias, g, backend, fft_size, **options)
+        return self._run(g, Pass.FORWARD, x.dtype, backend, fft_size, lambda entry, options: entry.forward(
+            x, w, bias, g, backend, fft_size, **options))
 
     def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
-        entry, options = configure(self.algo, g, Pass.INPUT, grad_output.dtype, backend, fft_size)
-        return entry.grad_input(grad_output, w, g, backend, fft_size, **options)
+        return self._run(g, Pass.INPUT, grad_output.dtype, backend, fft_size, lambda entry, options: entry.grad_input(
+            grad_output, w, g, backend, fft_size, **options))
 
     def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
-        entry, options = configure(self.algo, g, Pass.WEIGHT, x.dtype, backend, fft_size)
-        return entry.grad_weight(x, grad_output, g, backend, fft_size, **options)
+        return self._run(g, Pass.WEIGHT, x.dtype, backend, fft_size, lambda entry, options: entry.grad_weight(
+            x, grad_output, g, backend, fft_size, **options))
 
 
 _DISPATCH = {name: _Dispatch(name) for name in [*ALGORITHMS, "auto"]}

@@ -29,7 +29,7 @@ from ..costs import (FFTPassWork, TiledWork, WinogradWork, complex_gemm_flops, d
 from ..geometry import ConvGeometry
 from ..passes import Pass
 from ..rates import MachineRates
-from ..sizes import FFT_SIZE_POLICIES, fft_shape_for
+from ..sizes import fft_shape_for, parse_fft_size
 from ..spectral import SpectralPlan
 
 #: The algorithms ``algo="auto"`` chooses between: every registered one (those that cannot run a geometry are
@@ -365,15 +365,12 @@ def best_estimate(algo: str, g: ConvGeometry, pass_name: Union[Pass, str], rates
     if algo not in ("winograd", "tiled"):
         raise ValueError(f"algo={algo!r} is unknown; valid: {sorted(CANDIDATES)}")
     bound = None if max_error is None else float(max_error)
-    return _best_tile(algo, g, pass_name, rates, _hashable(fft_size), np.dtype(dtype).str, bound)
+    return _best_tile(algo, g, pass_name, rates, _hashable(fft_size, g.ndim), np.dtype(dtype).str, bound)
 
 
-def _hashable(fft_size: FFTSizeArg):
-    if fft_size is None or isinstance(fft_size, str):
-        if fft_size is not None and fft_size not in FFT_SIZE_POLICIES:
-            raise ValueError(f"fft_size must be one of {FFT_SIZE_POLICIES} or a tuple of ints, got {fft_size!r}")
-        return fft_size
-    return tuple(int(n) for n in fft_size)
+def _hashable(fft_size: FFTSizeArg, ndim: int):
+    """``fft_size`` validated (:func:`fftconv.sizes.parse_fft_size`) into a policy name or a tuple: a cache key."""
+    return parse_fft_size(fft_size, ndim)
 
 
 def unsupported(g: ConvGeometry) -> dict[str, str]:

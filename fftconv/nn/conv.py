@@ -28,15 +28,19 @@ from typing import Any, Literal, Sequence, Union
 import numpy as np
 
 from .. import functional
+from .._cache import LRUCache
 from ..backends import FFTBackend
 from ..geometry import ConvGeometry
 from ..params import ConvParams, IntOrTuple, Padding, _expand, _require_positive
+from ..sizes import parse_fft_size
 from ..spectral import FFTSizePolicy, SpectralPlan
 from .module import Module, check_input, fan_in_uniform, positive_int, resolve_dtype, resolve_rng
 from .workspace import Workspace, default_workspace
 
 MemoryPolicy = Literal["reuse", "recompute"]
 MEMORY_POLICIES = ("reuse", "recompute")
+#: Input shapes a layer keeps the geometry and plan of, least recently used dropped first (``plan_cache_size``).
+PLAN_CACHE_SIZE = 8
 
 
 class _ConvNd(Module):
@@ -54,8 +58,8 @@ class _ConvNd(Module):
         As in :func:`fftconv.conv2d`; ``"winograd"`` needs stride and dilation 1.
     backend : str or FFTBackend, optional
         FFT library for ``algo="fft"``; default :func:`fftconv.get_backend` when the first plan is made.
-    fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional
-        FFT size policy for ``algo="fft"``.
+    fft_size : {"fast", "pow2", "minimal"}, int or tuple of int, optional
+        FFT size policy, or size, for ``algo="fft"`` (checked when the layer is built, and against each input).
     memory : {"reuse", "recompute"}, default "reuse"
         Keep spectra from forward to backward, or recompute them into a shared workspace (``algo="fft"`` only).
     workspace : Workspace, optional
@@ -73,7 +77,9 @@ class _ConvNd(Module):
     Notes
     -----
     The geometry is validated by :class:`fftconv.ConvGeometry` when the layer is built (hyper-parameters) and at the
-    first input of each shape; one :class:`fftconv.SpectralPlan` is cached per input shape.
+    first input of each shape; one :class:`fftconv.SpectralPlan` is cached per input shape, for the last
+    ``plan_cache_size`` shapes (default :data:`PLAN_CACHE_SIZE`; the plans hold no buffers, the backend's cache does,
+    within its own bound).
 
     ``backward`` uses the input and the weights as they were in ``forward``, for every ``memory`` policy and
     ``algo``: ``"reuse"`` keeps their spectra, the other modes keep private copies (the input copy replaces the
@@ -84,8 +90,13 @@ class _ConvNd(Module):
     ``weight`` and ``bias`` may be changed in place at any time; rebinding them to arrays of another shape or dtype
     is refused by the next ``forward`` or ``backward`` with a message naming the attribute.
 
-    One layer serves one thread at a time (its saved state is per layer). Layers in different threads may share a
+    One layer serves one thread at a time (its saved state is per layer): a second thread entering ``forward`` or
+    ``backward`` while another is inside raises ``RuntimeError``. Layers in different threads may share a
     :class:`~fftconv.nn.Workspace`: each pass holds it while it uses the buffer (see its notes).
+
+    With ``algo="fft"`` a NaN or inf in the input, the weights or the output gradient raises ``ValueError`` (the
+    transform would spread it over whole maps), and so does an overflow of float32 (``OverflowError``); use
+    ``algo="im2col"`` to keep them local as PyTorch does (docs/bad-input.md).
     """
 
     ndim: int = 0  # set by the subclasses
@@ -110,12 +121,13 @@ class _ConvNd(Module):
             raise ValueError("workspace is only used with memory='recompute'; pass memory='recompute' or drop it")
         if workspace is not None and not isinstance(workspace, Workspace):
             raise TypeError(f"workspace must be a fftconv.nn.Workspace, got {type(workspace).__name__}")
+        parse_fft_size(fft_size, self.ndim)  # its form now; whether it is large enough, at each input shape
         self.algo, self.backend, self.fft_size, self.memory = algo, backend, fft_size, memory
         self.workspace = (workspace or default_workspace()) if memory == "recompute" and algo == "fft" else None
         self.dtype = resolve_dtype(dtype)
         self.grad_weight = np.zeros(shapes["weight"], dtype=self.dtype)
         self.grad_bias = np.zeros(shapes["bias"], dtype=self.dtype) if bias else None
-        self._plans: dict[tuple[int, ...], tuple[ConvGeometry, SpectralPlan | None]] = {}
+        self._plans: LRUCache[tuple[ConvGeometry, SpectralPlan | None]] = LRUCache(max_entries=PLAN_CACHE_SIZE)
         self.reset_parameters(rng)
 
     @classmethod
@@ -156,13 +168,25 @@ class _ConvNd(Module):
         return self.grad_bias is not None
 
     # ------------------------------------------------------------------ geometry and plan per input shape
+    @property
+    def plan_cache_size(self) -> int:
+        """How many input shapes the layer keeps the geometry and plan of (least recently used dropped first)."""
+        return self._plans.max_entries
+
+    @plan_cache_size.setter
+    def plan_cache_size(self, size: int) -> None:
+        self._plans.max_entries = positive_int(size, "plan_cache_size")
+        while len(self._plans) > self._plans.max_entries:
+            self._plans.evict_oldest()
+
     def _geometry_and_plan(self, input_shape: tuple[int, ...]) -> tuple[ConvGeometry, SpectralPlan | None]:
         cached = self._plans.get(input_shape)
         if cached is None:
             geometry = ConvGeometry.from_params(self._params, input_shape, self.weight.shape)
             plan = (SpectralPlan.create(geometry, self.dtype, self.backend, self.fft_size)
-                    if self.algo == "fft" else None)
-            cached = self._plans[input_shape] = (geometry, plan)
+                    if self.algo == "fft" and geometry.batch else None)  # zero samples: the functional API's result
+            cached = (geometry, plan)
+            self._plans.put(input_shape, cached)
         return cached
 
     # ------------------------------------------------------------------ updateOutput

@@ -206,7 +206,8 @@ class _LocallyConnectedNd(Module):
         windows = windows[(slice(None), slice(None), *(slice(None, (m - 1) * s + 1, s)
                                                        for m, s in zip(g.output_shape, g.stride)))]
         order = (*range(2, 2 + nd), 0, 1, *range(2 + nd, 2 + 2 * nd))  # -> (*m, S, f, *k)
-        columns = windows.transpose(order).reshape(math.prod(g.output_shape), g.batch, -1)
+        columns = windows.transpose(order).reshape(math.prod(g.output_shape), g.batch,
+                                                   g.in_channels * math.prod(g.kernel_shape))  # -1 fails at S = 0
         # reshape copies the overlapping windows; a 1-tap kernel may give a view of x, which backward must not see
         return columns.copy() if np.may_share_memory(columns, x) else columns
 
@@ -249,7 +250,8 @@ class _LocallyConnectedNd(Module):
         with self._consuming_saved() as saved:
             g: ConvGeometry = saved["geometry"]
             g.check_grad_output(grad_output.shape)
-            per_position = grad_output.reshape(g.batch, g.out_channels, -1).transpose(2, 0, 1)  # (positions, S, f')
+            per_position = grad_output.reshape(g.batch, g.out_channels, math.prod(g.output_shape)).transpose(
+                2, 0, 1)  # (positions, S, f')
             grad_input = self._fold(np.matmul(per_position, self._filter_matrices()), g)
             self.grad_weight += np.matmul(per_position.swapaxes(1, 2), saved["columns"]).reshape(self.weight.shape)
             if self.grad_bias is not None:
@@ -337,7 +339,7 @@ class Flatten(Module):
         if not isinstance(x, np.ndarray) or x.ndim < 1:
             raise TypeError(f"Flatten: input must be a numpy.ndarray with a batch axis, got {x!r:.60}")
         self._save(shape=x.shape)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # -1 cannot be resolved for a batch of 0
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         with self._consuming_saved() as saved:

@@ -11,19 +11,61 @@ A layer is a thin holder of state around the functional core:
   never rebind them (``reset_parameters`` writes in place too), so an optimiser built once keeps working.
 
 There is no autograd graph: :class:`~fftconv.nn.Sequential` calls ``backward`` in reverse order.
+
+A layer serves one thread at a time: its saved state belongs to one ``forward``. A ``forward`` or ``backward``
+called while another thread is inside one of them on the same layer raises ``RuntimeError`` instead of mixing the
+two threads' state into wrong gradients (every subclass's ``forward`` and ``backward`` are guarded, see
+:func:`_one_thread_at_a_time`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import threading
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .._parallel import fork_safe_lock
 from ..geometry import SUPPORTED_DTYPES
 
 Parameter = tuple[np.ndarray, np.ndarray]
+
+#: Guards the check-and-set of which thread is inside a layer (held for a dictionary lookup, not for the call).
+_IN_USE_LOCK = fork_safe_lock()
+
+
+def _one_thread_at_a_time(method: Callable) -> Callable:
+    """Wrap a layer's ``forward`` or ``backward`` so that a second thread entering the same layer raises.
+
+    The layer records the (process, thread) inside it; the same thread may re-enter (a subclass calling
+    ``super().forward``), another one is refused with a ``RuntimeError`` naming the layer and the fix. A forked
+    child does not see its parent's threads as inside. Costs about a microsecond per call.
+    """
+
+    @functools.wraps(method)
+    def guarded(self: "Module", *args: Any, **kwargs: Any) -> Any:
+        me = (os.getpid(), threading.get_ident())
+        with _IN_USE_LOCK:
+            inside = self.__dict__.get("_thread_inside")
+            if inside is not None and inside != me and inside[0] == me[0]:
+                raise RuntimeError(
+                    f"{self!r}.{method.__name__}() was called while another thread is inside this layer's forward or "
+                    "backward. A layer keeps the state of one forward for its backward, so threads sharing it would "
+                    "get each other's gradients: give each thread its own layer (built with the same arguments, "
+                    "its parameters copied in place: layer.weight[...] = other.weight)")
+            self.__dict__["_thread_inside"] = me
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if inside != me:  # the outermost call of this thread leaves the layer
+                self.__dict__.pop("_thread_inside", None)
+
+    guarded.one_thread_at_a_time = True
+    return guarded
 
 
 class Module:
@@ -36,6 +78,13 @@ class Module:
     _parameter_names: tuple[str, ...] = ()
     training: bool = True
     _saved: dict[str, Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "one_thread_at_a_time", False):
+                setattr(cls, name, _one_thread_at_a_time(method))
 
     # ------------------------------------------------------------------ the two passes
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract

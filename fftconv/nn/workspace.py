@@ -9,14 +9,12 @@ three spectra of each pass (``S*f`` input maps, ``f'*f/groups`` kernels, ``S*f'`
 
 from __future__ import annotations
 
-import os
-import threading
-import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
 
+from .._parallel import fork_safe_lock
 from ..spectral import SpectralPlan
 
 #: Byte alignment of every spectrum inside the buffer (a cache line; FFTW and SIMD loads like it).
@@ -64,8 +62,7 @@ class Workspace:
         self._storage = np.empty(0, dtype=np.uint8)
         self._buffer = self._storage
         self.allocations = 0
-        self._lock = threading.Lock()
-        _LIVE.add(self)
+        self._lock = fork_safe_lock()  # a forked child finds it free, even if a parent thread held it
 
     @contextmanager
     def borrow(self, plan: SpectralPlan) -> Iterator[dict[str, np.ndarray]]:
@@ -85,10 +82,6 @@ class Workspace:
         """
         with self._lock:
             yield self.spectra(plan)
-
-    def _after_fork_in_child(self) -> None:
-        # Only the forking thread exists in the child: a lock held by another parent thread would never be released.
-        self._lock = threading.Lock()
 
     def reserve(self, nbytes: int) -> None:
         """Make the buffer hold at least ``nbytes`` (aligned); only ever grows."""
@@ -134,18 +127,6 @@ class Workspace:
     def __repr__(self) -> str:
         return f"Workspace(nbytes={self.nbytes}, allocations={self.allocations})"
 
-
-#: Every workspace alive, so that a forked child can free their locks.
-_LIVE: "weakref.WeakSet[Workspace]" = weakref.WeakSet()
-
-
-def _free_workspaces_in_child() -> None:
-    for workspace in list(_LIVE):
-        workspace._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_free_workspaces_in_child)
 
 _DEFAULT = Workspace()
 

@@ -28,6 +28,15 @@ Conjugate pairs. Products of spectra of real maps are Hermitian, and the half sp
 Conjugates without copies. Kernels and output gradients are stored time-reversed (flipped, so that the backend can
 pad them while copying), which conjugates their spectra times a phase; the crops' offsets undo the phase.
 
+Scaling. The inverse transform is unnormalised, and its sums would reach ``prod(N)`` times the result. So kernels
+and output gradients are transformed times ``2^-e`` (``2^e <= prod(N)``, exact in floating point), and each crop
+applies what remains: the forward pass and the weight gradient sum values of the result's own magnitude, the input
+gradient values ``prod(N)`` times smaller (float32 keeps full precision down to 1e-38). Each pass needs the two
+spectra of one plan.
+
+NaN, inf and overflow. Each transform checks the DC bins of its maps, and each crop its results, so that a NaN or
+inf of the data, or an overflow, raises instead of spreading silently (:mod:`fftconv._finite`).
+
 Padding and stride. Inputs are transformed unpadded; zero padding before the data is a cyclic shift of the
 circular result, and the stride is applied by reading every ``s``-th coefficient of the stride-1 result
 (the input gradient and weight gradient use the zero-upsampled output gradient). The circular size is at least
@@ -44,6 +53,7 @@ import numpy as np
 
 from .. import _memory
 from .._cyclic import Progression, gather_into, progressions, scatter
+from .._finite import all_finite, check_transform, overflow_in_pass
 from .._parallel import blas_single_threaded_within
 from ..backends import FFTBackend, get_backend
 from ..costs import kernels_by_matrix
@@ -63,7 +73,12 @@ class SpectralPlan:
     preallocated complex array of shape ``spectrum_shapes[name]`` and dtype ``complex_dtype`` (a workspace).
     Layers call them directly to reuse spectra between forward and backward (``transform_input`` in forward,
     reused in ``grad_weight``; ``transform_weight`` reused in ``grad_input``). Spectra are opaque frequency-major
-    arrays (:class:`~fftconv.spectral.layout.SpectrumLayout`); only this class reads them.
+    arrays (:class:`~fftconv.spectral.layout.SpectrumLayout`), scaled (see the module notes); only this class reads
+    them.
+
+    A NaN or inf in an operand raises :class:`~fftconv._finite.NonFiniteInput` (a ``ValueError``) from its
+    transform, and an overflow :class:`~fftconv._finite.SpectralOverflow` (an ``OverflowError``), naming the
+    argument, the count or the magnitude, and the fixes.
 
     Examples
     --------
@@ -170,10 +185,24 @@ class SpectralPlan:
         spread[(Ellipsis, *(slice(None, None, s) for s in steps))] = flipped
         return spread
 
-    def _transform(self, maps: np.ndarray, name: str, out: np.ndarray | None) -> np.ndarray:
-        spectrum = self.layout.new_spectrum(name, out)
-        self.backend.rfftn(maps, self.fft_shape, self.layout.axes, out=self.layout.channels_first(spectrum))
+    @property
+    def _spectrum_scale(self) -> float:
+        """``2^-e`` with ``2^e <= prod(N) < 2^(e+1)``: the factor kernels and output gradients are transformed with."""
+        return 2.0 ** (1 - math.prod(self.fft_shape).bit_length())
+
+    def _checked(self, spectrum: np.ndarray, name: str, operand: np.ndarray) -> np.ndarray:
+        """``spectrum``, once its DC bins (each map's sum) show that ``operand`` holds no NaN or inf and that the
+        transform did not overflow."""
+        check_transform(spectrum[(0,) * self.geometry.ndim], operand, name, math.prod(operand.shape[2:]))
         return spectrum
+
+    def _transform(self, maps: np.ndarray, name: str, out: np.ndarray | None, operand: np.ndarray,
+                   scale: float = 1.0) -> np.ndarray:
+        spectrum = self.layout.new_spectrum(name, out)
+        with np.errstate(over="ignore", invalid="ignore"):  # a NaN, inf or overflow raises below, with the reason
+            self.backend.rfftn_scaled(maps, self.fft_shape, self.layout.axes, scale,
+                                      out=self.layout.channels_first(spectrum))
+        return self._checked(spectrum, name, operand)
 
     # ------------------------------------------------------------------ forward transforms
     @blas_single_threaded_within
@@ -182,11 +211,11 @@ class SpectralPlan:
         g = self.geometry
         used = x[(Ellipsis, *(slice(0, n) for n in g.used_input_shape))]
         maps = used.reshape(g.batch, g.groups, g.in_channels // g.groups, *used.shape[2:])
-        return self._transform(maps, "input", out)
+        return self._transform(maps, "input", out, used)
 
     @blas_single_threaded_within
     def transform_weight(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Spectrum ``conj(W)`` of the dilated kernels, ``(*bins, groups, f'/groups, f/groups)``.
+        """Spectrum ``conj(W)`` of the dilated kernels (scaled), ``(*bins, groups, f'/groups, f/groups)``.
 
         The kernel is stored time-reversed, which conjugates its spectrum: the forward pass needs ``conj(W)``, and
         the input gradient, computed conjugated, needs it too (see :meth:`grad_input`). No pass copies spectra.
@@ -196,41 +225,55 @@ class SpectralPlan:
             spectrum = self.layout.new_spectrum("weight", out)
             taps_first = w.reshape(g.out_channels * w.shape[1], -1).T.reshape(*g.kernel_shape, -1)  # (*k, f'*f/g)
             stored = progressions(g.kernel_shape, [-d for d in g.dilation], self._kernel_shift, self.fft_shape)
-            self.backend.rfftn_by_matrix(taps_first, [p.positions() for p in stored], self.fft_shape,
-                                         spectrum.reshape(*spectrum.shape[:g.ndim], -1))
-            return spectrum
+            with np.errstate(over="ignore", invalid="ignore"):  # a NaN, inf or overflow raises below
+                self.backend.rfftn_by_matrix(taps_first * self._spectrum_scale, [p.positions() for p in stored],
+                                             self.fft_shape, spectrum.reshape(*spectrum.shape[:g.ndim], -1))
+            return self._checked(spectrum, "weight", w)
         kernels = w.reshape(g.groups, g.out_channels // g.groups, *w.shape[1:]).swapaxes(0, 1)
-        return self._transform(self._flipped(kernels, g.dilation), "weight", out)
+        return self._transform(self._flipped(kernels, g.dilation), "weight", out, w, self._spectrum_scale)
 
     @blas_single_threaded_within
     def transform_grad_output(self, grad_output: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Spectrum ``conj(GY)`` of the stride-upsampled output gradient, ``(*bins, groups, S, f'/groups)``."""
+        """Spectrum ``conj(GY)`` of the stride-upsampled output gradient (scaled), ``(*bins, groups, S, f'/groups)``."""
         g = self.geometry
         maps = grad_output.reshape(g.batch, g.groups, -1, *g.output_shape)
-        return self._transform(self._flipped(maps, g.stride), "grad_output", out)
+        return self._transform(self._flipped(maps, g.stride), "grad_output", out, grad_output, self._spectrum_scale)
 
     # ------------------------------------------------------------------ the three passes
     def _cropped_product(self, left: np.ndarray, right: np.ndarray, reads: Sequence[Progression],
-                         dtype) -> np.ndarray:
-        """Per-bin batched GEMM, then the inverse transform of the product read at ``reads`` and scaled by 1/N.
+                         scale: float, pass_name: str) -> np.ndarray:
+        """Per-bin batched GEMM, then the inverse transform of the product read at ``reads`` and multiplied by
+        ``scale`` (:meth:`_crop_scale`).
 
         Returns the crop ``(rows, groups, cols, *counts)``. The inverse goes block of maps by block, each cropped
         while in cache (:meth:`~fftconv.backends.FFTBackend.irfftn_blocks`): the uncropped spatial result is never
-        written.
+        written. Each block's crop is summed while in cache too: a sum that is not finite flags a possible overflow,
+        confirmed or dismissed by an exact check of the whole crop at the end.
         """
         product = self.layout.empty((*left.shape[:-1], right.shape[-1]))
-        hermitian_matmul(left, right, product, self.fft_shape)
         spectrum = self.layout.channels_first(product)
         lead = spectrum.ndim - self.geometry.ndim
-        crop = np.empty((*spectrum.shape[:lead], *(p.count for p in reads)), dtype=dtype)
-        self.backend.irfftn_blocks(spectrum, self.fft_shape, self.layout.axes,
-                                   lambda block, maps: gather_into(crop[block[:lead]], maps, reads, self._scale))
+        crop = np.empty((*spectrum.shape[:lead], *(p.count for p in reads)), dtype=self.dtype)
+        flagged = []
+
+        def consume(block: tuple, maps: np.ndarray) -> None:
+            target = crop[block[:lead]]
+            gather_into(target, maps, reads, scale)
+            if not np.isfinite(np.sum(target)):
+                flagged.append(block)
+
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow raises below, with the reason
+            hermitian_matmul(left, right, product, self.fft_shape)
+            self.backend.irfftn_blocks(spectrum, self.fft_shape, self.layout.axes, consume)
+        if flagged and not all_finite(crop):
+            raise overflow_in_pass(pass_name, self.dtype, crop)
         return crop
 
-    @property
-    def _scale(self) -> float:
-        """The inverse FFT's ``1/prod(N)``, applied while cropping instead of as a pass over the whole result."""
-        return 1.0 / math.prod(self.fft_shape)
+    def _crop_scale(self, scaled_operands: int) -> float:
+        """What the crop multiplies by: the inverse FFT's ``1/prod(N)`` over the factors the operands were transformed
+        with (``scaled_operands`` of them scaled by :attr:`_spectrum_scale`), applied while cropping instead of as
+        a pass over the whole result."""
+        return 1.0 / (math.prod(self.fft_shape) * self._spectrum_scale ** scaled_operands)
 
     @blas_single_threaded_within
     def forward(self, input_spectrum: np.ndarray, weight_spectrum: np.ndarray,
@@ -239,7 +282,8 @@ class SpectralPlan:
         g = self.geometry
         offsets = [shift - p for shift, p in zip(self._kernel_shift, g.padding_before)]
         reads = progressions(g.output_shape, g.stride, offsets, self.fft_shape)
-        y = self._cropped_product(input_spectrum, weight_spectrum.swapaxes(-1, -2), reads, self.dtype)
+        y = self._cropped_product(input_spectrum, weight_spectrum.swapaxes(-1, -2), reads, self._crop_scale(1),
+                                  "forward")
         y = y.reshape(g.full_output_shape)
         if bias is not None:
             y += bias.reshape(-1, *(1,) * g.ndim)
@@ -256,7 +300,8 @@ class SpectralPlan:
         g = self.geometry
         offsets = [gs + ks - p for gs, ks, p in zip(self._grad_shift, self._kernel_shift, g.padding_before)]
         reads = progressions(g.used_input_shape, [-1] * g.ndim, offsets, self.fft_shape)
-        used = self._cropped_product(grad_output_spectrum, weight_spectrum, reads, self.dtype)
+        used = self._cropped_product(grad_output_spectrum, weight_spectrum, reads, self._crop_scale(2),
+                                     "input gradient")
         used = used.reshape(g.batch, g.in_channels, *g.used_input_shape)
         if used.shape == g.full_input_shape:
             return used
@@ -283,11 +328,15 @@ class SpectralPlan:
         if self.kernels_by_gemm:
             positions = [p.positions() for p in reads]
             product = self.backend.empty((*left.shape[:-1], right.shape[-1]), self.complex_dtype)
-            hermitian_matmul(left, right, product, self.fft_shape)
-            taps = self.backend.irfftn_by_matrix(product.reshape(*product.shape[:g.ndim], -1), positions,
-                                                 self.fft_shape, self.dtype)  # (*k, maps)
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow raises below, with the reason
+                hermitian_matmul(left, right, product, self.fft_shape)
+                taps = self.backend.irfftn_by_matrix(product.reshape(*product.shape[:g.ndim], -1), positions,
+                                                     self.fft_shape, self.dtype)  # (*k, maps), normalised
+            taps *= self._crop_scale(1) * math.prod(self.fft_shape)
+            if not all_finite(taps):
+                raise overflow_in_pass("weight gradient", self.dtype, taps)
             maps = taps.reshape(-1, *product.shape[g.ndim:]).transpose(*(1 + axis for axis in out_first), 0)
         else:
-            taps = self._cropped_product(left, right, reads, self.dtype)  # (rows, groups, cols, *k)
+            taps = self._cropped_product(left, right, reads, self._crop_scale(1), "weight gradient")
             maps = taps.transpose(*((1, 0, 2) if not transposed else (1, 2, 0)), *range(3, taps.ndim))
         return np.ascontiguousarray(maps).reshape(g.full_weight_shape)

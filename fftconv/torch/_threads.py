@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from typing import Callable
 
 import torch
 
+from .._parallel import fork_safe_lock
+
 _OMP_PAUSE_SOFT = 1
 _VARIABLE = "FFTCONV_TORCH_RELEASE_OPENMP"
 _pauses: list[Callable[[int], int]] | None = None
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 
 
 def _loaded_libgomp_paths() -> list[str]:
