@@ -137,7 +137,7 @@ class _ConvNd(Module):
 
         Examples
         --------
-        >>> Conv2d.parameter_shapes(1, 100, 10)  # the lecture's 100 filters of 10x10
+        >>> Conv2d.parameter_shapes(1, 100, 10)  # 100 filters of 10x10 on a one-channel image
         {'weight': (100, 1, 10, 10), 'bias': (100,)}
         """
         in_channels, out_channels = positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels")

@@ -1,4 +1,4 @@
-"""The lecture's other building blocks: fully connected, locally connected, ReLU, Flatten, and the container.
+"""The other building blocks of a classic conv net: fully connected, locally connected, ReLU, Flatten, and the container.
 
 All follow :class:`~fftconv.nn.Module`: ``forward`` saves what ``backward`` needs, ``backward`` returns the input
 gradient and adds the parameter gradients.
@@ -55,7 +55,7 @@ class Linear(Module):
     >>> gx = layer.backward(np.ones_like(y))
     >>> bool(np.allclose(layer.grad_weight, 2 * np.ones((3, 4)))), bool(np.allclose(layer.grad_bias, 2))
     (True, True)
-    >>> Linear.parameter_count(40_000, 40_000)  # the lecture's 200x200 image to 40K hidden units, with biases
+    >>> Linear.parameter_count(40_000, 40_000)  # a 200x200 image to 40K hidden units, with biases
     1600040000
     """
 
@@ -125,7 +125,7 @@ class _LocallyConnectedNd(Module):
     """Locally connected layer: a convolution whose kernels are *not* shared across output positions.
 
     Every output position ``p`` has its own filter bank ``weight[p]`` of shape ``(out_channels, in_channels,
-    *kernel_size)`` and its own bias ``bias[:, p]``. The lecture's example: for a registered 200x200 image, 40K
+    *kernel_size)`` and its own bias ``bias[:, p]``. For example, for a registered 200x200 image, 40K
     hidden units with 10x10 filters need 4M weights, against 10K for a convolution with 100 filters.
 
     Computed as one small matrix product per output position over the unfolded input (no FFT: nothing is shared).
@@ -284,7 +284,7 @@ class LocallyConnected2d(_LocallyConnectedNd):
     ((6, 6, 4, 3, 3, 3), (4, 6, 6))
     >>> layer.forward(np.ones((2, 3, 8, 8))).shape
     (2, 4, 6, 6)
-    >>> LocallyConnected2d.parameter_count(1, 1, (200, 200), 10, padding="same", bias=False)  # the lecture's 4M
+    >>> LocallyConnected2d.parameter_count(1, 1, (200, 200), 10, padding="same", bias=False)  # 4M weights
     4000000
     """
 
@@ -352,7 +352,7 @@ class Flatten(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; ``backward`` runs them in reverse, the lecture's backpropagation.
+    """Layers applied in order; ``backward`` runs them in reverse, backpropagation.
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""Softmax cross-entropy, the loss at the top of the lecture's network."""
+"""Softmax cross-entropy, the loss at the top of a classification network."""
 
 from __future__ import annotations
 

@@ -191,7 +191,7 @@ class Module:
         Examples
         --------
         >>> from fftconv.nn import Linear
-        >>> Linear.parameter_count(40_000, 40_000, bias=False)  # the lecture's fully connected layer
+        >>> Linear.parameter_count(40_000, 40_000, bias=False)  # a 200x200 image fully connected to 40K units
         1600000000
         """
         return sum(math.prod(shape) for shape in cls.parameter_shapes(*args, **kwargs).values())

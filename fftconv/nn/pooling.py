@@ -96,7 +96,7 @@ class MaxPool1d(_MaxPoolNd):
 
 
 class MaxPool2d(_MaxPoolNd):
-    """2-d max pooling; see :class:`_MaxPoolNd`. The lecture's example: 2x2 filters and stride 2.
+    """2-d max pooling; see :class:`_MaxPoolNd`. A common choice: 2x2 filters and stride 2.
 
     Examples
     --------
