@@ -36,16 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .harness import points
+
 NAME = "accuracy"
 DESCRIPTION = ("Float32 error of every pass and algorithm (fft per backend, im2col, direct, torch) vs a float64 "
                "oracle: paper layers, Lavin & Gray VGG table, error vs kernel and input size")
 
-PASSES = ("forward", "grad_input", "grad_weight")
-PASS_LABELS = {"forward": "updateOutput", "grad_input": "updateGradInput", "grad_weight": "accGradParameters"}
 #: The paper's layer table: (k, n, f, f').
 PAPER_LAYERS = ((11, 32, 3, 96), (7, 32, 96, 256), (5, 16, 256, 384), (5, 16, 384, 384), (3, 16, 384, 384))
 #: The paper's stated error levels (section 3): ~1e-5 for (1) and (2), ~1e-4 for (3).
-PAPER_ERROR_LEVEL = {"forward": 1e-5, "grad_input": 1e-5, "grad_weight": 1e-4}
+PAPER_ERROR_LEVEL = {"forward": 1e-5, "input": 1e-5, "weight": 1e-4}
 #: VGG-16/19 second convolution of each block: (name, channels in = out, spatial size), 3x3 kernels, padding 1.
 VGG_LAYERS = (("1.2", 64, 224), ("2.2", 128, 112), ("3.2", 256, 56), ("4.2", 512, 28), ("5.2", 512, 14))
 #: Lavin & Gray 2016, Table 4, fp32 direct convolution (cuDNN), maximum element error; OCR copy of the paper.
@@ -72,7 +72,7 @@ class Case:
     n: int
     k: int
     padding: int = 0
-    passes: tuple = PASSES
+    passes: tuple = field(default_factory=lambda: tuple(points.PASSES))
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -154,7 +154,7 @@ def run_fftconv(pass_name: str, algo: str, backend, x, w, gy, padding: int, fft_
         options.update(backend=backend, fft_size=fft_size)
     if pass_name == "forward":
         return fftconv.conv2d(x, w, **options)
-    if pass_name == "grad_input":
+    if pass_name == "input":
         return fftconv.conv2d_input(x.shape, w, gy, **options)
     return fftconv.conv2d_weight(x, w.shape, gy, **options)
 
@@ -163,7 +163,7 @@ def run_fftconv(pass_name: str, algo: str, backend, x, w, gy, padding: int, fft_
 def _torch_passes(torch, pass_name, x, w, gy, padding):
     if pass_name == "forward":
         return torch.nn.functional.conv2d(x, w, padding=padding)
-    if pass_name == "grad_input":
+    if pass_name == "input":
         return torch.nn.grad.conv2d_input(x.shape, w, gy, padding=padding)
     return torch.nn.grad.conv2d_weight(x, w.shape, gy, padding=padding)
 
@@ -424,7 +424,7 @@ def plot(ctx) -> None:
             sections.append(_plot_sweep(ctx, [r for r in rows if r["study"] == study], study, variable, label))
     if skipped:
         sections.append("## Not measured\n\n" + "\n".join(
-            f"- {row['study']} {row['case']} {PASS_LABELS[row['pass']]} {row['method']}: {row['skipped']}"
+            f"- {row['study']} {row['case']} {points.PAPER_NAMES[row['pass']]} {row['method']}: {row['skipped']}"
             for row in skipped) + "\n")
     from .harness.style import write_table
 
@@ -444,17 +444,17 @@ def _plot_paper_layers(ctx, rows) -> str:
     table = _lookup(rows)
     fig, axes = plt.subplots(1, 3, figsize=(13.3, 4.6), sharey=True)
     offsets = np.linspace(-0.3, 0.3, len(methods_))
-    for ax, pass_name in zip(axes, PASSES):
+    for ax, pass_name in zip(axes, points.PASSES):
         for offset, method in zip(offsets, methods_):
             color, marker = _style(method)
-            points = [(i + offset, table[("paper_layers", layer, pass_name, method)]["max_abs_error"])
-                      for i, layer in enumerate(layers) if ("paper_layers", layer, pass_name, method) in table]
-            if points:
-                ax.scatter(*zip(*points), color=color, marker=marker, label=method, zorder=3)
+            marks = [(i + offset, table[("paper_layers", layer, pass_name, method)]["max_abs_error"])
+                     for i, layer in enumerate(layers) if ("paper_layers", layer, pass_name, method) in table]
+            if marks:
+                ax.scatter(*zip(*marks), color=color, marker=marker, label=method, zorder=3)
         ax.axhline(PAPER_ERROR_LEVEL[pass_name], color="black", linestyle=":", linewidth=1,
                    label="paper's stated level: ~1e-5, ~1e-4 for accGradParameters")
         ax.set_xticks(range(len(layers)), layers, fontsize=8)
-        ax.set(yscale="log", title=PASS_LABELS[pass_name], xlabel="layer (k, n, f, f')")
+        ax.set(yscale="log", title=points.PAPER_NAMES[pass_name], xlabel="layer (k, n, f, f')")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("max abs error (float32 vs float64)")
     handles, labels = axes[-1].get_legend_handles_labels()
@@ -468,12 +468,12 @@ def _plot_paper_layers(ctx, rows) -> str:
 
     body = []
     for layer in layers:
-        for pass_name in PASSES:
+        for pass_name in points.PASSES:
             cells = []
             for method in methods_:
                 row = table.get(("paper_layers", layer, pass_name, method))
                 cells.append(f"{_fmt(row['max_abs_error'])} ({_fmt(row['max_rel_error'])})" if row else "-")
-            body.append([layer, PASS_LABELS[pass_name], *cells])
+            body.append([layer, points.PAPER_NAMES[pass_name], *cells])
     return (f"## The paper's five layers ({_scaling(rows, 'paper_layers')}; the paper used 128)\n\n"
             "Max abs error (in brackets: max abs error / max |oracle|). The paper reports differences from Torch "
             "of about 1e-5 (updateOutput, updateGradInput) and 1e-4 (accGradParameters), metric and data "
@@ -516,22 +516,22 @@ def _plot_sweep(ctx, rows, study: str, variable: str, label: str) -> str:
     table = {(r[variable], r["pass"], r["method"]): r for r in rows}
     fig, axes = plt.subplots(1, 3, figsize=(13.3, 4.8), sharey=True)
     trends = []
-    for ax, pass_name in zip(axes, PASSES):
+    for ax, pass_name in zip(axes, points.PASSES):
         notes = []
         for method in methods_:
             color, marker = _style(method)
-            points = [(v, table[(v, pass_name, method)]["max_rel_error"]) for v in values
-                      if (v, pass_name, method) in table]
-            if points:
-                ax.plot(*zip(*points), marker=marker, color=color, label=method)
-            if len(points) >= 3:
-                factor = trend([error for _, error in points])
+            marks = [(v, table[(v, pass_name, method)]["max_rel_error"]) for v in values
+                     if (v, pass_name, method) in table]
+            if marks:
+                ax.plot(*zip(*marks), marker=marker, color=color, label=method)
+            if len(marks) >= 3:
+                factor = trend([error for _, error in marks])
                 notes.append(f"{method} {describe_trend(factor)} ({factor:.1f}x)")
-                trends.append((PASS_LABELS[pass_name], method, factor))
+                trends.append((points.PAPER_NAMES[pass_name], method, factor))
         ax.axhline(FLOAT32_UNIT_ROUNDOFF, color="black", linestyle=":", linewidth=1,
                    label="float32 unit roundoff 2^-24")
         ax.set(yscale="log", xlabel=label)
-        ax.set_title(PASS_LABELS[pass_name] + "\n" + ", ".join(notes), fontsize=8)
+        ax.set_title(points.PAPER_NAMES[pass_name] + "\n" + ", ".join(notes), fontsize=8)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("max abs error / max |oracle|")
     axes[-1].legend(fontsize=7)
@@ -543,8 +543,8 @@ def _plot_sweep(ctx, rows, study: str, variable: str, label: str) -> str:
     stem = f"accuracy_vs_{study}"
     save_figure(fig, ctx.out_dir, stem)
     plt.close(fig)
-    body = [[v, PASS_LABELS[p], *(_fmt(table[(v, p, m)]["max_rel_error"]) if (v, p, m) in table else "-"
-                                  for m in methods_)] for v in values for p in PASSES]
+    body = [[v, points.PAPER_NAMES[p], *(_fmt(table[(v, p, m)]["max_rel_error"]) if (v, p, m) in table else "-"
+                                  for m in methods_)] for v in values for p in points.PASSES]
     trend_text = "; ".join(f"{name} {method} {describe_trend(f)} ({f:.1f}x)" for name, method, f in trends)
     return (f"## Error against {label} ({_scaling(rows, study)})\n\n"
             f"Max abs error / max |oracle|. Figure: `{stem}.png`. Trend along the sweep (median error of the last "

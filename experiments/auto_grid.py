@@ -383,7 +383,7 @@ def over_target(comparisons: Sequence[Comparison], attribute: str, target: float
 
 # ---------------------------------------------------------------------------------------------------- report
 _CHOICE_COLORS = {"fft": "#1b9e3e", "im2col": "#ff7f0e", "direct": "#7f7f7f"}
-_PASS_MARKERS = {"forward": "o", "grad_input": "^", "grad_weight": "s"}
+_PASS_MARKERS = {"forward": "o", "input": "^", "weight": "s"}
 _RATIO_TICKS = (0.25, 0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
 _RATIOS = (("auto_ratio", "auto / best (auto, default hybrid mode, timed in its own worker)"),
            ("chosen_ratio", "auto's chosen algorithm / best (each timed in its own worker)"),
@@ -402,12 +402,17 @@ def saved(ctx) -> dict:
     return {**stored, "recorded": recorded}
 
 
+def _prose(pass_name: str) -> str:
+    """``"input gradient"`` for ``"input"``: a pass as captions and tables name it."""
+    return points.PROSE_NAMES.get(pass_name, pass_name)
+
+
 def _describe_case(c: Comparison | None, attribute: str) -> str:
     if c is None:
         return "none"
     times = ", ".join(f"{a} {fmt_ms(t)} ms" for a, t in sorted(c.times.items(), key=lambda i: i[1]))
     picked = getattr(c, _PICKS.get(attribute, "choice"))
-    return (f"**{getattr(c, attribute):.2f}x** at {label(c.point)}, {c.pass_name}: picked {picked}, best "
+    return (f"**{getattr(c, attribute):.2f}x** at {label(c.point)}, {_prose(c.pass_name)}: picked {picked}, best "
             f"{c.best_algo} ({times}; auto {fmt_ms(c.auto)} ms)")
 
 
@@ -443,7 +448,7 @@ def _plot_figure(ctx, comparisons: Sequence[Comparison], cfg: dict) -> None:
         ax.yaxis.set_minor_locator(NullLocator())
         if present:
             last = present[-1]
-            ax.annotate(f"{label(last.point)}\n{last.pass_name}", (len(present) - 1, getattr(last, attribute)),
+            ax.annotate(f"{label(last.point)}\n{_prose(last.pass_name)}", (len(present) - 1, getattr(last, attribute)),
                         xytext=(-8, 0), textcoords="offset points", ha="right", va="center", fontsize=9)
         ax.set_xlabel("(geometry, pass), sorted by ratio", fontsize=10)
         above = len(over_target(present, attribute, target))
@@ -470,7 +475,7 @@ def _misses_section(comparisons: Sequence[Comparison], target: float) -> str:
         return f"No (geometry, pass) has auto or its choice more than {target}x slower than the best.\n"
     rows = []
     for c in misses:
-        cells = [label(c.point), c.pass_name, c.choice, c.best_algo, f"{c.auto_ratio:.2f}x",
+        cells = [label(c.point), _prose(c.pass_name), c.choice, c.best_algo, f"{c.auto_ratio:.2f}x",
                  "-" if c.chosen_ratio is None else f"{c.chosen_ratio:.2f}x"]
         for algo in ALGOS:
             estimate, measured = c.estimates.get(algo), c.times.get(algo)
@@ -491,7 +496,7 @@ def _model_error_table(comparisons: Sequence[Comparison]) -> str:
             factors = sorted(c.times[algo] / c.estimates[algo] for c in comparisons
                              if c.pass_name == pass_name and algo in c.times and c.estimates.get(algo))
             if factors:
-                rows.append([algo, pass_name, len(factors), f"{factors[0]:.2g}x",
+                rows.append([algo, _prose(pass_name), len(factors), f"{factors[0]:.2g}x",
                              f"{factors[len(factors) // 2]:.2g}x", f"{factors[-1]:.3g}x"])
     return markdown_table(["algorithm", "pass", "points", "min", "median", "max"], rows)
 
@@ -573,7 +578,7 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
     rows = []
     for c in comparisons:
         p = c.point
-        rows.append([p["S"], f"{p['f']} -> {p['fp']}", p["n"], p["k"], p["stride"], c.pass_name,
+        rows.append([p["S"], f"{p['f']} -> {p['fp']}", p["n"], p["k"], p["stride"], _prose(c.pass_name),
                      *(fmt_ms(c.times.get(a)) for a in ALGOS), fmt_ms(c.auto), c.choice,
                      ", ".join(c.timed_by_auto) or "-", c.best_algo, f"{c.auto_ratio:.2f}",
                      "-" if c.chosen_ratio is None else f"{c.chosen_ratio:.2f}", c.model_pick or "-",

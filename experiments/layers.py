@@ -25,7 +25,7 @@ LAYERS = ((11, 32, 3, 96), (7, 32, 96, 256), (5, 16, 256, 384), (5, 16, 384, 384
 PAPER_BATCH = 128
 QUICK_BATCH = 16
 #: Passes the paper leaves out of its total per layer: no updateGradInput for the first layer.
-PAPER_SKIPS = {(11, 32, 3, 96): ("grad_input",)}
+PAPER_SKIPS = {(11, 32, 3, 96): ("input",)}
 PROTOCOL = ("each pass one functional call that transforms what it needs; Total = the paper's sum, without "
             "updateGradInput of the first layer")
 
@@ -55,7 +55,7 @@ def config_label(layer) -> str:
     return "(" + ",".join(str(v) for v in layer) + ")"
 
 
-#: The paper's skipped passes as stored with the rows: ``{"(11,32,3,96)": ["grad_input"]}``.
+#: The paper's skipped passes as stored with the rows: ``{"(11,32,3,96)": ["input"]}``.
 SKIPS_BY_LABEL = {config_label(layer): list(passes) for layer, passes in PAPER_SKIPS.items()}
 
 
@@ -173,7 +173,7 @@ def paper_table(results: points.ConvResults, layers: list[dict], skips: dict, ff
 
 #: A bar taller than this many times the tallest other bar of its panel is cut there and labelled with its value.
 CLIP_FACTOR = 2.0
-_HATCHES = {"forward": "", "grad_input": "//", "grad_weight": ".."}
+_HATCHES = {"forward": "", "input": "//", "weight": ".."}
 
 
 def _panel(ax, results: points.ConvResults, point: dict, labels: list[str]) -> list[str]:

@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
 def validate(row: dict) -> str | None:
     return missing_fields(row, "n", "fft_constant", "S", "f", "f_out", "k", "paper_direct_ops", "paper_fft_ops",
                           "direct_flops", "fft_size_fast", "fftconv_fast_forward_total", "fftconv_fast_forward_products",
-                          "fftconv_fast_grad_input_total", "fftconv_fast_grad_weight_total")
+                          "fftconv_fast_input_total", "fftconv_fast_weight_total")
 
 
 def measure(ctx) -> None:

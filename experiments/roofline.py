@@ -58,7 +58,7 @@ RATE_SIZES = (16, 32)
 #: and over minutes, and one round put fftconv and PyTorch in different states.
 ROUNDS = 3
 #: The paper's protocol leaves out updateGradInput of its first layer (no layer needs the input image's gradient).
-PAPER_SKIPS = {(11, 32, 3, 96): ("grad_input",)}
+PAPER_SKIPS = {(11, 32, 3, 96): ("input",)}
 
 #: The speed targets: PyTorch step time / fftconv step time at least this much.
 TARGETS = {(7, 32, 96, 256): 3.0, (5, 16, 256, 384): 2.0, (5, 16, 384, 384): 2.0, (3, 16, 384, 384): 1.0,
@@ -111,7 +111,7 @@ def bins(n: int) -> int:
 def gemm_shapes(point: dict) -> dict[str, tuple[int, int, int, int]]:
     """``(batch of bins, M, K, N)`` of the per-bin complex product of each pass (fftconv's frequency-major GEMMs)."""
     b, S, f, fp = bins(point["n"]), point["S"], point["f"], point["fp"]
-    return {"forward": (b, S, f, fp), "grad_input": (b, S, fp, f), "grad_weight": (b, fp, S, f)}
+    return {"forward": (b, S, f, fp), "input": (b, S, fp, f), "weight": (b, fp, S, f)}
 
 
 def fft_flops_per_map(n: int) -> float:

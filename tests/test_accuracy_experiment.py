@@ -11,6 +11,7 @@ import pytest
 import fftconv
 from experiments import accuracy
 from experiments.__main__ import build_parser
+from experiments.harness import points
 from experiments.harness.context import Context, run
 
 
@@ -23,7 +24,7 @@ def test_direct_float64_oracle_agrees_with_torch_float64():
         _, x, w, gy = accuracy.make_data(case)
         x, w, gy = (a.astype(np.float64) for a in (x, w, gy))
         tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
-        for pass_name in accuracy.PASSES:
+        for pass_name in points.PASSES:
             ours = accuracy.run_fftconv(pass_name, "direct", None, x, w, gy, padding, "fast")
             theirs = accuracy._torch_passes(torch, pass_name, tx, tw, tgy, padding).numpy()
             # float64 sums of at most 8*9*9 products of numbers in [-1, 1]: round-off far below 1e-12 relative

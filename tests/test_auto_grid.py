@@ -80,28 +80,28 @@ def fixture_rows() -> list[dict]:
         timed("fft-pyfftw", A, "forward", 2.0), timed("im2col", A, "forward", 1.0),
         {**A, "method": "direct", "pass": "forward", "skipped": skipped},
         auto_row(A, "forward", 1.1, "im2col", {"fft": 1.0, "im2col": 0.5, "direct": 100.0}),
-        # A grad_input: the model is 5x wrong about fft (estimate 5 vs 1 for im2col), outside measure's 4x window
-        timed("fft-pyfftw", A, "grad_input", 1.0), timed("im2col", A, "grad_input", 3.0),
-        auto_row(A, "grad_input", 3.3, "im2col", {"fft": 5.0, "im2col": 1.0, "direct": 10.0}),
-        # A grad_weight: auto missing -> incomplete
-        timed("fft-pyfftw", A, "grad_weight", 1.0),
+        # A, input gradient: the model is 5x wrong about fft (estimate 5 vs 1 for im2col), outside measure's 4x window
+        timed("fft-pyfftw", A, "input", 1.0), timed("im2col", A, "input", 3.0),
+        auto_row(A, "input", 3.3, "im2col", {"fft": 5.0, "im2col": 1.0, "direct": 10.0}),
+        # A, weight gradient: auto missing -> incomplete
+        timed("fft-pyfftw", A, "weight", 1.0),
         # B forward: all three in the window; direct is fastest; auto chose fft (2x the best)
         timed("fft-pyfftw", B, "forward", 1.0), timed("im2col", B, "forward", 2.0),
         timed("direct", B, "forward", 0.5),
         auto_row(B, "forward", 1.0, "fft", {"fft": 1.0, "im2col": 2.0, "direct": 3.5}),
-        # B grad_input: direct in the window but not timed here
-        timed("fft-pyfftw", B, "grad_input", 1.0), timed("im2col", B, "grad_input", 1.5),
-        {**B, "method": "direct", "pass": "grad_input", "skipped": skipped},
-        auto_row(B, "grad_input", 1.2, "fft", {"fft": 1.0, "im2col": 1.2, "direct": 2.0}),
+        # B, input gradient: direct in the window but not timed here
+        timed("fft-pyfftw", B, "input", 1.0), timed("im2col", B, "input", 1.5),
+        {**B, "method": "direct", "pass": "input", "skipped": skipped},
+        auto_row(B, "input", 1.2, "fft", {"fft": 1.0, "im2col": 1.2, "direct": 2.0}),
     ]
 
 
 def test_ratios_worst_cases_and_the_measure_mode_emulation():
     comparisons, incomplete = auto_grid.compare(fixture_rows())
     # sorted by n (B has n=8, A n=16), then pass, whatever the order of the rows
-    assert [(c.point["k"], c.pass_name) for c in comparisons] == [(3, "forward"), (3, "grad_input"),
-                                                                  (5, "forward"), (5, "grad_input")]
-    assert incomplete == [{"point": points.point_of(A), "pass": "grad_weight", "why": "auto not timed"}]
+    assert [(c.point["k"], c.pass_name) for c in comparisons] == [(3, "forward"), (3, "input"),
+                                                                  (5, "forward"), (5, "input")]
+    assert incomplete == [{"point": points.point_of(A), "pass": "weight", "why": "auto not timed"}]
     b_fwd, b_in, a_fwd, a_in = comparisons
     assert a_fwd.best_algo == "im2col" and a_fwd.auto_ratio == pytest.approx(1.1) and a_fwd.chosen_ratio == 1.0
     assert a_fwd.skipped == {"direct": fixture_rows()[3]["skipped"]} and a_fwd.measure_pick == "im2col"
@@ -141,8 +141,8 @@ def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, m
     for suffix in ("png", "svg", "md"):
         assert (ctx.out_dir / f"auto_grid.{suffix}").stat().st_size > 0
     text = (ctx.out_dir / "auto_grid.md").read_text()
-    assert "worst **3.30x** at S=8 16->32 n=16 k=5, grad_input: picked im2col, best fft" in text
-    assert "worst **3.00x** at S=8 16->32 n=16 k=5, grad_input" in text  # chosen/best and measure/best
+    assert "worst **3.30x** at S=8 16->32 n=16 k=5, input gradient: picked im2col, best fft" in text
+    assert "worst **3.00x** at S=8 16->32 n=16 k=5, input gradient" in text  # chosen/best and measure/best
     assert "2 of 4 above 1.25x (1 of the 3 whose best time is at least 1 ms)" in text
     assert "1 (geometry, pass) incomplete" in text
     assert "measure mode would also time direct at 1 (geometry, pass)" in text

@@ -27,7 +27,7 @@ def test_compare_times_every_algorithm_and_every_pass():
     assert table[0] == "| pass | method | median ms | min ms | max ms | median / best |"
     body = table[1:]  # the separator line does not start with "| "
     assert len(body) == 4 * 3  # three passes and the step, three methods each
-    for pass_ in ("forward (updateOutput)", "grad_input (updateGradInput)", "grad_weight (accGradParameters)"):
+    for pass_ in ("forward (updateOutput)", "input (updateGradInput)", "weight (accGradParameters)"):
         rows = [line for line in body if line.startswith(f"| {pass_} |")]
         assert len(rows) == 3 and sum(" best |" in line for line in rows) >= 1
     assert "S=2 4->6 n=9x7 k=3x3 s=2 p=1 g=2" in done.stdout

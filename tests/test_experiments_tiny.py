@@ -49,8 +49,8 @@ def test_analytic_experiments(tmp_path):
 
 def test_layers_and_its_redraw(tmp_path, monkeypatch):
     monkeypatch.setattr(layers, "LAYERS", ((3, 8, 2, 4), (5, 8, 4, 4)))
-    monkeypatch.setattr(layers, "PAPER_SKIPS", {(3, 8, 2, 4): ("grad_input",)})
-    monkeypatch.setattr(layers, "SKIPS_BY_LABEL", {"(3,8,2,4)": ["grad_input"]})
+    monkeypatch.setattr(layers, "PAPER_SKIPS", {(3, 8, 2, 4): ("input",)})
+    monkeypatch.setattr(layers, "SKIPS_BY_LABEL", {"(3,8,2,4)": ["input"]})
     ctx = run_experiment(layers, tmp_path, "--batch", "2", "--algos", "fft", "im2col", "direct")
     rows = check_outputs(ctx, "layers.png", "layers.svg", "layers.md")
     assert {row["settings"]["batch"] for row in rows} == {2}
@@ -80,7 +80,7 @@ def test_sweeps_kernel_window_and_network(tmp_path, monkeypatch):
 
 def test_roofline(tmp_path, monkeypatch):
     monkeypatch.setattr(roofline, "LAYERS", ((11, 16, 3, 4), (3, 8, 4, 4)))
-    monkeypatch.setattr(roofline, "PAPER_SKIPS", {(11, 16, 3, 4): ("grad_input",)})
+    monkeypatch.setattr(roofline, "PAPER_SKIPS", {(11, 16, 3, 4): ("input",)})
     monkeypatch.setattr(roofline, "SWEEP", {"S": 2, "f": 2, "fp": 3, "n": (8,), "k": (3, 5)})
     monkeypatch.setattr(roofline, "ROUNDS", 1)
     monkeypatch.setattr(roofline, "FFT_RATE_BYTES", 2**14)

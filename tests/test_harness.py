@@ -67,11 +67,31 @@ def test_results_file_appends_and_finds_rows(tmp_path):
     store.append({"n": 8, "shape": (2, 3), "pass": "forward", "seconds": 0.5})
     assert store.has({"n": 8, "shape": [2, 3]})
     assert store.has({"shape": (2, 3)})  # tuples compare as the lists JSON stores
-    assert not store.has({"n": 8, "pass": "grad_input"})
+    assert not store.has({"n": 8, "pass": "input"})
     assert not store.has({"missing_field": 1})
     assert len(store.rows()) == 1
     reread = ResultsFile(tmp_path / "r.jsonl")
     assert reread.rows() == [{"n": 8, "shape": [2, 3], "pass": "forward", "seconds": 0.5}]
+
+
+def test_rows_with_the_old_pass_names_are_read_with_fftconvs(tmp_path):
+    from fftconv.passes import PASSES
+
+    from experiments.harness import points
+
+    assert points.PASSES is PASSES  # one vocabulary: the experiments use fftconv's
+    old = [{"S": 2, "f": 3, "fp": 4, "n": 8, "k": 3, "method": "im2col", "pass": name, "median_s": 1.0, "min_s": 1.0,
+            "max_s": 1.0} for name in ("forward", "grad_input", "grad_weight")]
+    old.append({"n": 8, "fftconv_fast_grad_input_total": 5, "fftconv_fast_grad_weight_total": 6,
+                "settings": {"paper_skips": {"(3,8,3,4)": ["grad_input"]}}})
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in old))
+    rows = ResultsFile(path).rows()
+    assert [row.get("pass") for row in rows] == ["forward", "input", "weight", None]
+    assert rows[3] == {"n": 8, "fftconv_fast_input_total": 5, "fftconv_fast_weight_total": 6,
+                       "settings": {"paper_skips": {"(3,8,3,4)": ["input"]}}}
+    table = points.ConvResults(rows[:3])
+    assert [table.seconds(rows[0], "im2col", p) for p in PASSES] == [1.0, 1.0, 1.0]
 
 
 def test_results_file_ignores_and_repairs_a_torn_last_line(tmp_path):

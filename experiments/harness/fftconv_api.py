@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Callable
 
-#: The experiments' pass names and fftconv's cost-model pass names.
-MODEL_PASS = {"forward": "forward", "grad_input": "input", "grad_weight": "weight"}
 #: The algorithms ``algo="auto"`` chooses between.
 AUTO_CANDIDATES = ("fft", "im2col", "direct")
 
@@ -41,7 +39,7 @@ def estimates(point: dict, pass_name: str, rates: dict | None = None) -> dict[st
     from fftconv import choose
 
     rates_object = choose.MachineRates(**rates) if rates else choose.MachineRates()
-    return dict(choose.estimate(geometry(point), MODEL_PASS[pass_name], rates_object))
+    return dict(choose.estimate(geometry(point), pass_name, rates_object))
 
 
 def calibrate() -> dict[str, Any]:
@@ -64,7 +62,7 @@ def auto_decision(point: dict, pass_name: str, dtype, backend) -> dict[str, Any]
     is the decision that call used."""
     from fftconv import choose
 
-    decision = choose.choose(geometry(point), MODEL_PASS[pass_name], dtype, backend=backend)
+    decision = choose.choose(geometry(point), pass_name, dtype, backend=backend)
     return {"choice": decision.algo, "estimates": dict(decision.estimates), "fft_shape": list(decision.fft_shape),
             "timed_by_auto": sorted(decision.measured)}
 
