@@ -515,13 +515,13 @@ def test_git_state_ignores_the_outputs_but_not_the_code(tmp_path):
 
 
 def test_stage_profile_accounts_for_the_step_and_restores_the_functions():
+    import fftconv
     from experiments import stage_profile
-    from fftconv import _kernel_dft, backends
-    from fftconv.spectral import hermitian
+    from experiments.harness.fftconv_api import step_stages
 
-    before = (hermitian.batched_matmul, _kernel_dft.forward, _kernel_dft.inverse)
+    before = [getattr(owner, name) for owner, name, _ in step_stages()]
     step, stages = stage_profile.profile_step(3, 8, 2, 3, batch=2, repeats=2, warmup=1)
-    assert {"per-bin GEMMs", "forward FFTs", "inverse FFTs and crops"} <= set(stages)
+    assert {"per-bin GEMMs", "forward FFTs", "inverse FFTs and crops", "kernel DFTs (forward)"} <= set(stages)
     assert 0 < sum(stages.values()) <= step * 1.01
-    assert (hermitian.batched_matmul, _kernel_dft.forward, _kernel_dft.inverse) == before
-    assert not {"rfftn", "irfftn_blocks"} & set(vars(backends.get_backend()))
+    assert [getattr(owner, name) for owner, name, _ in step_stages()] == before
+    assert not {name for _, name, _ in step_stages()} & set(vars(fftconv.get_backend()))

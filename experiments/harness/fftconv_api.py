@@ -1,9 +1,10 @@
-"""Every fftconv name the experiments use beyond the functional API, ``fftconv.nn`` and ``fftconv.costs``.
+"""Every fftconv name the experiments use beyond the public API.
 
-The experiments call ``fftconv.conv{1,2,3}d*``, ``fftconv.nn`` and ``fftconv.costs`` directly. What they need from
-the cost model, the calibration and ``algo="auto"``'s decisions goes through the functions below, so that a change
-of fftconv's internal layout is one edit here. Imports are lazy: numpy must load only after the command line has
-pinned the thread counts.
+The experiments call what ``fftconv`` exports (``conv{1,2,3}d*``, ``ConvGeometry``, the backends, ``ALGORITHMS``),
+``fftconv.nn``, ``fftconv.costs`` and ``fftconv.passes`` directly. What they need from the cost model, the
+calibration, ``algo="auto"``'s decisions, an algorithm's own options (a Winograd tile) and the stage functions of a
+spectral pass goes through the functions below, so that a change of fftconv's internal layout is one edit here.
+Imports are lazy: numpy must load only after the command line has pinned the thread counts.
 """
 
 from __future__ import annotations
@@ -89,3 +90,16 @@ def stacked_complex_gemm() -> Callable | None:
     except ImportError:
         return None
     return batched_matmul
+
+
+def step_stages() -> list[tuple[object, str, str]]:
+    """The functions a spectral pass calls, for :mod:`experiments.stage_profile` to wrap: ``(owner, attribute,
+    stage)``, ``owner`` a module or the default backend (an instance attribute set on it shadows the method)."""
+    import fftconv
+    from fftconv.spectral import hermitian
+
+    backend = fftconv.get_backend()
+    return [(hermitian, "batched_matmul", "per-bin GEMMs"), (backend, "rfftn", "forward FFTs"),
+            (backend, "irfftn_blocks", "inverse FFTs and crops"),
+            (backend, "rfftn_by_matrix", "kernel DFTs (forward)"),
+            (backend, "irfftn_by_matrix", "kernel DFTs (inverse)")]
