@@ -20,6 +20,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from ._tiling import Tiling, tile_counts
 from .geometry import ConvGeometry
 from .passes import Pass
 from .rates import MachineRates, get_rates
@@ -91,21 +92,25 @@ def paper_memory_bytes(batch: int, in_channels: int, out_channels: int, input_si
 
 
 # ---------------------------------------------------------------------- what fftconv executes
-def real_fft_flops(fft_shape: Sequence[int]) -> float:
+def real_fft_flops(fft_shape: Sequence) -> float:
     """Flops of one real multi-dimensional FFT of ``N = prod(fft_shape)`` points: ``2.5 N log2 N``.
 
     Half the conventional ``5 N log2 N`` of a complex FFT, since a real transform does about half the work. The same
-    count is used for the inverse; a one-point transform costs nothing.
+    count is used for the inverse; a one-point transform costs nothing. The sizes may be numpy arrays that
+    broadcast (one per axis), to count many FFT shapes at once.
 
     Examples
     --------
     >>> real_fft_flops((32, 32))
     25600.0
+    >>> real_fft_flops((np.array([4, 8]), 8)).tolist()
+    [400.0, 960.0]
     """
     points = math.prod(fft_shape)
-    if points < 1:
+    if np.any(np.less(points, 1)):
         raise ValueError(f"fft_shape must have positive sizes, got {tuple(fft_shape)}")
-    return 2.5 * points * math.log2(points)
+    flops = 2.5 * points * np.log2(points)
+    return flops if isinstance(flops, np.ndarray) else float(flops)
 
 
 def kernel_dft_flops(kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> float:
@@ -272,6 +277,243 @@ def direct_flops(geometry: ConvGeometry) -> int:
             * math.prod(geometry.output_shape) * math.prod(geometry.kernel_shape))
 
 
+# ---------------------------------------------------------------------- Winograd
+def separable_transform_flops(sizes_in: Sequence[int], sizes_out: Sequence[int], rest: int) -> int:
+    """Flops of applying one dense ``out_d x in_d`` matrix along each leading axis in turn, to ``rest`` points each.
+
+    Axis ``d`` maps ``prod(out[:d]) * in_d * prod(in[d+1:])`` values to ``out_d``, two flops per multiply-add: a
+    tensor product of 1-d transforms costs ``sum_d out_d in_d`` per point instead of ``prod``.
+
+    Examples
+    --------
+    >>> separable_transform_flops((6, 6), (4, 4), 1)  # 2 * (4*6*6 + 4*6*4)
+    480
+    """
+    total = 0
+    for d, (n_in, n_out) in enumerate(zip(sizes_in, sizes_out)):
+        total += 2 * n_out * n_in * math.prod(sizes_out[:d]) * math.prod(sizes_in[d + 1:]) * rest
+    return total
+
+
+@dataclass(frozen=True)
+class WinogradWork:
+    """What one pass of Winograd's ``F(m, r)`` (:mod:`fftconv.winograd`) computes, copies and stores.
+
+    Every pass is a tiled correlation with three roles: the *data* tiles (transformed by ``B^T``), the *filters*
+    (``G``) and the *products* (one real GEMM per transform position and group, then the output transform ``A^T``):
+
+    ========  =========================  ===========================  ==============================
+    pass      data (``B^T``)             filters (``G``)              products (``A^T``)
+    ========  =========================  ===========================  ==============================
+    forward   ``S T`` input tiles, f     ``f' f/g`` kernels           ``S T`` tiles, ``f'`` -> ``m``
+    input     ``S T`` dy tiles, f'       ``f f'/g`` flipped kernels   ``S T`` tiles, ``f`` -> ``m``
+    weight    ``S T`` input tiles, f     ``S T`` dy tiles, ``f'``     ``f' f/g`` -> ``r``
+    ========  =========================  ===========================  ==============================
+
+    ``T`` is the number of tiles per image (over the output, or over the input for the input gradient). Transform
+    flops count the dense matrix products that run, zeros included; ``gemm_flops`` is ``2 M N K`` summed over the
+    ``gemm_count`` GEMMs of shape ``gemm_shape = (M, N, K)`` (before the split into chunks); the ``*_bytes`` are
+    the transformed arrays in total (at run time only chunks of the data and products exist at once).
+    ``padded_elements`` counts the zero-padded copies of the data (and of the weight gradient's ``dy``) made when
+    the tiles do not line up with the arrays. ``copies`` lists the strided copies as ``(elements, innermost run)``: zero padding, gathering the tiles,
+    scattering the output tiles. The tile must be valid (:func:`fftconv.winograd.unsupported_reason`).
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((32, 64, 32, 32), (64, 64, 3, 3), padding=1)
+    >>> work = WinogradWork.of(g, "forward", (4, 4))
+    >>> work.positions, work.tiles, work.gemm_shape
+    (36, 64, (64, 2048, 64))
+    >>> round(work.direct_flops / work.gemm_flops, 2)  # (4*3)^2 / 6^2 fewer multiplications
+    4.0
+    """
+
+    pass_name: Pass
+    tile: tuple[int, ...]
+    transform_size: tuple[int, ...]
+    tile_counts: tuple[int, ...]
+    tiles: int
+    positions: int
+    data_transform_flops: int
+    filter_transform_flops: int
+    output_transform_flops: int
+    gemm_flops: int
+    gemm_count: int
+    gemm_shape: tuple[int, int, int]
+    data_bytes: int
+    filter_bytes: int
+    product_bytes: int
+    direct_flops: int
+    padded_elements: int
+    copies: tuple[tuple[float, int], ...]
+    itemsize: int
+
+    @classmethod
+    def of(cls, geometry: ConvGeometry, pass_name: Union[Pass, str], tile: Sequence[int],
+           dtype=np.float32) -> "WinogradWork":
+        """The work of ``pass_name`` on ``geometry`` (stride and dilation 1) with output tiles ``tile``."""
+        pass_name = Pass.parse(pass_name)
+        g, tile = geometry, tuple(int(m) for m in tile)
+        itemsize = np.dtype(dtype).itemsize
+        taps, groups, batch = g.kernel_shape, g.groups, g.batch
+        alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
+        positions = math.prod(alpha)
+        computed = g.input_shape if pass_name is Pass.INPUT else g.output_shape  # what the tiles cover
+        counts = tile_counts(computed, tile)
+        tiles = math.prod(counts)
+        f_in, f_out = g.in_channels // groups, g.out_channels // groups
+        data_channels = g.out_channels if pass_name is Pass.INPUT else g.in_channels
+        product_channels = g.in_channels if pass_name is Pass.INPUT else g.out_channels
+        kernels = g.out_channels * f_in
+        data_values = positions * batch * tiles * data_channels
+        # the data, zero-padded to whole tiles when it does not already line up, then gathered tile by tile
+        data_map = g.full_output_shape if pass_name is Pass.INPUT else g.full_input_shape
+        length = tuple(c * m + r - 1 for c, m, r in zip(counts, tile, taps))
+        padded = 0 if _lines_up(g, pass_name, length) else math.prod(length) * batch * data_channels
+        copies = [(padded / 2, length[-1]), (math.prod(data_map), data_map[-1])] if padded else []
+        copies.append((data_values, counts[-1]))
+        common = dict(pass_name=pass_name, itemsize=itemsize, tile=tile, transform_size=alpha, tile_counts=counts, tiles=tiles,
+                      positions=positions,
+                      data_transform_flops=separable_transform_flops(alpha, alpha, batch * tiles * data_channels),
+                      gemm_flops=2 * positions * kernels * batch * tiles, gemm_count=positions * groups,
+                      data_bytes=data_values * itemsize,
+                      direct_flops=2 * batch * kernels * math.prod(g.output_shape) * math.prod(taps))
+        if pass_name is Pass.WEIGHT:
+            covered = tuple(c * m for c, m in zip(counts, tile))
+            if covered != g.output_shape:  # the output gradient zero-padded to whole tiles
+                padded += math.prod(covered) * batch * g.out_channels
+                copies += [(math.prod(covered) * batch * g.out_channels / 2, covered[-1]),
+                           (math.prod(g.full_output_shape), g.output_shape[-1])]
+            copies.append((batch * tiles * g.out_channels * math.prod(tile), counts[-1]))  # its tiles gathered
+            return cls(**common, filter_transform_flops=separable_transform_flops(tile, alpha,
+                                                                                   batch * tiles * g.out_channels),
+                       output_transform_flops=separable_transform_flops(alpha, taps, kernels),
+                       gemm_shape=(f_out, batch * tiles, f_in),
+                       filter_bytes=positions * batch * tiles * g.out_channels * itemsize,
+                       product_bytes=positions * kernels * itemsize, padded_elements=padded,
+                       copies=tuple(copies))
+        outputs = batch * tiles * product_channels * math.prod(tile)
+        copies.append((outputs, tile[-1]))  # output tiles scattered into the result
+        if tuple(c * m for c, m in zip(counts, tile)) != tuple(computed):  # the partial last tiles cropped
+            copies.append((batch * product_channels * math.prod(computed), computed[-1]))
+        return cls(**common, filter_transform_flops=separable_transform_flops(taps, alpha, kernels),
+                   output_transform_flops=separable_transform_flops(alpha, tile, batch * tiles * product_channels),
+                   gemm_shape=(product_channels // groups, batch * tiles, data_channels // groups),
+                   filter_bytes=positions * kernels * itemsize,
+                   product_bytes=positions * batch * tiles * product_channels * itemsize, padded_elements=padded,
+                   copies=tuple(copies))
+
+    @property
+    def transform_flops(self) -> int:
+        """Flops of the data, filter and output transforms together."""
+        return self.data_transform_flops + self.filter_transform_flops + self.output_transform_flops
+
+    @property
+    def flops(self) -> int:
+        """All flops: the transforms and the GEMMs."""
+        return self.transform_flops + self.gemm_flops
+
+
+def _lines_up(g: ConvGeometry, pass_name: Pass, length: Sequence[int]) -> bool:
+    """Whether a Winograd pass reads its data in place: no shift to make and exactly ``length`` long."""
+    if pass_name is Pass.INPUT:
+        lead = tuple(r - 1 - b for r, b in zip(g.kernel_shape, g.padding_before))
+        return not any(lead) and tuple(length) == g.output_shape
+    return not any(g.padding_before) and tuple(length) == g.input_shape
+
+
+def winograd_workspace_bytes(geometry: ConvGeometry, work: WinogradWork, chunk_bytes: int, tasks: int) -> int:
+    """Bytes a Winograd pass (``work``) holds at its peak: the padded data, the transformed filters, the result,
+    and the working set of ``tasks`` chunks in flight (each about ``chunk_bytes`` of transformed data and products,
+    held twice while a transform is applied), plus each task's partial sums in the weight gradient."""
+    g, itemsize = geometry, work.itemsize
+    result = {Pass.FORWARD: g.full_output_shape, Pass.INPUT: g.full_input_shape,
+              Pass.WEIGHT: g.full_weight_shape}[work.pass_name]
+    row = (work.data_bytes + work.product_bytes) // max(g.batch * work.tile_counts[0], 1)  # one tile row, one image
+    chunk = 4 * max(chunk_bytes, row)
+    partial = work.product_bytes if work.pass_name is Pass.WEIGHT else 0
+    filters = work.filter_bytes if work.pass_name is not Pass.WEIGHT else 0
+    return work.padded_elements * itemsize + filters + 2 * math.prod(result) * itemsize + tasks * (chunk + partial)
+
+
+# ---------------------------------------------------------------------- tiled FFT
+@dataclass(frozen=True)
+class TiledWork:
+    """What the tiled FFT algorithm (:mod:`fftconv.tiled`) adds to the FFT passes of its tile geometry.
+
+    The spectral passes run on :attr:`~fftconv._tiling.Tiling.tile_geometry` (their transforms and products are
+    :class:`FFTPassWork` of it); the tiling itself copies data, listed in ``copies`` as ``(elements, innermost
+    run)`` in units of one element copied (read and written once): a zero fill counts half, an add one and a half.
+
+    - the input tiles (forward, weight): the zero-padded input when there is padding or the tiles reach past the
+      map (filled, then the map copied in), then the ``B f prod(read)`` tile values gathered;
+    - the output-gradient tiles (input, weight): a zero-extended copy when the tiles reach past the output, then
+      ``B f' prod(t)`` values;
+    - forward: the tiles' outputs copied into blocks, and a partial last tile cropped;
+    - input gradient: the zeroed padded gradient, the overlap-add (the first class of disjoint tiles copied, a
+      ``1 / prod(ceil(read / step))`` share, the rest added), and the crop of the padding.
+
+    ``spatial_elements`` counts the spatial arrays alive beside the spectra: the tiles transformed and the result
+    (the padded buffers are freed once the tiles are gathered).
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((8, 32, 128, 128), (32, 32, 3, 3), padding="same")
+    >>> work = TiledWork.of(g, "forward", (16, 16))
+    >>> work.tiling.counts, work.tiling.read, work.tiling.tile_geometry.batch
+    ((8, 8), (18, 18), 512)
+    """
+
+    pass_name: Pass
+    tiling: Tiling
+    copies: tuple[tuple[float, int], ...]
+    spatial_elements: int
+
+    @classmethod
+    def of(cls, geometry: ConvGeometry, pass_name: Union[Pass, str], tile: Sequence[int]) -> "TiledWork":
+        """The tiling's work for ``pass_name`` on ``geometry`` with ``tile`` outputs per tile (a valid tile)."""
+        pass_name = Pass.parse(pass_name)
+        g, tiling = geometry, Tiling(geometry, tuple(int(t) for t in tile))
+        batch, read, tile = tiling.tile_geometry.batch, tiling.read, tiling.tile
+        x_space, y_space = math.prod(g.input_shape), math.prod(g.output_shape)
+        input_copies, output_copies = [], []
+        if any(g.padding_before) or any(e > n for e, n in zip(tiling.span, g.input_shape)):
+            input_copies += [(g.batch * g.in_channels * math.prod(tiling.span) / 2, tiling.span[-1]), (g.batch * g.in_channels * x_space,
+                                                                    g.input_shape[-1])]
+        input_tiles = batch * g.in_channels * math.prod(read)
+        input_copies.append((input_tiles, read[-1]))
+        partial = tiling.covered != g.output_shape
+        if partial:
+            output_copies += [(g.batch * g.out_channels * math.prod(tiling.covered) / 2, tiling.covered[-1]), (g.batch * g.out_channels * y_space,
+                                                                         g.output_shape[-1])]
+        output_tiles = batch * g.out_channels * math.prod(tile)
+        output_copies.append((output_tiles, tile[-1]))
+        if pass_name is Pass.FORWARD:
+            crop = [(g.batch * g.out_channels * y_space, g.output_shape[-1])] if partial else []
+            copies = input_copies + [(output_tiles, tile[-1])] + crop
+            spatial = input_tiles + math.prod(g.full_output_shape)
+        elif pass_name is Pass.INPUT:
+            first_class = 1 / math.prod(tiling.overlap_classes)
+            extent = tuple(max(e, b + n) for e, b, n in zip(tiling.span, g.padding_before, g.input_shape))
+            padded = g.batch * g.in_channels * math.prod(extent)
+            copies = output_copies + [(input_tiles * (1.5 - first_class / 2), read[-1]), (padded / 2, extent[-1]),
+                                      (g.batch * g.in_channels * x_space, g.input_shape[-1])]
+            spatial = output_tiles + math.prod(g.full_input_shape)
+        else:
+            copies = input_copies + output_copies
+            spatial = input_tiles + output_tiles + math.prod(g.full_weight_shape)
+        return cls(pass_name, tiling, tuple(copies), int(spatial))
+
+    def fft_work(self, fft_shape: Sequence[int], kernels_by_gemm: bool | None = None) -> FFTPassWork:
+        """The transforms and products of the spectral pass on the tile geometry at ``fft_shape``."""
+        return FFTPassWork.of(self.tiling.tile_geometry, fft_shape, self.pass_name, kernels_by_gemm)
+
+    @property
+    def copied_elements(self) -> float:
+        """Elements the tiling copies, in units of one element read and written."""
+        return sum(elements for elements, _ in self.copies)
+
+
 # ---------------------------------------------------------------------- bytes
 def spectra_bytes(geometry: ConvGeometry, fft_shape: Sequence[int], complex_itemsize: int = 8) -> int:
     """Bytes of the half spectra of a training step's ``S f + S f' + f' f/g`` maps (without the storage's padding).
@@ -292,7 +534,7 @@ def im2col_column_bytes(geometry: ConvGeometry, dtype=np.float32) -> int:
     return g.batch * math.prod(g.output_shape) * g.in_channels * math.prod(g.kernel_shape) * np.dtype(dtype).itemsize
 
 
-def spatial_workspace_bytes(geometry: ConvGeometry, dtype, algo: str) -> int:
+def spatial_workspace_bytes(geometry: ConvGeometry, dtype, algo: str, pass_name: Union[Pass, str, None] = None) -> int:
     """Bytes a spatial algorithm (``"im2col"`` or ``"direct"``) holds at once: the padded input, the output and the
     weight, plus the unfolded columns for im2col. ``dtype`` is the precision it computes in."""
     g = geometry

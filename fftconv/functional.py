@@ -2,8 +2,8 @@
 
 The nine public functions are short wrappers over three N-dimensional implementations: :func:`conv`,
 :func:`conv_input` and :func:`conv_weight`. These validate the arrays and build a
-:class:`~fftconv.geometry.ConvGeometry`, then run one algorithm of :data:`~fftconv.algorithms.ALGORITHMS`, or the
-one :mod:`fftconv.choose` picks for ``algo="auto"``.
+:class:`~fftconv.geometry.ConvGeometry`, then run one algorithm of :data:`~fftconv.algorithms.ALGORITHMS` with the
+options the cost model gives it (a tile), or the one :mod:`fftconv.choose` picks for ``algo="auto"``.
 """
 
 from __future__ import annotations
@@ -13,43 +13,12 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from .algorithms import ALGORITHMS, BackendArg, FFTSizeArg
-from .choose.decide import choose
+from .choose.decide import dispatcher as _algorithm
 from .geometry import ConvGeometry, check_arrays, parse_size
 from .params import IntOrTuple, Padding
-from .passes import Pass
 
 __all__ = ["conv", "conv_input", "conv_weight", "conv1d", "conv2d", "conv3d", "conv1d_input", "conv2d_input",
            "conv3d_input", "conv1d_weight", "conv2d_weight", "conv3d_weight", "ALGORITHMS"]
-
-
-class _AutoAlgorithm:
-    """``algo="auto"``: per pass, the algorithm :func:`fftconv.choose.choose` picks for this geometry."""
-
-    @staticmethod
-    def _pick(g, pass_name: Pass, dtype, backend, fft_size):
-        return ALGORITHMS[choose(g, pass_name, dtype, backend=backend, fft_size=fft_size).algo]
-
-    def forward(self, x, w, bias, g, backend=None, fft_size=None):
-        return self._pick(g, Pass.FORWARD, x.dtype, backend, fft_size).forward(x, w, bias, g, backend, fft_size)
-
-    def grad_input(self, grad_output, w, g, backend=None, fft_size=None):
-        chosen = self._pick(g, Pass.INPUT, grad_output.dtype, backend, fft_size)
-        return chosen.grad_input(grad_output, w, g, backend, fft_size)
-
-    def grad_weight(self, x, grad_output, g, backend=None, fft_size=None):
-        chosen = self._pick(g, Pass.WEIGHT, x.dtype, backend, fft_size)
-        return chosen.grad_weight(x, grad_output, g, backend, fft_size)
-
-
-_AUTO = _AutoAlgorithm()
-
-
-def _algorithm(algo: str):
-    if algo == "auto":
-        return _AUTO
-    if algo not in ALGORITHMS:
-        raise ValueError(f"algo={algo!r} is unknown; valid: {sorted([*ALGORITHMS, 'auto'])}")
-    return ALGORITHMS[algo]
 
 
 def _check_ndim(ndim: int | None, array: np.ndarray, name: str) -> None:
@@ -108,15 +77,21 @@ dilation : int or tuple of int, default 1
     Spacing between kernel taps.
 groups : int, default 1
     Split channels into this many independent groups; must divide both channel counts.
-algo : {"fft", "im2col", "direct", "auto"}, default "fft"
+algo : {"fft", "im2col", "direct", "winograd", "tiled", "auto"}, default "fft"
     ``"fft"``: Mathieu et al.'s per-frequency complex GEMM; ``"im2col"``: unfold + one GEMM in the input dtype;
-    ``"direct"``: a readable loop accumulated in float64; ``"auto"``: per pass, the cheapest by a cost model
-    calibrated on the machine, timing close candidates once on small problems (``FFTCONV_AUTO``: ``"hybrid"``,
-    the default, ``"model"`` or ``"measure"``); see :func:`fftconv.explain`.
+    ``"direct"``: a readable loop accumulated in float64; ``"winograd"``: Winograd's minimal filtering
+    ``F(m, r)`` (stride and dilation 1 only); ``"tiled"``: the FFT algorithm on tiles of the maps (overlap-save /
+    overlap-add), for small kernels on large maps; ``"auto"``: per pass, the cheapest by a cost model calibrated
+    on the machine, timing close candidates once on small problems (``FFTCONV_AUTO``: ``"hybrid"``, the default,
+    ``"model"`` or ``"measure"``), within the accuracy bound of :func:`fftconv.choose.set_accuracy` and the
+    available memory; see :func:`fftconv.explain`. The tiles of ``"winograd"`` and ``"tiled"`` are the cost
+    model's cheapest.
 backend : str or FFTBackend, optional
-    FFT library for ``algo="fft"`` (``"pyfftw"``, ``"scipy"``, ``"numpy"``); default :func:`fftconv.get_backend`.
+    FFT library for ``algo="fft"`` and ``"tiled"`` (``"pyfftw"``, ``"scipy"``, ``"numpy"``); default
+    :func:`fftconv.get_backend`.
 fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional
-    FFT size policy for ``algo="fft"``; default ``"fast"`` (next ``2^a 3^b 5^c 7^d``).
+    FFT size policy for ``algo="fft"`` (of the tiles for ``"tiled"``); default ``"fast"`` (next
+    ``2^a 3^b 5^c 7^d``).
 
 Notes
 -----

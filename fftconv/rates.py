@@ -46,6 +46,7 @@ class MachineRates:
     copy_bytes: float = 6e9           # bytes copied per second with long contiguous runs (unfold, crops, transposes)
     direct_flops: float = 2e9         # the float64 einsum loop of algo="direct"
     dft_matrix_flops: float = 60e9    # kernel-size maps transformed by DFT matrices (8 flops per multiply-add)
+    winograd_transform_flops: float = 4e9  # Winograd's small dense transforms along one axis at a time
     # GEMMs with a small dimension run slower: the rate is multiplied by d / (d + half) for each output dimension of
     # a real GEMM, and for the smallest dimension of a complex one.
     gemm_half_dim: float = 16.0
@@ -53,6 +54,8 @@ class MachineRates:
     copy_run_seconds: float = 7e-9    # extra cost of each innermost run of a strided copy (numpy's loop overhead)
     # Fixed costs the flop and byte terms miss; they decide small problems:
     fft_call_seconds: float = 3.0e-4     # plan lookup, allocations, thread hand-offs of one FFT pass
+    fft_map_seconds: float = 3e-8        # each map a batched FFT transforms, beyond its flops (small maps, tiles)
+    winograd_call_seconds: float = 1.5e-4  # one Winograd pass on a tiny problem
     im2col_call_seconds: float = 1.4e-4  # one im2col pass on a tiny problem
     direct_call_seconds: float = 1.0e-4
     gemm_matrix_seconds: float = 1e-7    # numpy's stacked matmul calls BLAS once per matrix (per bin and group)
@@ -67,6 +70,10 @@ class MachineRates:
     def fft_seconds(self, flops: float) -> float:
         """Seconds of batched real FFTs of ``flops`` flops."""
         return flops / self.fft_flops
+
+    def winograd_transform_seconds(self, flops: float) -> float:
+        """Seconds of Winograd's data, filter and output transforms of ``flops`` flops."""
+        return flops / self.winograd_transform_flops
 
     def dft_matrix_seconds(self, flops: float) -> float:
         """Seconds of DFT-matrix transforms of kernel-size maps of ``flops`` flops."""
@@ -100,6 +107,16 @@ def gemm_efficiency(dimension: float, half: float) -> float:
 # ---------------------------------------------------------------------- the rates in use
 _lock = threading.Lock()
 _current: tuple[MachineRates, str] | None = None  # the rates, and how they were obtained
+_NOT_CALIBRATED = "this machine is not calibrated"
+
+
+def _reset_lock_after_fork() -> None:
+    """A forked child gets a fresh lock: one held by a parent thread at the fork would stay held in the child."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
 def cache_directory() -> Path:
@@ -155,6 +172,14 @@ def set_rates(rates: MachineRates | None) -> None:
         _current = None if rates is None else (rates, "set by set_rates")
 
 
+def needs_calibration() -> bool:
+    """Whether the rates in use are the built-in defaults because this machine has no saved calibration.
+
+    False when :func:`set_rates` chose the rates (defaults included) or this machine's calibration was found.
+    """
+    return _state()[1] == _NOT_CALIBRATED
+
+
 def get_rates() -> MachineRates:
     """The rates in use: set by :func:`set_rates`, else this machine's saved calibration, else the defaults."""
     return _state()[0]
@@ -182,7 +207,7 @@ def _state() -> tuple[MachineRates, str]:
         if _current is None:
             saved = _load_saved()
             _current = ((saved, f"saved in {calibration_file()}") if saved is not None else
-                        (MachineRates(), "this machine is not calibrated"))
+                        (MachineRates(), _NOT_CALIBRATED))
         return _current
 
 

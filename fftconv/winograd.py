@@ -20,20 +20,24 @@ Stride and dilation other than 1 are not supported (:func:`unsupported_reason`).
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import _memory
 from ._cook_toom import MAX_TRANSFORM_SIZE, cook_toom, float_transforms
 from ._parallel import blas_single_threaded_within, parts_for, run_tasks, split
+from ._tiling import tile_counts
+from .costs import WinogradWork, winograd_workspace_bytes
 from .geometry import ConvGeometry
+from .passes import Pass
 
 TileArg = Union[int, Sequence[int], None]
 
-#: Pass names accepted by :func:`work` (those of :mod:`fftconv.choose`).
-PASSES = ("forward", "input", "weight")
 #: Transform size ``alpha = m + r - 1`` of the default tile, and the largest of :func:`tile_choices`. On a VGG-like
 #: float32 layer F(4, 3) (alpha 6) errs about 4x as much as im2col, F(6, 3) (alpha 8) 17x, F(7, 3) 450x
 #: (docs/winograd.md).
@@ -186,10 +190,6 @@ def _gathered(view: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(view.transpose(order))
 
 
-def _tile_counts(sizes: Sequence[int], tile: Sequence[int]) -> tuple[int, ...]:
-    return tuple(-(-n // m) for n, m in zip(sizes, tile))
-
-
 def _chunks(batch: int, tile_rows: int, bytes_per_row: int, min_parts: int) -> list[tuple[slice, slice]]:
     """``(images, tile rows)`` slices that cover ``batch x tile_rows`` in pieces of about :data:`CHUNK_BYTES`.
 
@@ -222,6 +222,45 @@ def _run_in_tasks(chunks: list, work, multiply_adds: int) -> list:
     return totals
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One pass's counts and its cut into chunks, after checking the tile and the memory it needs."""
+
+    work: WinogradWork
+    chunks: list
+    multiply_adds: int
+
+    @classmethod
+    def of(cls, g: ConvGeometry, pass_name: Pass, tile: TileArg, dtype) -> "_Plan":
+        work = WinogradWork.of(g, pass_name, _checked_tile(g, tile), dtype)
+        plan = cls(work, _cut(g, work), work.gemm_flops // 2)
+        _memory.check_fits(winograd_workspace_bytes(g, work, CHUNK_BYTES, parts_for(plan.multiply_adds,
+                                                                                      "multiply_adds")),
+                           f"algo='winograd' for {g} with tiles of {work.tile}",
+                           "use a smaller batch, or algo='fft'")
+        return plan
+
+
+def _cut(g: ConvGeometry, work: WinogradWork) -> list[tuple[slice, slice]]:
+    """The chunks a pass runs: rows of tiles of about :data:`CHUNK_BYTES` of data and products together."""
+    row_bytes = work.positions * (g.in_channels + g.out_channels) * math.prod(work.tile_counts[1:]) * work.itemsize
+    return _chunks(g.batch, work.tile_counts[0], row_bytes, parts_for(work.gemm_flops // 2, "multiply_adds"))
+
+
+def gemm_columns(g: ConvGeometry, work: WinogradWork) -> float:
+    """Columns of each per-position GEMM of ``work`` as the pass runs it: the tiles of one chunk, on average.
+
+    Examples
+    --------
+    A row of 16 tiles of 4x4 outputs takes 1.2 MB of transformed data and products: one row per chunk.
+
+    >>> g = ConvGeometry.from_shapes((1, 256, 64, 64), (256, 256, 3, 3), padding=1)
+    >>> gemm_columns(g, work(g, "forward", 4))
+    16.0
+    """
+    return g.batch * work.tiles / len(_cut(g, work))
+
+
 # --------------------------------------------------------------------------------------------------- the core
 def _transformed_filters(w: np.ndarray, g: ConvGeometry, tile: tuple[int, ...], for_input: bool) -> np.ndarray:
     """``G w G^T`` per filter, ``(P * groups, out/groups, in/groups)`` in ``w``'s dtype, computed in float64.
@@ -240,7 +279,7 @@ def _transformed_filters(w: np.ndarray, g: ConvGeometry, tile: tuple[int, ...], 
 
 
 def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], taps: tuple[int, ...],
-               out_shape: tuple[int, ...], groups: int) -> np.ndarray:
+               out_shape: tuple[int, ...], groups: int, plan: "_Plan") -> np.ndarray:
     """``out[s, o, i] = sum_{c, k} data[s, c, i + k] filter[o, c, k]`` by ``F(tile, taps)``, trusted arguments.
 
     ``data`` is ``(S, C, *(T m + r - 1))`` with ``T = ceil(out / m)`` tiles per axis; ``filters`` the transformed
@@ -248,7 +287,7 @@ def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], tap
     """
     nd, batch, channels = len(tile), data.shape[0], data.shape[1]
     alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
-    tiles = _tile_counts(out_shape, tile)
+    tiles = tile_counts(out_shape, tile)
     out_channels = filters.shape[1] * groups
     transforms = [float_transforms(m, r, data.dtype) for m, r in zip(tile, taps)]
     data_transforms, output_transforms = [bt for _, _, bt in transforms], [at for at, _, _ in transforms]
@@ -264,10 +303,7 @@ def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], tap
         products = products.reshape(*alpha, out_channels, *tiles_in.shape[nd + 1:])
         out_tiles[images, :, rows] = _along_leading_axes(output_transforms, products).transpose(to_output)
 
-    row_bytes = math.prod(alpha) * (channels + out_channels) * math.prod(tiles[1:]) * data.itemsize
-    multiply_adds = filters.size * batch * math.prod(tiles)
-    chunks = _chunks(batch, tiles[0], row_bytes, parts_for(multiply_adds, "multiply_adds"))
-    _run_in_tasks(chunks, work, multiply_adds)
+    _run_in_tasks(plan.chunks, work, plan.multiply_adds)
     if full.shape[2:] == tuple(out_shape):
         return full
     return np.ascontiguousarray(full[(Ellipsis, *(slice(0, n) for n in out_shape))])
@@ -309,11 +345,12 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, g: ConvGeomet
     >>> bool(np.allclose(forward(x, w, None, g, tile=4), direct.forward(x, w, None, g)))
     True
     """
-    tile = _checked_tile(g, tile)
+    plan = _Plan.of(g, Pass.FORWARD, tile, x.dtype)
+    tile = plan.work.tile
     filters = _transformed_filters(w, g, tile, for_input=False)
     length = tuple(-(-n // m) * m + r - 1 for n, m, r in zip(g.output_shape, tile, g.kernel_shape))
     data = _embed(x, g.padding_before, length)
-    y = _correlate(data, filters, tile, g.kernel_shape, g.output_shape, g.groups)
+    y = _correlate(data, filters, tile, g.kernel_shape, g.output_shape, g.groups, plan)
     if bias is not None:
         y += bias.reshape(-1, *(1,) * g.ndim)
     return y
@@ -348,12 +385,13 @@ def grad_input(grad_output: np.ndarray, w: np.ndarray, g: ConvGeometry, *, tile:
     >>> bool(np.allclose(grad_input(gy, w, g), direct.grad_input(gy, w, g)))
     True
     """
-    tile = _checked_tile(g, tile)
+    plan = _Plan.of(g, Pass.INPUT, tile, grad_output.dtype)
+    tile = plan.work.tile
     filters = _transformed_filters(w, g, tile, for_input=True)
     lead = tuple(r - 1 - b for r, b in zip(g.kernel_shape, g.padding_before))
     length = tuple(-(-n // m) * m + r - 1 for n, m, r in zip(g.input_shape, tile, g.kernel_shape))
     data = _embed(grad_output, lead, length)
-    return _correlate(data, filters, tile, g.kernel_shape, g.input_shape, g.groups)
+    return _correlate(data, filters, tile, g.kernel_shape, g.input_shape, g.groups, plan)
 
 
 @blas_single_threaded_within
@@ -386,10 +424,11 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
     >>> bool(np.allclose(grad_weight(x, gy, g, tile=2), direct.grad_weight(x, gy, g)))
     True
     """
-    tile = _checked_tile(g, tile)
+    plan = _Plan.of(g, Pass.WEIGHT, tile, x.dtype)
+    tile = plan.work.tile
     nd, groups, taps = g.ndim, g.groups, g.kernel_shape
     alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
-    tiles = _tile_counts(g.output_shape, tile)
+    tiles = tile_counts(g.output_shape, tile)
     transforms = [float_transforms(r, m, x.dtype) for m, r in zip(tile, taps)]  # F(r, m): A^T r x alpha, G alpha x m
     data_transforms, filter_transforms = [bt for _, _, bt in transforms], [gm for _, gm, _ in transforms]
     view = _tile_view(_embed(x, g.padding_before, tuple(t * m + r - 1 for t, m, r in zip(tiles, tile, taps))),
@@ -406,16 +445,14 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
         filters = _along_leading_axes(filter_transforms, pieces)  # (*alpha, f', s, *T)
         return np.matmul(filters.reshape(positions, f_out, -1), tiles_in.reshape(positions, f_in, -1).swapaxes(1, 2))
 
-    row_bytes = math.prod(alpha) * (g.in_channels + g.out_channels) * math.prod(tiles[1:]) * x.itemsize
-    multiply_adds = positions * f_out * f_in * g.batch * math.prod(tiles)
-    chunks = _chunks(g.batch, tiles[0], row_bytes, parts_for(multiply_adds, "multiply_adds"))
-    products = sum(_run_in_tasks(chunks, work, multiply_adds))  # (P * groups, f'/g, f/g), one per task
+    products = sum(_run_in_tasks(plan.chunks, work, plan.multiply_adds))  # (P * groups, f'/g, f/g), one per task
     kernels = _along_leading_axes([at for at, _, _ in transforms], products.reshape(*alpha, -1))  # (*k, ...)
     kernels = kernels.reshape(*taps, groups, f_out, f_in).transpose(nd, nd + 1, nd + 2, *range(nd))
     return np.ascontiguousarray(kernels).reshape(g.full_weight_shape)
 
 
 # --------------------------------------------------------------------------------------------------- cost model
+@functools.lru_cache(maxsize=256)
 def _rms_growth_1d(m: int, r: int) -> float:
     """``max_i sqrt(sum_j A_ij^2 |G_j|^2 |B^T_j|^2 / r)`` for ``F(m, r)``; see :func:`error_growth`."""
     a_transposed, g_matrix, b_transposed = (np.array(exact, dtype=np.float64) for exact in cook_toom(m, r))
@@ -423,7 +460,7 @@ def _rms_growth_1d(m: int, r: int) -> float:
     return float(np.sqrt(np.max(a_transposed ** 2 @ weights) / r))
 
 
-def error_growth(g: ConvGeometry, pass_name: str, tile: TileArg = None) -> float:
+def error_growth(g: ConvGeometry, pass_name: Union[Pass, str], tile: TileArg = None) -> float:
     """How much Winograd's transforms amplify round-off, relative to one rounding of each result: ``>= 1``.
 
     A statistical model, exact in the matrices: for independent random data and filters, entry ``j`` of the
@@ -440,93 +477,35 @@ def error_growth(g: ConvGeometry, pass_name: str, tile: TileArg = None) -> float
     >>> [round(error_growth(g, "forward", m), 1) for m in (2, 4, 6)]
     [1.7, 10.4, 46.3]
     """
-    if pass_name not in PASSES:
-        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    pass_name = Pass.parse(pass_name)
     tile = _checked_tile(g, tile)
-    pairs = zip(g.kernel_shape, tile) if pass_name == "weight" else zip(tile, g.kernel_shape)
+    pairs = zip(g.kernel_shape, tile) if pass_name is Pass.WEIGHT else zip(tile, g.kernel_shape)
     return math.prod(_rms_growth_1d(m, r) for m, r in pairs)
 
 
-def _separable_flops(sizes_in: Sequence[int], sizes_out: Sequence[int], rest: int) -> int:
-    """Flops of :func:`_along_leading_axes`: dense ``out_d x in_d`` products, one axis at a time, two per FMA."""
-    total = 0
-    for d, (n_in, n_out) in enumerate(zip(sizes_in, sizes_out)):
-        total += 2 * n_out * n_in * math.prod(sizes_out[:d]) * math.prod(sizes_in[d + 1:]) * rest
-    return total
-
-
-def work(g: ConvGeometry, pass_name: str, tile: TileArg = None, dtype=np.float32) -> dict:
-    """What one Winograd pass computes and stores, for a cost model: a pure function of its arguments.
-
-    Every pass is a tiled correlation with three roles: the *data* tiles (transformed by ``B^T``), the *filters*
-    (``G``) and the *products* (one GEMM per transform position and group, then the output transform ``A^T``).
-
-    ========  =========================  ===========================  ==============================
-    pass      data (``B^T``)             filters (``G``)              products (``A^T``)
-    ========  =========================  ===========================  ==============================
-    forward   ``S T`` input tiles, f     ``f' f/g`` kernels           ``S T`` tiles, ``f'`` -> ``m``
-    input     ``S T`` dy tiles, f'       ``f f'/g`` flipped kernels   ``S T`` tiles, ``f`` -> ``m``
-    weight    ``S T`` input tiles, f     ``S T`` dy tiles, ``f'``     ``f' f/g`` -> ``r``
-    ========  =========================  ===========================  ==============================
-
-    ``T`` is the number of tiles per image (over the output, or over the input for the input gradient).
+def work(g: ConvGeometry, pass_name: Union[Pass, str], tile: TileArg = None, dtype=np.float32) -> WinogradWork:
+    """What one Winograd pass computes and stores (:class:`fftconv.costs.WinogradWork`), for a valid ``tile``.
 
     Parameters
     ----------
     g : ConvGeometry
-    pass_name : {"forward", "input", "weight"}
+    pass_name : Pass or {"forward", "input", "weight"}
     tile : int, tuple of int or None
         As for the passes; ``None``: :func:`default_tile`.
     dtype : float32 or float64
         Sets the byte counts.
 
-    Returns
-    -------
-    dict
-        ``tile``, ``transform_size`` (``alpha`` per axis), ``tiles`` (per image), ``positions`` (``prod(alpha)``),
-        ``data_transform_flops``, ``filter_transform_flops``, ``output_transform_flops`` (dense matrix products
-        along one axis at a time, two flops per multiply-add, zeros included: what runs), ``gemm_flops``
-        (``2 M N K`` summed), ``gemm_count`` and ``gemm_shape`` ``(M, N, K)`` (one GEMM per position and group, before
-        the split into chunks), ``data_bytes``, ``filter_bytes``, ``product_bytes`` (the transformed arrays in
-        total; at run time only chunks of the data and products exist at once), ``direct_flops`` (``2 S f' f/g out
-        k``, for comparison).
+    Raises
+    ------
+    ValueError
+        When :func:`unsupported_reason` gives a reason.
 
     Examples
     --------
     >>> g = ConvGeometry.from_shapes((32, 64, 32, 32), (64, 64, 3, 3), padding=1)
     >>> counts = work(g, "forward", tile=4)
-    >>> counts["positions"], counts["tiles"], counts["gemm_shape"]
+    >>> counts.positions, counts.tiles, counts.gemm_shape
     (36, 64, (64, 2048, 64))
-    >>> round(counts["direct_flops"] / counts["gemm_flops"], 2)  # (4*3)^2 / 6^2 fewer multiplications
-    4.0
     """
-    if pass_name not in PASSES:
-        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
-    tile = _checked_tile(g, tile)
-    itemsize = np.dtype(dtype).itemsize
-    taps, groups, batch = g.kernel_shape, g.groups, g.batch
-    alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
-    positions = math.prod(alpha)
-    tiles = math.prod(_tile_counts(g.input_shape if pass_name == "input" else g.output_shape, tile))
-    f_in, f_out = g.in_channels // groups, g.out_channels // groups
-    data_channels = g.out_channels if pass_name == "input" else g.in_channels
-    product_channels = g.in_channels if pass_name == "input" else g.out_channels
-    kernels = g.out_channels * f_in
-    counts = dict(tile=tile, transform_size=alpha, tiles=tiles, positions=positions,
-                  data_transform_flops=_separable_flops(alpha, alpha, batch * tiles * data_channels),
-                  gemm_flops=2 * positions * kernels * batch * tiles, gemm_count=positions * groups,
-                  data_bytes=positions * batch * tiles * data_channels * itemsize,
-                  direct_flops=2 * batch * kernels * math.prod(g.output_shape) * math.prod(taps))
-    if pass_name == "weight":
-        counts.update(filter_transform_flops=_separable_flops(tile, alpha, batch * tiles * g.out_channels),
-                      output_transform_flops=_separable_flops(alpha, taps, kernels),
-                      gemm_shape=(f_out, batch * tiles, f_in),
-                      filter_bytes=positions * batch * tiles * g.out_channels * itemsize,
-                      product_bytes=positions * kernels * itemsize)
-    else:
-        counts.update(filter_transform_flops=_separable_flops(taps, alpha, kernels),
-                      output_transform_flops=_separable_flops(alpha, tile, batch * tiles * product_channels),
-                      gemm_shape=(product_channels // groups, batch * tiles, data_channels // groups),
-                      filter_bytes=positions * kernels * itemsize,
-                      product_bytes=positions * batch * tiles * product_channels * itemsize)
-    return counts
+    pass_name = Pass.parse(pass_name)
+    return WinogradWork.of(g, pass_name, _checked_tile(g, tile), dtype)

@@ -175,7 +175,8 @@ def test_grid_passes_runs_each_pass_with_the_stride_and_records_auto_decisions(m
         choose.set_rates(None)
     assert os.environ["FFTCONV_AUTO"] == "hybrid"
     assert [row["pass"] for row in rows] == list(points.PASSES)
-    assert all(row["choice"] != "fft" and set(row["estimates"]) == set(choose.CANDIDATES) for row in rows)
+    runnable = set(choose.CANDIDATES) - {"winograd"}  # the point has stride 2, which Winograd cannot run
+    assert all(row["choice"] != "fft" and set(row["estimates"]) == runnable for row in rows)
     assert all(isinstance(row["timed_by_auto"], list) for row in rows)
     assert [r.shape for r in session.results] == [(2, 4, 4, 4), (2, 3, 9, 9), (4, 3, 3, 3)]
     json.dumps(rows)  # rows must be JSON

@@ -98,7 +98,7 @@ def test_hybrid_mode_times_only_close_and_cheap_decisions(monkeypatch):
     monkeypatch.setattr(decide, "_time_candidates", fake_timer)
     monkeypatch.delenv("FFTCONV_AUTO", raising=False)
     fake = {}
-    monkeypatch.setattr(decide, "estimates", lambda g, pass_name, rates, fft_size=None: {
+    monkeypatch.setattr(decide, "estimates", lambda g, pass_name, rates, fft_size=None, dtype=None, bound=None: {
         algo: Estimate(algo, 0.0, seconds, 0.0, 0.0, 1.0) for algo, seconds in fake.items()})
     g = ConvGeometry.from_shapes((1, 2, 8, 8), (2, 2, 3, 3))
     cases = [  # (estimates, timed candidates, choice)
@@ -121,7 +121,8 @@ def test_unknown_pass_and_algo_are_rejected():
     g = ConvGeometry.from_shapes((1, 1, 8), (1, 1, 3))
     with pytest.raises(ValueError, match="pass_name must be one of .*got 'backward'"):
         choose.estimate(g, "backward")
-    with pytest.raises(ValueError, match=r"algo='fast' is unknown; valid: \['auto', 'direct', 'fft', 'im2col'\]"):
+    with pytest.raises(ValueError, match=r"algo='fast' is unknown; valid: \['auto', 'direct', 'fft', 'im2col', "
+                                         r"'tiled', 'winograd'\]"):
         fftconv.conv1d(np.ones((1, 1, 8)), np.ones((1, 1, 3)), algo="fast")
 
 

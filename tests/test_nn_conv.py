@@ -231,7 +231,7 @@ def test_repr_shows_non_defaults():
     (dict(in_channels=1, out_channels=1, kernel_size=(3, 3, 3)), ValueError, "kernel_size must be an int or a tuple"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, stride=0), ValueError, "stride must be positive"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, stride=2, padding="same"), ValueError, "requires stride 1"),
-    (dict(in_channels=1, out_channels=1, kernel_size=3, algo="winograd"), ValueError, "algo='winograd' is unknown"),
+    (dict(in_channels=1, out_channels=1, kernel_size=3, algo="fast"), ValueError, "algo='fast' is unknown"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, memory="keep"), ValueError, "memory='keep' is unknown"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, workspace=Workspace()), ValueError, "only used with memory"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, dtype=np.float16), TypeError, "dtype must be float32"),

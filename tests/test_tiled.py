@@ -1,5 +1,5 @@
 """The tiled FFT algorithm (overlap-save / overlap-add) against the float64 oracle, PyTorch, adjoint identities and
-the untiled FFT algorithm; its cost model against brute force and against what the passes actually do."""
+the untiled FFT algorithm; its counts (fftconv.costs.TiledWork) against what the passes actually do."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ from hypothesis import strategies as st
 import fftconv
 import oracle
 from conftest import DTYPES, assert_close, fft_points_bound, reduction_lengths, tolerance
-from fftconv import costs, tiled
-from fftconv.functional import ALGORITHMS
+from counting_backend import CountingBackend
+from fftconv import tiled
+from fftconv._tiling import Tiling
+from fftconv.algorithms import ALGORITHMS
+from fftconv.costs import TiledWork
 from fftconv.geometry import ConvGeometry
-from fftconv.spectral import SpectralPlan, next_fast_size
+from fftconv.sizes import fft_shape_for
+from fftconv.spectral import SpectralPlan
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def uneven_tile(m: int) -> int:
 TILES = {
     "ones": lambda g: (1,) * g.ndim,
     "uneven": lambda g: tuple(uneven_tile(m) for m in g.output_shape),
-    "chosen": lambda g: None,
+    "half": lambda g: tuple(-(-m // 2) for m in g.output_shape),
     "whole": lambda g: g.output_shape,
 }
 
@@ -126,7 +130,7 @@ def test_tile_sizes_are_what_they_claim(rng):
         g = case.geometry
         if max(g.output_shape) > 2:
             assert any(m % t for m, t in zip(g.output_shape, TILES["uneven"](g)))
-        assert tiled.work(g, "forward", TILES["ones"](g))["tiles"] == g.output_shape
+        assert Tiling(g, TILES["ones"](g)).counts == g.output_shape
 
 
 @pytest.mark.parametrize("case_id", list(CASES))
@@ -231,14 +235,18 @@ def test_matches_pytorch(case_id, dtype, rng):
 
 # ---------------------------------------------------------------------- interface and errors
 def test_same_interface_as_the_registered_algorithms():
-    """Positional parameters as in ``ALGORITHMS``, plus ``tile``, so the module can join the registry."""
+    """Positional parameters as the registry's entries take them, then the required keyword ``tile``."""
     for method in ("forward", "grad_input", "grad_weight"):
         registered = list(inspect.signature(getattr(ALGORITHMS["fft"], method)).parameters)
-        assert list(inspect.signature(getattr(tiled, method)).parameters) == [*registered, "tile"]
+        parameters = inspect.signature(getattr(tiled, method)).parameters
+        assert list(parameters) == [*registered, "tile"]
+        assert parameters["tile"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters["tile"].default is inspect.Parameter.empty
 
 
 BAD_TILES = {(3,): "one per spatial dimension", (0, 2): "positive", (2.5, 2): "ints", (True, 2): "ints",
-             "ab": "ints", (9, 2): "exceeds the output shape", 9: "exceeds the output shape", 3.0: "int"}
+             "ab": "ints", (9, 2): "exceeds the output shape", 9: "exceeds the output shape", 3.0: "int",
+             None: "int"}
 
 
 @pytest.mark.parametrize("tile", list(BAD_TILES), ids=repr)
@@ -246,10 +254,11 @@ def test_bad_tiles_are_reasons_and_errors(tile, rng):
     case = Case((1, 2, 10, 9), (3, 2, 3, 3))  # output 8 x 7
     g = case.geometry
     x, w, _, gy = case.arrays(rng, np.float64)
-    reason = tiled.unsupported_reason(g, tile)
-    assert isinstance(reason, str) and BAD_TILES[tile] in reason
+    if tile is not None:
+        reason = tiled.unsupported_reason(g, tile)
+        assert isinstance(reason, str) and BAD_TILES[tile] in reason
     for call in (lambda: tiled.forward(x, w, None, g, tile=tile), lambda: tiled.grad_input(gy, w, g, tile=tile),
-                 lambda: tiled.grad_weight(x, gy, g, tile=tile), lambda: tiled.work(g, "forward", tile)):
+                 lambda: tiled.grad_weight(x, gy, g, tile=tile), lambda: tiled.peak_bytes(g, "forward", tile)):
         with pytest.raises(ValueError, match="tile"):
             call()
 
@@ -258,27 +267,20 @@ def test_every_geometry_is_supported():
     for case in CASES.values():
         g = case.geometry
         assert tiled.unsupported_reason(g) is None
-        assert tiled.unsupported_reason(g, tiled.choose_tile(g, "forward")) is None
         assert tiled.unsupported_reason(g, g.output_shape) is None
 
 
 def test_option_errors(rng):
     g = Case((1, 2, 20), (3, 2, 5)).geometry  # dilated kernel 5, output 16
     x, w = rng.standard_normal(g.full_input_shape), rng.standard_normal(g.full_weight_shape)
-    with pytest.raises(ValueError, match=r"fft_size=\(4,\) is smaller than the dilated kernel"):
-        tiled.forward(x, w, None, g, fft_size=(4,))
     with pytest.raises(ValueError, match="too small"):  # tiles of 8 read 12 positions
         tiled.forward(x, w, None, g, fft_size=(10,), tile=8)
     with pytest.raises(ValueError, match="fft_size must be one of"):
-        tiled.choose_tile(g, "forward", fft_size="fastest")
+        tiled.forward(x, w, None, g, fft_size="fastest", tile=8)
     with pytest.raises(ValueError, match="one entry per spatial dimension"):
-        tiled.choose_tile(g, "forward", fft_size=(16, 16))
+        tiled.forward(x, w, None, g, fft_size=(16, 16), tile=8)
     with pytest.raises(ValueError, match="pass_name must be one of"):
-        tiled.choose_tile(g, "backward")
-    with pytest.raises(ValueError, match="pass_name must be one of"):
-        tiled.work(g, "backward", 4)
-    with pytest.raises(ValueError, match="unknown counts"):
-        tiled.modelled_seconds({"fft_flops": 1.0}, {"fft_flop": 1.0})
+        tiled.peak_bytes(g, "backward", 4)
     with pytest.raises(ValueError, match="unknown"):
         tiled.forward(x, w, None, g, backend="cufft", tile=4)
 
@@ -287,79 +289,63 @@ def test_memory_is_checked_before_allocating(monkeypatch, rng):
     case = Case((2, 3, 40, 40), (4, 3, 3, 3))
     g = case.geometry
     x, w, _, gy = case.arrays(rng, np.float32)
-    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", str(tiled.work(g, "forward", 8, dtype=np.float32)["peak_bytes"] // 2))
+    peak = tiled.peak_bytes(g, "forward", 8, np.float32)
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", str(peak // 2))
     with pytest.raises(MemoryError, match="tiled FFT convolution"):
         tiled.forward(x, w, None, g, tile=8)
-    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", str(tiled.work(g, "forward", 8, dtype=np.float32)["peak_bytes"]))
+    monkeypatch.setenv("FFTCONV_MEMORY_LIMIT", str(peak))
     tiled.forward(x, w, None, g, tile=8)
 
 
-# ---------------------------------------------------------------------- cost model
+# ---------------------------------------------------------------------- counts
 BIG = ConvGeometry.from_shapes((8, 32, 128, 128), (32, 32, 3, 3), padding="same")
 
 
-def is_smooth(n: int) -> bool:
-    return next_fast_size(n) == n
-
-
 @pytest.mark.parametrize("pass_name", ["forward", "input", "weight"])
-def test_choose_tile_is_the_optimum_over_all_tiles(pass_name):
-    """Scoring only the smallest tile per tile count loses nothing: brute force over every tile agrees."""
-    for case_id in ("2d-stride-dil-groups-bias", "2d-same-even-bias", "1d-stride3-gaps-unread-tail"):
-        g = CASES[case_id].geometry
-        tiles = list(itertools.product(*(range(1, m + 1) for m in g.output_shape)))
-        seconds = [tiled.modelled_seconds(tiled.work(g, pass_name, t)) for t in tiles]
-        chosen = tiled.choose_tile(g, pass_name)
-        assert tiled.modelled_seconds(tiled.work(g, pass_name, chosen)) == pytest.approx(min(seconds), rel=1e-12)
-
-
-def test_choose_tile_tiles_small_kernels_on_large_maps():
-    for pass_name in ("forward", "input", "weight", "grad_input", "grad_weight"):
-        tile = tiled.choose_tile(BIG, pass_name)
-        counts = tiled.work(BIG, pass_name, tile)
-        assert all(t < 128 for t in tile) and all(is_smooth(n) for n in counts["fft_shape"])
-    kernel_as_large = ConvGeometry.from_shapes((4, 8, 16, 16), (8, 8, 13, 13))
-    assert tiled.choose_tile(kernel_as_large, "forward") == kernel_as_large.output_shape
-
-
-def test_choose_tile_follows_the_policy_and_the_weights():
-    pow2 = tiled.work(BIG, "forward", tiled.choose_tile(BIG, "forward", "pow2"), "pow2")["fft_shape"]
-    assert all(n & (n - 1) == 0 for n in pow2)
-    # at a fixed FFT size every count grows with the number of tiles: the fewest tiles that fit, 10 of 13 outputs
-    # (a 16x16 FFT holds 14 outputs of a 3x3 kernel), each at the given size
-    assert tiled.choose_tile(BIG, "forward", (16, 16)) == (13, 13)
-    assert tiled.work(BIG, "forward", (13, 13), (16, 16))["fft_shape"] == (16, 16)
-    # with only the per-map cost, fewest maps wins: one tile
-    assert tiled.choose_tile(BIG, "forward", weights={"fft_maps": 1.0}) == (128, 128)
-    assert tiled.choose_tile(BIG, "forward") == tiled.choose_tile(BIG, "forward")  # pure and cached
-
-
-@pytest.mark.parametrize("pass_name", ["forward", "input", "weight"])
-def test_work_counts_what_the_passes_do(pass_name, rng):
-    """Flops agree with :func:`fftconv.costs.executed_flops` of the tile geometry; maps with a counting backend."""
+def test_fft_work_counts_the_maps_the_passes_transform(pass_name, rng):
+    """The spectral work of the tile geometry is what the passes run: maps counted by a counting backend."""
     case = CASES["2d-stride-dil-groups-bias"]
     g, tile = case.geometry, (2, 3)
-    counts = tiled.work(g, pass_name, tile, dtype=np.float64)
-    tile_geometry = ConvGeometry(g.batch * math.prod(counts["tiles"]), g.in_channels, g.out_channels, g.groups,
-                                 tuple((t - 1) * s + kd for t, s, kd in zip(tile, g.stride, g.dilated_kernel_shape)),
-                                 g.kernel_shape, g.stride, g.dilation, (0, 0), (0, 0))
-    flops = costs.executed_flops(tile_geometry, counts["fft_shape"], {"forward": "forward", "input": "grad_input",
-                                                                      "weight": "grad_weight"}[pass_name])
-    assert counts["gemm_flops"] == pytest.approx(flops.products, rel=1e-12)
-    assert counts["fft_flops"] + counts["kernel_dft_flops"] == pytest.approx(flops.transforms, rel=1e-12)
-    counter = fftconv.CountingBackend(fftconv.NumpyBackend())
+    work = TiledWork.of(g, pass_name, tile)
+    tile_geometry = work.tiling.tile_geometry
+    assert tile_geometry.batch == g.batch * math.prod(work.tiling.counts) and tile_geometry.output_shape == tile
+    fft_work = work.fft_work(fft_shape_for(tile_geometry))
+    counter = CountingBackend(fftconv.NumpyBackend())
     x, w, b, gy = case.arrays(rng, np.float64)
     {"forward": lambda: tiled.forward(x, w, b, g, counter, tile=tile),
      "input": lambda: tiled.grad_input(gy, w, g, counter, tile=tile),
      "weight": lambda: tiled.grad_weight(x, gy, g, counter, tile=tile)}[pass_name]()
-    kernel_maps = g.out_channels * g.in_channels // g.groups if counts["kernel_dft_flops"] else 0
-    assert counter.forward_maps + counter.inverse_maps == counts["fft_maps"] + kernel_maps
+    # the counting backend counts kernel-size maps transformed by DFT matrices as maps too
+    assert (counter.forward_maps, counter.inverse_maps) == tuple(
+        fft + matrix for fft, matrix in zip(fft_work.fft_maps, fft_work.matrix_maps))
+
+
+def test_tiling_copies_by_hand():
+    """1-d, S=2, f=3 -> f'=4, n=14, k=3, stride 2, padding 1: output 7, tiles of 3 (the last partial, 3 tiles)."""
+    g = ConvGeometry.from_shapes((2, 3, 14), (4, 3, 3), stride=2, padding=1)
+    work = TiledWork.of(g, "forward", (3,))
+    tiling = work.tiling
+    assert (tiling.counts, tiling.step, tiling.read, tiling.span, tiling.covered) == ((3,), (6,), (7,), (19,), (9,))
+    # zero the padded input (2*3*19 values, half a copy each), copy the map in (2*3*14), gather 6 tiles of 3 x 7,
+    # copy the 6 output tiles of 4 x 3 into blocks, crop the 9 computed outputs to 7
+    assert work.copies == ((2 * 3 * 19 / 2, 19), (2 * 3 * 14, 14), (6 * 3 * 7, 7), (6 * 4 * 3, 3), (2 * 4 * 7, 7))
+    grad = TiledWork.of(g, "input", (3,))
+    # dy zero-extended to 9 and gathered; the overlap-add: ceil(7 / 6) = 2 classes, one copied and one added;
+    # the zeroed padded gradient (extent max(19, 1 + 14)), and the crop of the padding
+    assert grad.copies == ((2 * 4 * 9 / 2, 9), (2 * 4 * 7, 7), (6 * 4 * 3, 3), (6 * 3 * 7 * 1.25, 7),
+                           (2 * 3 * 19 / 2, 19), (2 * 3 * 14, 14))
+    weight = TiledWork.of(g, "weight", (3,))
+    assert weight.copies == work.copies[:3] + grad.copies[:3]
+    assert weight.copied_elements == sum(e for e, _ in weight.copies)
 
 
 def test_tiling_bounds_the_spectra():
     """The worked example of docs/tiled.md: 3x3 kernels on 128x128 maps."""
     untiled = SpectralPlan.create(BIG, np.float32, check_memory=False)
-    counts = tiled.work(BIG, "forward", (16, 16))
-    assert untiled.fft_shape == (135, 135) and counts["fft_shape"] == (18, 18)
-    assert counts["peak_bytes"] < 0.7 * untiled.peak_bytes()
-    assert counts["kernel_dft_flops"] < 0.05 * tiled.work(BIG, "forward", (128, 128))["kernel_dft_flops"]
+    work = TiledWork.of(BIG, "forward", (16, 16))
+    fft_shape = fft_shape_for(work.tiling.tile_geometry)
+    assert untiled.fft_shape == (135, 135) and fft_shape == (18, 18)
+    assert tiled.peak_bytes(BIG, "forward", 16) < 0.7 * untiled.peak_bytes()
+    tiled_kernels = work.fft_work(fft_shape, kernels_by_gemm=True).flops().forward_transforms
+    untiled_kernels = TiledWork.of(BIG, "forward", (128, 128)).fft_work((135, 135), kernels_by_gemm=True)
+    assert tiled_kernels < 0.5 * untiled_kernels.flops().forward_transforms

@@ -7,6 +7,7 @@ dilation, groups and bias; every draw is reproducible from its test id.
 from __future__ import annotations
 
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -71,8 +72,14 @@ def test_forward_and_gradients_match_torch(ndim, seed):
     reductions = reduction_lengths(x.shape, w.shape, gy.shape, options["groups"])
     points = 2 ** ndim * int(np.prod([n + 4 for n in x.shape[2:]]))  # above every policy's FFT size here
     conv, conv_input, conv_weight = (getattr(fftconv, f"conv{ndim}d{suffix}") for suffix in ("", "_input", "_weight"))
+    geometry = fftconv.ConvGeometry.from_shapes(x.shape, w.shape, **options)
     for algo in fftconv.ALGORITHMS:
         label = f"{algo} {options}"
+        reason = fftconv.ALGORITHMS[algo].unsupported_reason(geometry)
+        if reason is not None:  # Winograd with a stride or dilation: refused with the reason
+            with pytest.raises(ValueError, match=re.escape(reason)):
+                conv(x, w, b, **options, algo=algo)
+            continue
         y = conv(x, w, b, **options, algo=algo)
         assert_close(y, y_torch, tolerance(np.float64, points, reductions["forward"]), f"forward {label}")
         gx = conv_input(x.shape, w, gy, **options, algo=algo)

@@ -311,18 +311,23 @@ def test_work_counts_by_hand():
     """1-d, S=2, f=3 -> f'=4, k=3, n=10, no padding: output 8, tile 4 -> 2 tiles of alpha = 6 per image."""
     g = ConvGeometry.from_shapes((2, 3, 10), (4, 3, 3))
     fwd = winograd.work(g, "forward", 4, np.float64)
-    assert (fwd["positions"], fwd["tiles"], fwd["transform_size"]) == (6, 2, (6,))
-    assert fwd["gemm_flops"] == 2 * 6 * 4 * 3 * (2 * 2) and fwd["gemm_shape"] == (4, 4, 3) and fwd["gemm_count"] == 6
-    assert fwd["data_transform_flops"] == 2 * 6 * 6 * (2 * 2 * 3)  # a 6x6 matrix on each of S*T*f tiles
-    assert fwd["filter_transform_flops"] == 2 * 6 * 3 * (4 * 3)
-    assert fwd["output_transform_flops"] == 2 * 4 * 6 * (2 * 2 * 4)
-    assert (fwd["data_bytes"], fwd["filter_bytes"], fwd["product_bytes"]) == (6 * 12 * 8, 6 * 12 * 8, 6 * 16 * 8)
-    assert fwd["direct_flops"] == 2 * 2 * 4 * 3 * 8 * 3
+    assert (fwd.positions, fwd.tiles, fwd.transform_size) == (6, 2, (6,))
+    assert fwd.gemm_flops == 2 * 6 * 4 * 3 * (2 * 2) and fwd.gemm_shape == (4, 4, 3) and fwd.gemm_count == 6
+    assert fwd.data_transform_flops == 2 * 6 * 6 * (2 * 2 * 3)  # a 6x6 matrix on each of S*T*f tiles
+    assert fwd.filter_transform_flops == 2 * 6 * 3 * (4 * 3)
+    assert fwd.output_transform_flops == 2 * 4 * 6 * (2 * 2 * 4)
+    assert (fwd.data_bytes, fwd.filter_bytes, fwd.product_bytes) == (6 * 12 * 8, 6 * 12 * 8, 6 * 16 * 8)
+    assert fwd.direct_flops == 2 * 2 * 4 * 3 * 8 * 3
+    # 2 tiles of 4 read 2 * 4 + 2 = 10 inputs: the input is read in place; gathered 6 x 2*2*3, scattered 2*2*4 x 4
+    assert fwd.padded_elements == 0 and fwd.copies == ((6 * 12, 2), (2 * 2 * 4 * 4, 4))
     grad_in = winograd.work(g, "input", 4, np.float64)  # tiles over the input: 10 -> 3 tiles
-    assert grad_in["tiles"] == 3 and grad_in["gemm_shape"] == (3, 6, 4)
+    assert grad_in.tiles == 3 and grad_in.gemm_shape == (3, 6, 4)
+    # dy (8 long) shifted by r - 1 = 2 and zero-extended to 3 * 4 + 2 = 14; the last tile's 2 extra inputs cropped
+    assert grad_in.padded_elements == 2 * 4 * 14 and grad_in.copies[-1] == (2 * 3 * 10, 10)
     weight = winograd.work(g, "weight", 4, np.float32)
-    assert weight["gemm_shape"] == (4, 4, 3) and weight["output_transform_flops"] == 2 * 3 * 6 * 12
-    assert weight["filter_transform_flops"] == 2 * 6 * 4 * (2 * 2 * 4) and weight["product_bytes"] == 6 * 12 * 4
+    assert weight.gemm_shape == (4, 4, 3) and weight.output_transform_flops == 2 * 3 * 6 * 12
+    assert weight.filter_transform_flops == 2 * 6 * 4 * (2 * 2 * 4) and weight.product_bytes == 6 * 12 * 4
+    assert weight.flops == weight.transform_flops + weight.gemm_flops
 
 
 def test_work_in_2d_factors_per_axis():
@@ -330,9 +335,9 @@ def test_work_in_2d_factors_per_axis():
     g = ConvGeometry.from_shapes((4, 8, 16, 16), (8, 8, 3, 3), padding=1)
     counts = winograd.work(g, "forward", (4, 2))
     alpha, tiles = (6, 4), 4 * 8
-    assert counts["data_transform_flops"] == 2 * (6 * 6 * 4 + 4 * 4 * 6) * 4 * tiles * 8
-    assert counts["output_transform_flops"] == 2 * (4 * 6 * 4 + 2 * 4 * 4) * 4 * tiles * 8
-    assert counts["gemm_flops"] / counts["direct_flops"] == math.prod(alpha) / (4 * 2 * 9)
+    assert counts.data_transform_flops == 2 * (6 * 6 * 4 + 4 * 4 * 6) * 4 * tiles * 8
+    assert counts.output_transform_flops == 2 * (4 * 6 * 4 + 2 * 4 * 4) * 4 * tiles * 8
+    assert counts.gemm_flops / counts.direct_flops == math.prod(alpha) / (4 * 2 * 9)
 
 
 def test_error_growth_is_one_without_tiling_and_rises_with_the_tile():

@@ -3,13 +3,20 @@
 Each rate is measured on fftconv's own code paths (frequency-major spectra, GEMMs on its thread pool) at shapes
 typical of convolution layers, in float32 with the default FFT backend and threads, and converted with the same
 formulas the cost model divides by, so the model reproduces the measurements it was fitted to.
+
+:func:`calibrate_once` runs it automatically, once, the first time ``algo="auto"`` needs rates on a machine that has
+none saved (``FFTCONV_CALIBRATE=0`` turns that off).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
+import sys
+import threading
 import time
+import warnings
 from dataclasses import replace
 from typing import Callable
 
@@ -21,10 +28,13 @@ from ..backends import FFTBackend, get_backend
 from ..costs import complex_gemm_flops, direct_flops, kernel_dft_flops, real_fft_flops, real_gemm_flops
 from ..geometry import ConvGeometry
 from ..passes import Pass
-from ..rates import MachineRates, gemm_efficiency, save_rates, set_rates
+from ..rates import MachineRates, calibration_file, gemm_efficiency, needs_calibration, save_rates, set_rates
 from ..sizes import half_spectrum_shape
 from ..spectral import SpectralPlan
-from .model import CANDIDATES, estimate_fft
+from .model import estimate_fft, estimate_winograd
+
+#: ``FFTCONV_CALIBRATE``: ``"1"`` (the default) calibrates an uncalibrated machine automatically, once; ``"0"`` never.
+CALIBRATE_VARIABLE = "FFTCONV_CALIBRATE"
 
 
 def calibrate(save: bool = True) -> MachineRates:
@@ -40,7 +50,7 @@ def calibrate(save: bool = True) -> MachineRates:
     """
     rng = np.random.default_rng(0)
     backend = get_backend()
-    fft_seconds, fft_maps, fft_shape = _pipeline_fft_seconds(backend, rng)
+    fft_flops, fft_map_seconds = _pipeline_fft_rates(backend, rng)
     stack, m, k, n = 272, 32, 96, 256  # the per-bin products of a 32x32 layer with S=32, f=96, f'=256
     left = (rng.standard_normal((stack, m, k)) + 1j * rng.standard_normal((stack, m, k))).astype(np.complex64)
     right = (rng.standard_normal((stack, k, n)) + 1j * rng.standard_normal((stack, k, n))).astype(np.complex64)
@@ -66,7 +76,8 @@ def calibrate(save: bool = True) -> MachineRates:
     call_seconds = _tiny_call_seconds()
     defaults = MachineRates()
     rates = MachineRates(
-        fft_flops=fft_maps * real_fft_flops(fft_shape) / fft_seconds,
+        fft_flops=fft_flops,
+        fft_map_seconds=fft_map_seconds,
         complex_gemm_flops=complex_gemm_flops(m, k, n) * stack / cgemm_seconds / gemm_efficiency(
             min(m, k, n), defaults.complex_gemm_half_dim),
         real_gemm_flops=real_gemm_flops(rows, inner, columns) / sgemm_seconds / (
@@ -78,16 +89,70 @@ def calibrate(save: bool = True) -> MachineRates:
         fft_call_seconds=call_seconds["fft"],
         im2col_call_seconds=call_seconds["im2col"],
         direct_call_seconds=call_seconds["direct"],
+        winograd_call_seconds=call_seconds["winograd"],
         gemm_matrix_seconds=matrix_seconds,
         tap_seconds=_tap_seconds("im2col", Pass.INPUT),
         direct_tap_seconds=_tap_seconds("direct", Pass.FORWARD),
         source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} with backend {backend.name}",
     )
-    rates = replace(rates, fft_call_seconds=max(rates.fft_call_seconds, _fft_fixed_seconds(rates)))
+    rates = replace(rates, fft_call_seconds=max(rates.fft_call_seconds, _fft_fixed_seconds(rates)),
+                    winograd_transform_flops=_winograd_transform_flops(rates, rng))
     if save:
         save_rates(rates)
     set_rates(rates)
     return rates
+
+
+# ---------------------------------------------------------------------- once, automatically
+_once_lock = threading.Lock()
+_attempted = False
+
+
+def _reset_after_fork() -> None:
+    """A forked child gets a fresh lock: one held by a parent thread at the fork would stay held in the child."""
+    global _once_lock
+    _once_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def automatic_calibration() -> bool:
+    """Whether ``FFTCONV_CALIBRATE`` lets :func:`calibrate_once` calibrate (``"1"``, the default) or not (``"0"``)."""
+    value = os.environ.get(CALIBRATE_VARIABLE, "1").strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"{CALIBRATE_VARIABLE} must be '1' (calibrate an uncalibrated machine once, "
+                         f"automatically) or '0' (never), got {value!r}")
+    return value == "1"
+
+
+def calibrate_once() -> None:
+    """Calibrate this machine the first time ``algo="auto"`` needs its rates, if it has none saved.
+
+    Runs at most once per process (later calls return at once), under a lock so that concurrent first calls wait
+    for one calibration instead of running several. It says so on stderr, takes a few seconds, and saves the rates
+    (:func:`fftconv.rates.calibration_file`) so that later processes on this machine find them. Nothing happens with
+    ``FFTCONV_CALIBRATE=0``, when rates were given to :func:`fftconv.choose.set_rates`, or when this machine's
+    calibration is saved. A failed calibration warns and leaves the built-in defaults in use.
+    """
+    global _attempted
+    if _attempted or not automatic_calibration():
+        return
+    with _once_lock:
+        if _attempted:
+            return
+        _attempted = True
+        if not needs_calibration():
+            return
+        print("fftconv: measuring this machine's rates for algo='auto' (once, a few seconds; FFTCONV_CALIBRATE=0 "
+              "turns this off)", file=sys.stderr, flush=True)
+        try:
+            calibrate(save=True)
+        except Exception as error:  # noqa: BLE001 - a failed measurement must not fail the convolution
+            warnings.warn(f"fftconv: calibration failed ({error!r}); algo='auto' uses the built-in default rates",
+                          RuntimeWarning, stacklevel=3)
+            return
+        print(f"fftconv: rates saved in {calibration_file()}", file=sys.stderr, flush=True)
 
 
 def _best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
@@ -100,22 +165,30 @@ def _best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
     return min(times)
 
 
-def _pipeline_fft_seconds(backend: FFTBackend, rng: np.random.Generator) -> tuple[float, int, tuple[int, ...]]:
-    """Seconds of 32x32 transforms as fftconv runs them, the maps timed (half forward, half inverse), their size.
+def _pipeline_fft_rates(backend: FFTBackend, rng: np.random.Generator) -> tuple[float, float]:
+    """The FFT rate (flop/s) and the cost per map beyond the flops (seconds), from batches of 32x32 and 8x8 maps.
 
-    The spectra are frequency-major (padded, strided), which is slower than the map-major batches an FFT benchmark
-    times: a map-major rate would make the model favour the FFT too much.
+    Each batch is timed as fftconv runs it: into and out of frequency-major spectra (padded, strided), which is
+    slower than the map-major batches an FFT benchmark times; a map-major rate would make the model favour the
+    FFT too much. Per map, ``seconds = flops / rate + per_map`` at both sizes: two equations, two unknowns.
     """
-    g = ConvGeometry.from_shapes((32, 32, 32, 32), (32, 32, 1, 1))  # 1024 maps each way
-    fft_shape = (32, 32)
-    plan = SpectralPlan.create(g, np.float32, backend, fft_size=fft_shape)
-    x = rng.standard_normal(g.full_input_shape).astype(np.float32)
-    spectrum = plan.transform_input(x)
-    forward = _best_seconds(lambda: plan.transform_input(x, out=spectrum))
-    # as the passes do, block by block (the crop that reads each block is modelled apart)
-    inverse = _best_seconds(lambda: backend.irfftn_blocks(plan.layout.channels_first(spectrum), fft_shape,
-                                                          plan.layout.axes, lambda block, maps: None))
-    return forward + inverse, 2 * math.prod(g.full_input_shape[:2]), fft_shape
+    per_map = {}
+    for size, maps in ((32, 32), (8, 128)):  # 1024 and 16384 maps each way
+        g = ConvGeometry.from_shapes((maps, 32, size, size), (32, 32, 1, 1))
+        plan = SpectralPlan.create(g, np.float32, backend, fft_size=(size, size))
+        x = rng.standard_normal(g.full_input_shape).astype(np.float32)
+        spectrum = plan.transform_input(x)
+        forward = _best_seconds(lambda: plan.transform_input(x, out=spectrum))
+        # as the passes do, block by block (the crop that reads each block is modelled apart)
+        inverse = _best_seconds(lambda: backend.irfftn_blocks(plan.layout.channels_first(spectrum), (size, size),
+                                                              plan.layout.axes, lambda block, maps: None))
+        per_map[size] = (forward + inverse) / (2 * math.prod(g.full_input_shape[:2]))
+    large, small = real_fft_flops((32, 32)), real_fft_flops((8, 8))
+    rate = (large - small) / (per_map[32] - per_map[8]) if per_map[32] > per_map[8] else 0.0
+    overhead = per_map[8] - small / rate if rate > 0 else -1.0
+    if overhead < 0:  # noise made the two sizes inconsistent: all of the time to the flops
+        return large / per_map[32], 0.0
+    return rate, overhead
 
 
 def _kernel_dft_seconds(backend: FFTBackend, rng: np.random.Generator) -> tuple[float, float]:
@@ -132,7 +205,8 @@ def _tiny_call_seconds() -> dict[str, float]:
     """Seconds of one pass of each algorithm on a problem too small to have any arithmetic cost."""
     g = ConvGeometry.from_shapes((1, 1, 4, 4), (1, 1, 1, 1))
     x, w = np.ones(g.full_input_shape, np.float32), np.ones(g.full_weight_shape, np.float32)
-    return {name: _best_seconds(lambda: ALGORITHMS[name].forward(x, w, None, g), repeats=20) for name in CANDIDATES}
+    return {name: _best_seconds(lambda: ALGORITHMS[name].forward(x, w, None, g), repeats=20)
+            for name in ("fft", "im2col", "direct", "winograd")}  # the tiled FFT pays the FFT's fixed cost
 
 
 def _tap_seconds(algo: str, pass_name: Pass) -> float:
@@ -158,3 +232,17 @@ def _fft_fixed_seconds(rates: MachineRates) -> float:
     x, w = np.ones(g.full_input_shape, np.float32), np.ones(g.full_weight_shape, np.float32)
     measured = _best_seconds(lambda: ALGORITHMS["fft"].forward(x, w, None, g), repeats=10)
     return measured - estimate_fft(g, Pass.FORWARD, replace(rates, fft_call_seconds=0.0)).seconds
+
+
+def _winograd_transform_flops(rates: MachineRates, rng: np.random.Generator) -> float:
+    """The Winograd transform rate: a pass dominated by its transforms (F(4x4, 3x3) on 16 channels), its measured
+    time less the model's other terms, over its transform flops."""
+    g = ConvGeometry.from_shapes((8, 16, 32, 32), (16, 16, 3, 3), padding=1)
+    x = rng.standard_normal(g.full_input_shape).astype(np.float32)
+    w = rng.standard_normal(g.full_weight_shape).astype(np.float32)
+    measured = _best_seconds(lambda: ALGORITHMS["winograd"].forward(x, w, None, g, tile=(4, 4)), repeats=10)
+    modelled = estimate_winograd(g, Pass.FORWARD, rates, (4, 4))
+    transforms = measured - (modelled.seconds - modelled.transforms)
+    if transforms <= 0.1 * measured:  # noise: the other terms took it all; keep the rate the model had
+        return rates.winograd_transform_flops
+    return modelled.transforms * rates.winograd_transform_flops / transforms

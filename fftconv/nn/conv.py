@@ -12,7 +12,8 @@ transformed once, and the three convolutions of the step are per-frequency compl
     :class:`~fftconv.nn.Workspace` shared by all layers and sized by the largest. Backward re-transforms the input
     and the kernels from copies of both kept by forward.
 
-Other algorithms (``"im2col"``, ``"direct"``) call the functional API and keep the same copies.
+Other algorithms (``"im2col"``, ``"direct"``, ``"winograd"``, ``"tiled"``) call the functional API and keep the same
+copies.
 
 Whatever the policy and algorithm, ``backward`` computes the gradients of the ``forward`` that ran: with the input
 and the weights as they were then, even if the caller changes either array in place in between (an optimiser step
@@ -49,7 +50,8 @@ class _ConvNd(Module):
     stride, padding, dilation, groups
         As in :func:`fftconv.conv2d` (``padding`` may be ``"same"`` or ``"valid"``).
     bias : bool, default True
-    algo : {"fft", "im2col", "direct"}, default "fft"
+    algo : {"fft", "im2col", "direct", "winograd", "tiled"}, default "fft"
+        As in :func:`fftconv.conv2d`; ``"winograd"`` needs stride and dilation 1.
     backend : str or FFTBackend, optional
         FFT library for ``algo="fft"``; default :func:`fftconv.get_backend` when the first plan is made.
     fft_size : {"fast", "pow2", "minimal"} or tuple of int, optional
