@@ -10,6 +10,10 @@ image); that pass is still measured and shown in brackets, and the "Full step" r
 roofline experiment measures a different protocol (a layer's forward + backward with transform reuse, batch 32);
 docs/experiments.md ("Two protocols") explains why the two disagree on some layers. The paper's own table
 (GTX Titan, cuda-convnet, Torch7; ``experiments/data/mathieu2014.json``) is shown beside ours as speedups.
+
+Methods: every algorithm of fftconv's registry (``fftconv.ALGORITHMS``: FFT, im2col, Winograd and tiled FFT with
+the cost model's tile, and the float64 direct reference where it is cheap) and PyTorch; an algorithm that cannot run
+a layer, or is skipped there, is listed with its reason under the table.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .harness import methods, paper, points
 from .harness.style import fmt_ms, fmt_ratio, markdown_table, method_style, save_figure, write_table
 
 NAME = "layers"
-DESCRIPTION = "Layer table: the five (k, n, f, f') configurations, time per pass and total, speedups of FFT"
+DESCRIPTION = "Layer table: the five (k, n, f, f') configurations, time per pass and total for every algorithm"
 
 #: (k, n, f, f') of the paper's table.
 LAYERS = ((11, 32, 3, 96), (7, 32, 96, 256), (5, 16, 256, 384), (5, 16, 384, 384), (3, 16, 384, 384))
@@ -268,7 +272,7 @@ def plot(ctx) -> None:
                                                   if note else ""), fontsize=9)
     save_figure(fig, ctx.out_dir, "layers")
     plt.close(fig)
-    caption = ctx.describe("fftconv FFT vs im2col/direct and PyTorch, float32", _scaling(batch))
+    caption = ctx.describe("fftconv FFT vs fftconv's other algorithms and PyTorch, float32", _scaling(batch))
     header = f"# Layer table ({ctx.mode} mode, batch {batch})\n\n{caption}\n\n"
     if not recorded:
         header += ("The settings were not stored with these rows; the batch is read from the rows and the layers "

@@ -4,11 +4,13 @@ Three rows (input size n, kernel size k, batch size S) by three panels (updateOu
 accGradParameters), float32, f = 96 input maps and f' = 256 output maps, stride 1, no padding, with the paper's fixed
 values S = 128, k = 7, n = 32 and its sweeps n in {8, 16, 32, 52}, k in {3, 5, ..., 13}, S in {32, 64, 128}.
 
-Methods: fftconv's FFT algorithm (one line per ``--backends``), its im2col + GEMM algorithm, its float64 direct
-reference (only where one call is expected to take under 0.5 s in quick mode, 5 s in full mode: it is not a
-speed contender; the tables say where it was skipped) and PyTorch's CPU
-convolution (``F.conv2d``, ``torch.nn.grad.conv2d_input``, ``conv2d_weight``) in place of the paper's GPU
-baselines (cuda-convnet, Torch7). Each method runs in its own process (docs/experiments.md). The paper's own Fig. 3
+Methods: every algorithm of fftconv's registry (``fftconv.ALGORITHMS``): the FFT algorithm (one line per
+``--backends``), im2col + GEMM, Winograd's ``F(m, r)`` and the tiled FFT (each with the tile the cost model picks,
+as the public functions run them), the float64 direct reference (only where one call is expected to take under
+0.5 s in quick mode, 5 s in full mode: it is not a speed contender), and PyTorch's CPU convolution
+(``F.conv2d``, ``torch.nn.grad.conv2d_input``, ``conv2d_weight``) in place of the paper's GPU baselines
+(cuda-convnet, Torch7). An algorithm that cannot run a point, or is skipped there, is listed with its reason under
+the tables. Each method runs in its own process (docs/experiments.md). The paper's own Fig. 3
 values (GTX Titan; ``experiments/data/mathieu2014.json``) are tabulated beside ours as ratios to its FFT times.
 
 Quick mode shrinks only the batch: S = 8 instead of 128, and the batch row uses S in {2, 4, 8} instead of
@@ -21,7 +23,7 @@ from .harness import methods, paper, points
 from .harness.style import fmt_ms, fmt_ratio, markdown_table, method_style, save_figure, write_table
 
 NAME = "sweeps"
-DESCRIPTION = "Fig. 3: time of the three passes vs input size, kernel size and batch size (FFT vs im2col/PyTorch)"
+DESCRIPTION = "Fig. 3: time of the three passes vs input size, kernel size and batch size (every algorithm, PyTorch)"
 
 #: The paper's fixed values (Fig. 3): 96 -> 256 maps, batch 128, 7x7 kernels, 32x32 inputs.
 PAPER = {"S": 128, "k": 7, "n": 32, "f": 96, "fp": 256}
@@ -139,13 +141,14 @@ def plot(ctx) -> None:
     handles, names = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, names, loc="outside lower center", ncol=len(names), frameon=False)
-    compares = ("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv im2col/direct and PyTorch\n"
+    compares = ("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv's other algorithms and "
+                "PyTorch\n"
                 "median of repeats, bars min-max (clipped at 1.2x the largest median)")
     fig.suptitle(ctx.describe(compares, _scaling(ctx, fixed, sweeps)), fontsize=11)
     save_figure(fig, ctx.out_dir, "fig3_sweeps")
     plt.close(fig)
     shown = ctx.rows()
-    skipped = sorted({row["skipped"] for row in shown if "skipped" in row})
+    skipped = sorted({f"{row['method']}: {row['skipped']}" for row in shown if "skipped" in row})
     errors = sorted({f"{row['method']}: {row['error']}" for row in shown if "error" in row})
     notes = [f"- not timed: {reason}" for reason in skipped] + [f"- failed: {error}" for error in errors]
     if not recorded:

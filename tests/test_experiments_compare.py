@@ -44,11 +44,22 @@ def test_compare_skips_a_slow_direct_and_says_why():
     (["--input", "2,4,9,9", "--weight", "6,3,3,3"], "--weight's second entry (3) times --groups (1)"),
     (["--input", "2,4,9", "--weight", "6,4,3,3"], "--weight must have as many entries as --input"),
     (["--input", "2,4,9,9", "--weight", "6,4,3,3", "--stride", "1,2,3"], "--stride needs one value or 2"),
-    (["--input", "2,4,9,9", "--weight", "6,4,3,3", "--algos", "winograd"], "--algos winograd: unknown"),
+    (["--input", "2,4,9,9", "--weight", "6,4,3,3", "--algos", "winnograd"], "--algos winnograd: unknown"),
 ])
 def test_compare_names_the_bad_option(argv, message, capsys):
     with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)")):
         compare.main(argv)
+
+
+def test_compare_skips_an_algorithm_that_cannot_run_the_shape_and_says_why():
+    import fftconv
+
+    if "winograd" not in fftconv.ALGORITHMS:
+        pytest.skip("no algorithm with geometry limits is registered")
+    done = run_compare("--input", "1,2,9,9", "--weight", "2,2,3,3", "--stride", "2", "--algos", "winograd", "im2col")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| forward (updateOutput) | winograd |")]
+    assert rows == ["| forward (updateOutput) | winograd | - | - | - | skipped: winograd needs stride 1 |"]
 
 
 def test_compare_lists_the_registry_by_default():

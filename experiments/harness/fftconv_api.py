@@ -28,6 +28,33 @@ def geometry(point: dict):
                                             groups=point.get("groups", 1))
 
 
+def unsupported_reason(method_algo: str, point: dict) -> str | None:
+    """Why fftconv's registered algorithm ``method_algo`` cannot run ``point`` (its registry entry's
+    ``unsupported_reason``), or ``None``: it can, or it is not a registered algorithm (``torch``, ``auto``)."""
+    import fftconv
+
+    entry = fftconv.ALGORITHMS.get(method_algo)
+    check = getattr(entry, "unsupported_reason", None)
+    return None if check is None else check(geometry(point))
+
+
+def run_pass(algo: str, pass_name: str, x, w, gy, padding, **options):
+    """One pass of the registered algorithm ``algo`` with its own keyword ``options`` (Winograd's ``tile``): the
+    public functions take those from the cost model instead, within ``algo="auto"``'s accuracy bound. Valid,
+    C-contiguous arrays are the caller's business (the public functions check them; this does not)."""
+    import fftconv
+
+    g = fftconv.ConvGeometry.from_shapes(x.shape, w.shape, padding=padding)
+    entry = fftconv.ALGORITHMS[algo]
+    if pass_name == "forward":
+        return entry.forward(x, w, None, g, **options)
+    if pass_name == "input":
+        return entry.grad_input(gy, w, g, **options)
+    if pass_name == "weight":
+        return entry.grad_weight(x, gy, g, **options)
+    raise ValueError(f"pass_name must be one of forward, input, weight; got {pass_name!r}")
+
+
 def default_rates():
     """The cost model's documented default rates (not this machine's calibration), as fftconv defines them."""
     from fftconv import choose

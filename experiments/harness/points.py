@@ -252,8 +252,8 @@ def conv_passes(case: dict, session) -> Iterator[dict]:
 # ---------------------------------------------------------------------------------------------------- parent side
 def conv_jobs(methods: Sequence[str], points: Iterable[dict], quick: bool,
               passes: Sequence[str] | None = None) -> list:
-    """One job per (point, method) with one row per pass (default: all three); ``direct`` is skipped where it is too
-    slow."""
+    """One job per (point, method) with one row per pass (default: all three). A method is skipped, its rows saying
+    why, where its algorithm cannot run the point (Winograd at stride 2) and, for ``direct``, where it is too slow."""
     from fftconv.passes import PASSES
 
     from .jobs import Job
@@ -262,9 +262,23 @@ def conv_jobs(methods: Sequence[str], points: Iterable[dict], quick: bool,
     jobs = []
     for point in points:
         for method in methods:
-            skip = direct_too_slow(point, DIRECT_MAX_SECONDS_PER_CALL[quick]) if method == "direct" else None
-            jobs.append(Job(method, dict(point), [{"pass": p} for p in passes], case=dict(point), skip_reason=skip))
+            jobs.append(Job(method, dict(point), [{"pass": p} for p in passes], case=dict(point),
+                            skip_reason=skip_reason(method, point, quick)))
     return jobs
+
+
+def skip_reason(method: str, point: dict, quick: bool = True, direct_limit: float | None = None) -> str | None:
+    """Why ``method`` (a label of :mod:`.methods`) is not timed at ``point``, or ``None``: its algorithm cannot run
+    the point, or it is ``direct`` and one call would take longer than ``direct_limit`` seconds (default: the
+    mode's :data:`DIRECT_MAX_SECONDS_PER_CALL`)."""
+    from .fftconv_api import unsupported_reason
+    from .methods import parse_method
+
+    reason = unsupported_reason(parse_method(method)["algo"] or "", point)
+    if reason is None and method == "direct":
+        limit = DIRECT_MAX_SECONDS_PER_CALL[quick] if direct_limit is None else direct_limit
+        reason = direct_too_slow(point, limit)
+    return reason
 
 
 def measure_conv(ctx, methods: Sequence[str], points: Iterable[dict], passes: Sequence[str] | None = None,
