@@ -28,14 +28,23 @@ def geometry(point: dict):
                                             groups=point.get("groups", 1))
 
 
-def unsupported_reason(method_algo: str, point: dict) -> str | None:
-    """Why fftconv's registered algorithm ``method_algo`` cannot run ``point`` (its registry entry's
-    ``unsupported_reason``), or ``None``: it can, or it is not a registered algorithm (``torch``, ``auto``)."""
+def unsupported_reason(method_algo: str, point: dict, **options) -> str | None:
+    """Why fftconv's registered algorithm ``method_algo`` cannot run ``point`` (with its own keyword ``options``,
+    such as Winograd's ``tile``), or ``None``: it can, or it is not a registered algorithm (``torch``, ``auto``).
+
+    Without options this is the registry entry's ``unsupported_reason``; with them, that of the algorithm's module,
+    which takes them."""
     import fftconv
 
     entry = fftconv.ALGORITHMS.get(method_algo)
     check = getattr(entry, "unsupported_reason", None)
-    return None if check is None else check(geometry(point))
+    if check is None:
+        return None
+    if options:
+        from fftconv import tiled, winograd
+
+        check = {"winograd": winograd.unsupported_reason, "tiled": tiled.unsupported_reason}[method_algo]
+    return check(geometry(point), **options)
 
 
 def run_pass(algo: str, pass_name: str, x, w, gy, padding, **options):
