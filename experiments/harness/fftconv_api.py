@@ -100,7 +100,8 @@ def auto_decision(point: dict, pass_name: str, dtype, backend) -> dict[str, Any]
     from fftconv import choose
 
     decision = choose.choose(geometry(point), pass_name, dtype, backend=backend)
-    return {"choice": decision.algo, "estimates": dict(decision.estimates), "fft_shape": list(decision.fft_shape),
+    return {"choice": decision.algo, "options": dict(decision.options), "estimates": dict(decision.estimates),
+            "excluded": dict(decision.excluded), "fft_shape": list(decision.fft_shape),
             "timed_by_auto": sorted(decision.measured)}
 
 
