@@ -108,8 +108,9 @@ SLOW_SECONDS = 1e-3
 #: The mode the auto workers run in: fftconv's default.
 AUTO_MODE = "hybrid"
 #: Geometries timed by one set of workers (one per method) before the next set starts: few enough that the methods
-#: of a geometry are timed within seconds of each other, enough that starting workers does not dominate.
-CHUNK = 12
+#: of a geometry are timed within a minute or so of each other, enough that starting the workers (a second or more
+#: each) does not dominate the run.
+CHUNK = 20
 #: Every (geometry, method, pass) is timed this many times, in different worker processes at different moments;
 #: the lowest median is kept. The machine has transient slowdowns lasting seconds (the same im2col measurement in
 #: six processes in a row agreed to 3 % except for bursts up to 2x); one round cannot tell them from the method.
@@ -288,7 +289,7 @@ def measure(ctx) -> None:
     every = [*timed, auto]
     for round_ in range(ROUNDS):
         for index, chunk in enumerate(chunks):
-            # The methods of a few geometries are timed within seconds of each other, in an order that rotates
+            # The methods of a few geometries are timed close together, in an order that rotates
             # from chunk to chunk and round to round, so that no method is always timed last.
             shift = (index + 2 * round_) % len(every)
             jobs = []

@@ -21,12 +21,14 @@ Methods, each in its own worker process (:mod:`experiments.harness.workers`; doc
 ``fft_conv_pytorch``      ``fft_conv_pytorch.fft_conv`` (PyPI ``fft-conv-pytorch``, pinned in the experiments extra)
 ``torch_fftconv``         ``torch_fftconv.fft_conv2d`` (PyPI ``torch-fftconv``, pinned likewise)
 
-A peer that is not installed is skipped with a note. A method whose first step on a point (a warm-up call) takes
-longer than ``--max-step-seconds`` (:data:`MAX_STEP_SECONDS`) is not timed further on it, nor on its later layers:
-``fft-conv-pytorch`` took 15 s per step on the (5,16,384,384) layer at batch 8 on the project's machine (PyTorch:
-0.14 s), and repeating that would not fit a run; the row keeps the first step's time. Torch workers run
-``torch.set_num_threads(--threads)``. Every torch-based row records the relative max error of the layer's output against ``torch.nn.functional.conv2d`` (or of
-the network's logits against the same network built with ``torch.nn``), and every row the first loss or output
+A peer that is not installed is skipped with a note. Quick mode leaves out ``fftconv.torch.spinning`` (unless
+``--methods`` names it) and times the two peer libraries on the network and the first layer only. A method whose
+first step on a point (a warm-up call) takes longer than ``--max-step-seconds`` (:data:`MAX_STEP_SECONDS`) is not
+timed further on it, nor on its later layers: ``fft-conv-pytorch`` took 15 s per step on the (5,16,384,384) layer at
+batch 8 on the project's machine (PyTorch: 0.14 s), and repeating that would not fit a run; the row keeps the first
+step's time. Torch workers run ``torch.set_num_threads(--threads)``. Every torch-based row records the relative max
+error of the layer's output against ``torch.nn.functional.conv2d`` (or of the network's logits against the same
+network built with ``torch.nn``), and every row the first loss or output
 norm, so a fast but wrong method shows.
 """
 
@@ -54,6 +56,12 @@ MAX_STEP_SECONDS = {True: 2.0, False: 60.0}
 PROTOCOLS = ("all_grads", "no_input_grad")
 METHODS = ("fftconv.torch", "fftconv.torch.auto", "fftconv.torch.spinning", "fftconv.nn", "torch",
            "fft_conv_pytorch", "torch_fftconv")
+#: Quick mode leaves these out unless ``--methods`` names them: a diagnostic of fftconv.torch's thread handling.
+FULL_ONLY_METHODS = ("fftconv.torch.spinning",)
+#: Quick mode times the PyTorch FFT libraries on the network and this many of the first layers only: on the others
+#: one step of theirs took 8-17 s at batch 8 on the project's machine (before the cap stops them), a sizeable part
+#: of ``make figures``' budget.
+QUICK_PEER_LAYERS = 1
 #: Methods that are separate packages: (import name, PyPI name and pinned version).
 PEERS = {"fft_conv_pytorch": ("fft_conv_pytorch", "fft-conv-pytorch==1.2.0"),
          "torch_fftconv": ("torch_fftconv", "torch-fftconv==1.0.0")}
@@ -101,10 +109,13 @@ def batch_size(ctx) -> int:
     return getattr(ctx.options, "batch", None) or BATCH[ctx.quick]
 
 
-def skip_reason(method: str, part: str, protocol: str) -> str | None:
-    """Why a method is not timed on a part (layer or network) in a protocol (``None``: it is)."""
+def skip_reason(method: str, part: str, protocol: str, layer_index: int = 0, quick: bool = False) -> str | None:
+    """Why a method is not timed on a part (layer ``layer_index`` or the network) in a protocol (``None``: it is)."""
     if method in PEERS and importlib.util.find_spec(PEERS[method][0]) is None:
         return f"{PEERS[method][1].split('==')[0]} is not installed (pip install --no-deps {PEERS[method][1]})"
+    if method in PEERS and quick and part == "layer" and layer_index >= QUICK_PEER_LAYERS:
+        return (f"quick mode times {method} on the network and the first layer only (its steps on the larger layers "
+                "take seconds each); --full times every layer")
     if method == "fftconv.nn" and part == "layer" and protocol == "no_input_grad":
         return "fftconv.nn layers always compute the input gradient"
     return None
@@ -115,17 +126,17 @@ def network_point(batch: int) -> dict:
 
 
 def jobs(ctx) -> list[Job]:
-    methods = list(getattr(ctx.options, "methods", None) or METHODS)
+    methods = selected_methods(ctx)
     batch = batch_size(ctx)
     cap = max_step_seconds(ctx)
     result = []
-    for k, n, f, fp in layers(ctx):
+    for index, (k, n, f, fp) in enumerate(layers(ctx)):
         point = {"part": "layer", **points.conv_point(S=batch, f=f, fp=fp, n=n, k=k)}
         case = {**point, "max_step_seconds": cap}
         for method in methods:
             for protocol in PROTOCOLS:  # one job per protocol: each has its own skip reason
                 result.append(Job(method, point, [{"protocol": protocol}], case=case,
-                                  skip_reason=skip_reason(method, "layer", protocol)))
+                                  skip_reason=skip_reason(method, "layer", protocol, index, ctx.quick)))
     if not getattr(ctx.options, "no_network", False):
         point = network_point(batch)
         case = {**point, "network": NETWORK, "max_step_seconds": cap}
@@ -133,6 +144,14 @@ def jobs(ctx) -> list[Job]:
             result.append(Job(method, point, [{"protocol": "no_input_grad"}], case=case,
                               skip_reason=skip_reason(method, "network", "no_input_grad")))
     return result
+
+
+def selected_methods(ctx) -> list[str]:
+    """``--methods``, else every method (quick mode: less :data:`FULL_ONLY_METHODS`)."""
+    asked = getattr(ctx.options, "methods", None)
+    if asked:
+        return list(asked)
+    return [m for m in METHODS if not (ctx.quick and m in FULL_ONLY_METHODS)]
 
 
 def max_step_seconds(ctx) -> float:
@@ -455,8 +474,11 @@ def tables(ctx, summary: dict) -> str:
         lines.append("## Relative max error against torch.nn.functional.conv2d (network: logits)\n\n"
                      + markdown_table(["point", "method", "protocol", "error"], errors))
     if notes:
-        lines.append("Not timed:\n\n" + "\n".join(f"- {label}, {method}, {protocol}: {note}"
-                                                  for (label, method, protocol), note in sorted(notes.items())) + "\n")
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for (label, method, protocol), note in notes.items():
+            grouped.setdefault((method, note), []).append(f"{label} `{protocol}`")
+        lines.append("Not timed:\n\n" + "\n".join(f"- {method}: {note} ({'; '.join(where)})"
+                                                  for (method, note), where in grouped.items()) + "\n")
     return "\n".join(lines)
 
 

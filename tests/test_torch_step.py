@@ -92,3 +92,18 @@ def test_validate_names_what_a_row_lacks():
     assert torch_step.validate({k: v for k, v in network.items() if k != "protocol"}) == "missing fields: protocol"
     assert torch_step.validate({k: v for k, v in {**layer, **timed}.items() if k != "k"}) == "missing fields: k"
     assert "neither a timing" in torch_step.validate(layer)
+
+
+def test_quick_mode_leaves_out_the_diagnostic_and_times_the_peers_on_the_first_layer_and_the_network(monkeypatch):
+    monkeypatch.setattr(torch_step.importlib.util, "find_spec", lambda name: object())  # every peer "installed"
+    quick_late = torch_step.skip_reason("torch_fftconv", "layer", "all_grads", layer_index=1, quick=True)
+    assert quick_late.startswith("quick mode times torch_fftconv on the network and the first layer only")
+    assert torch_step.skip_reason("torch_fftconv", "layer", "all_grads", layer_index=0, quick=True) is None
+    assert torch_step.skip_reason("torch_fftconv", "network", "no_input_grad", quick=True) is None
+    assert torch_step.skip_reason("torch_fftconv", "layer", "all_grads", layer_index=4, quick=False) is None
+    assert torch_step.skip_reason("fftconv.torch", "layer", "all_grads", layer_index=4, quick=True) is None
+    for quick in (True, False):
+        ctx = argparse.Namespace(quick=quick, options=argparse.Namespace(methods=None))
+        assert ("fftconv.torch.spinning" in torch_step.selected_methods(ctx)) is not quick
+    ctx = argparse.Namespace(quick=True, options=argparse.Namespace(methods=["fftconv.torch.spinning"]))
+    assert torch_step.selected_methods(ctx) == ["fftconv.torch.spinning"]  # asked for: timed in quick mode too

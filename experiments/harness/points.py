@@ -271,9 +271,13 @@ def skip_reason(method: str, point: dict, quick: bool = True, direct_limit: floa
     """Why ``method`` (a label of :mod:`.methods`) is not timed at ``point``, or ``None``: its algorithm cannot run
     the point, or it is ``direct`` and one call would take longer than ``direct_limit`` seconds (default: the
     mode's :data:`DIRECT_MAX_SECONDS_PER_CALL`)."""
-    from .fftconv_api import unsupported_reason
+    from .fftconv_api import geometry, unsupported_reason
     from .methods import parse_method
 
+    try:
+        geometry(point)
+    except ValueError:  # a point fftconv rejects outright: the worker's row records the error, as for any method
+        return None
     reason = unsupported_reason(parse_method(method)["algo"] or "", point)
     if reason is None and method == "direct":
         limit = DIRECT_MAX_SECONDS_PER_CALL[quick] if direct_limit is None else direct_limit
