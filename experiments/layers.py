@@ -77,7 +77,7 @@ def measure(ctx) -> None:
     batch = batch_size(ctx)
     ctx.record_settings(batch=batch, layers=[list(layer) for layer in LAYERS], protocol=PROTOCOL,
                         paper_skips=SKIPS_BY_LABEL)
-    points.measure_conv(ctx, methods.select_methods(ctx), layer_points(batch), desc="layers")
+    points.measure_conv(ctx, methods.select_methods(ctx), layer_points(batch, LAYERS), desc="layers")
 
 
 def saved(ctx) -> tuple[int, list[dict], dict, bool]:

@@ -148,7 +148,7 @@ def measure(ctx) -> None:
                         paper_skips={_label(c): list(p) for c, p in PAPER_SKIPS.items()})
     fft = f"fft-{methods.default_backend_name()}"
     labels = [fft] + (["torch"] if methods.torch_available() else [])
-    layers = layer_points(batch)
+    layers = layer_points(batch, LAYERS)
     measure_jobs(ctx, rate_jobs(fft, RATE_SIZES, layers), "experiments.roofline:rates", settings,
                  desc="roofline rates")
     passes_and_step = [*points.PASSES, "step"]
