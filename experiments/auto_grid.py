@@ -336,6 +336,8 @@ def grid_passes(case: dict, session) -> Iterator[dict]:
         row = session.measure(functions[subkey["pass"]])
         if algo == "auto":  # the decision the timed calls used (cached by fftconv under the same key)
             row.update(fftconv_api.auto_decision(case, subkey["pass"], np.float32, session.backend))
+        else:
+            row.update(points.run_options(session, case, subkey["pass"]))
         yield {**subkey, **row}
 
 

@@ -138,12 +138,31 @@ def tables(ctx, results: points.ConvResults, layers: list[dict], skips: dict, ba
         if plans:
             text += (f"\n{fft}: FFT planning in the warm-up calls (excluded from the times above) took "
                      f"{sum(plans):.1f} s in all, at most {max(plans):.1f} s for one pass.\n")
+    text += tiles_note(results, layers)
     text += "\n" + paper_table(results, layers, skips, ffts[0] if ffts else None)
     notes = sorted({f"{row['method']}: {row['skipped']}" for row in results.rows if "skipped" in row})
     notes += sorted({f"{row['method']}: failed: {row['error']}" for row in results.rows if "error" in row})
     if notes:
         text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     return text
+
+
+def tiles_note(results: points.ConvResults, layers: list[dict]) -> str:
+    """The tiles the cost model gave the algorithms that take one (Winograd, tiled FFT), per layer and pass."""
+    lines = []
+    for method in results.methods():
+        per_layer = []
+        for point in layers:
+            tiles = [(results.row(point, method, p) or {}).get("options", {}).get("tile") for p in points.PASSES]
+            if any(tiles):
+                per_layer.append(f"{layer_label(point)} " + "/".join("x".join(map(str, t)) if t else "-"
+                                                                      for t in tiles))
+        if per_layer:
+            lines.append(f"- {method}: {'; '.join(per_layer)}")
+    if not lines:
+        return ""
+    return ("\nTiles the cost model picked (forward/input gradient/weight gradient), as the public functions run "
+            "them:\n\n" + "\n".join(lines) + "\n")
 
 
 def paper_table(results: points.ConvResults, layers: list[dict], skips: dict, fft: str | None) -> str:

@@ -123,6 +123,8 @@ def test_auto_grid(tmp_path, monkeypatch):
     if "winograd" in fftconv.ALGORITHMS:  # the strided point: Winograd cannot run it, and the row says so
         (row,) = [r for r in rows if r.get("method") == "winograd" and r.get("stride") == 2 and r["pass"] == "forward"]
         assert row["skipped"].startswith("winograd needs stride 1")
+    for algo in ("winograd", "tiled"):  # the tile the public function ran with is recorded
+        assert all(len(r["options"]["tile"]) == 2 for r in rows if r.get("method") == algo and "median_s" in r)
     text = (ctx.out_dir / "auto_grid.md").read_text()
     assert "## Summary" in text and "## Which algorithm wins where" in text
     assert "| n \\ k | 1 | 3 |" in text and "| 3 | 4 |" in text  # the map (rows n, columns k) and the sweep

@@ -47,6 +47,20 @@ def unsupported_reason(method_algo: str, point: dict, **options) -> str | None:
     return check(geometry(point), **options)
 
 
+def configured_options(algo: str, point: dict, pass_name: str, backend=None) -> dict[str, Any]:
+    """The keyword options (a tile) the public functions run the registered algorithm ``algo`` with at ``point``:
+    the cost model's choice on this machine, recorded with the timings. ``{}`` for an algorithm without options,
+    or a name that is not a registered algorithm (``torch``, ``auto``)."""
+    import fftconv
+    from fftconv.choose.decide import configure
+
+    entry = fftconv.ALGORITHMS.get(algo)
+    if entry is None or not entry.options:
+        return {}
+    _, options = configure(algo, geometry(point), pass_name, point.get("dtype", "float32"), backend)
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in options.items()}
+
+
 def run_pass(algo: str, pass_name: str, x, w, gy, padding, **options):
     """One pass of the registered algorithm ``algo`` with its own keyword ``options`` (Winograd's ``tile``): the
     public functions take those from the cost model instead, within ``algo="auto"``'s accuracy bound. Valid,

@@ -241,12 +241,23 @@ def conv_pass_functions(session, point: dict) -> dict[str, Callable[[], Any]]:
 
 
 def conv_passes(case: dict, session) -> Iterator[dict]:
-    """Task: time the passes listed in ``case["todo"]`` (``[{"pass": ...}, ...]``) at one point."""
+    """Task: time the passes listed in ``case["todo"]`` (``[{"pass": ...}, ...]``) at one point; a row of an
+    algorithm with options records those the public function ran it with (a tile)."""
     functions = conv_pass_functions(session, case)
     for subkey in case["todo"]:
         row = session.measure(functions[subkey["pass"]])
         row["gflops"] = direct_flops(case) / row["median_s"] / 1e9
-        yield {**subkey, **row}
+        yield {**subkey, **row, **run_options(session, case, subkey["pass"])}
+
+
+def run_options(session, point: dict, pass_name: str) -> dict:
+    """``{"options": {...}}`` for an fftconv algorithm with keyword options (the cost model's choice), else ``{}``."""
+    from .fftconv_api import configured_options
+
+    if session.torch is not None or pass_name not in PROSE_NAMES:
+        return {}
+    options = configured_options(session.parsed["algo"], point, pass_name, session.backend)
+    return {"options": options} if options else {}
 
 
 # ---------------------------------------------------------------------------------------------------- parent side
