@@ -110,7 +110,7 @@ AUTO_MODE = "hybrid"
 #: Geometries timed by one set of workers (one per method) before the next set starts: few enough that the methods
 #: of a geometry are timed within a minute or so of each other, enough that starting the workers (a second or more
 #: each) does not dominate the run.
-CHUNK = 20
+CHUNK = 30
 #: Every (geometry, method, pass) is timed this many times, in different worker processes at different moments;
 #: the lowest median is kept. The machine has transient slowdowns lasting seconds (the same im2col measurement in
 #: six processes in a row agreed to 3 % except for bursts up to 2x); one round cannot tell them from the method.
