@@ -108,7 +108,7 @@ SLOW_SECONDS = 1e-3
 #: The mode the auto workers run in: fftconv's default.
 AUTO_MODE = "hybrid"
 #: Geometries timed by one set of workers (one per method) before the next set starts: few enough that the methods
-#: of a geometry are timed within a minute or so of each other, enough that starting the workers (a second or more
+#: of a geometry are timed within a few minutes of each other, enough that starting the workers (a second or more
 #: each) does not dominate the run.
 CHUNK = 30
 #: Every (geometry, method, pass) is timed this many times, in different worker processes at different moments;
