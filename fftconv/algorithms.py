@@ -30,6 +30,7 @@ from . import _memory, direct, im2col, tiled, winograd
 from .backends import FFTBackend, get_backend
 from .costs import spatial_workspace_bytes
 from .geometry import ConvGeometry
+from .passes import Pass
 from .sizes import FFTSizePolicy, fft_shape_for
 from .spectral import SpectralPlan
 
@@ -73,36 +74,34 @@ def _check_fft_options(g: ConvGeometry, backend: BackendArg, fft_size: FFTSizeAr
 
 
 class SpatialAlgorithm:
-    """A spatial-domain algorithm module, with its memory estimate checked before it allocates.
-
-    ``working_dtype`` is the precision it computes in (``None``: the input's); ``direct`` always uses float64.
-    """
+    """A spatial-domain algorithm module (``im2col``, ``direct``), with its memory estimate
+    (:func:`fftconv.costs.spatial_workspace_bytes`) checked before it allocates."""
 
     options: tuple[str, ...] = ()
 
-    def __init__(self, module: ModuleType, name: str, working_dtype=None):
-        self.module, self.name, self.working_dtype = module, name, working_dtype
+    def __init__(self, module: ModuleType, name: str):
+        self.module, self.name = module, name
 
     @staticmethod
     def unsupported_reason(g: ConvGeometry) -> str | None:
         return None
 
-    def _check(self, g: ConvGeometry, dtype, backend: BackendArg, fft_size: FFTSizeArg) -> None:
+    def _check(self, g: ConvGeometry, dtype, backend: BackendArg, fft_size: FFTSizeArg, pass_name: Pass) -> None:
         _check_fft_options(g, backend, fft_size)
         other = "fft" if self.name == "im2col" else "im2col"
-        _memory.check_fits(spatial_workspace_bytes(g, self.working_dtype or dtype, self.name),
+        _memory.check_fits(spatial_workspace_bytes(g, dtype, self.name, pass_name),
                            f"algo={self.name!r} for {g}", f"use a smaller batch or algo={other!r}")
 
     def forward(self, x, w, bias, g: ConvGeometry, backend: BackendArg = None, fft_size: FFTSizeArg = None):
-        self._check(g, x.dtype, backend, fft_size)
+        self._check(g, x.dtype, backend, fft_size, Pass.FORWARD)
         return self.module.forward(x, w, bias, g)
 
     def grad_input(self, grad_output, w, g: ConvGeometry, backend: BackendArg = None, fft_size: FFTSizeArg = None):
-        self._check(g, grad_output.dtype, backend, fft_size)
+        self._check(g, grad_output.dtype, backend, fft_size, Pass.INPUT)
         return self.module.grad_input(grad_output, w, g)
 
     def grad_weight(self, x, grad_output, g: ConvGeometry, backend: BackendArg = None, fft_size: FFTSizeArg = None):
-        self._check(g, x.dtype, backend, fft_size)
+        self._check(g, x.dtype, backend, fft_size, Pass.WEIGHT)
         return self.module.grad_weight(x, grad_output, g)
 
 
@@ -163,5 +162,5 @@ class TiledAlgorithm:
 
 #: The algorithms every pass offers. Tests parametrise over this registry.
 ALGORITHMS = {"fft": FFTAlgorithm(), "im2col": SpatialAlgorithm(im2col, "im2col"),
-              "direct": SpatialAlgorithm(direct, "direct", np.float64), "winograd": WinogradAlgorithm(),
+              "direct": SpatialAlgorithm(direct, "direct"), "winograd": WinogradAlgorithm(),
               "tiled": TiledAlgorithm()}

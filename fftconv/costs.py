@@ -315,7 +315,8 @@ class WinogradWork:
     ``gemm_count`` GEMMs of shape ``gemm_shape = (M, N, K)`` (before the split into chunks); the ``*_bytes`` are
     the transformed arrays in total (at run time only chunks of the data and products exist at once).
     ``padded_elements`` counts the zero-padded copies of the data (and of the weight gradient's ``dy``) made when
-    the tiles do not line up with the arrays. ``copies`` lists the strided copies as ``(elements, innermost run)``: zero padding, gathering the tiles,
+    the tiles do not line up with the arrays. ``copies`` lists the strided copies as ``(elements, innermost run)``,
+    in units of one element read and written (a zero fill counts half): zero padding, gathering the tiles,
     scattering the output tiles. The tile must be valid (:func:`fftconv.winograd.unsupported_reason`).
 
     Examples
@@ -372,8 +373,8 @@ class WinogradWork:
         padded = 0 if _lines_up(g, pass_name, length) else math.prod(length) * batch * data_channels
         copies = [(padded / 2, length[-1]), (math.prod(data_map), data_map[-1])] if padded else []
         copies.append((data_values, counts[-1]))
-        common = dict(pass_name=pass_name, itemsize=itemsize, tile=tile, transform_size=alpha, tile_counts=counts, tiles=tiles,
-                      positions=positions,
+        common = dict(pass_name=pass_name, itemsize=itemsize, tile=tile, transform_size=alpha, tile_counts=counts,
+                      tiles=tiles, positions=positions,
                       data_transform_flops=separable_transform_flops(alpha, alpha, batch * tiles * data_channels),
                       gemm_flops=2 * positions * kernels * batch * tiles, gemm_count=positions * groups,
                       data_bytes=data_values * itemsize,
@@ -423,17 +424,20 @@ def _lines_up(g: ConvGeometry, pass_name: Pass, length: Sequence[int]) -> bool:
 
 
 def winograd_workspace_bytes(geometry: ConvGeometry, work: WinogradWork, chunk_bytes: int, tasks: int) -> int:
-    """Bytes a Winograd pass (``work``) holds at its peak: the padded data, the transformed filters, the result,
-    and the working set of ``tasks`` chunks in flight (each about ``chunk_bytes`` of transformed data and products,
-    held twice while a transform is applied), plus each task's partial sums in the weight gradient."""
+    """Bytes a Winograd pass (``work``) allocates at its peak: the padded data, the transformed filters, the result
+    (and its crop), and the working set of ``tasks`` chunks in flight, each holding its ``chunk_bytes`` of transformed
+    tiles twice while a transform runs (its input and output; three times in the weight gradient, whose input tiles
+    and output-gradient tiles are both transformed), plus each task's partial sums and the last chunk's products in
+    the weight gradient.
+    """
     g, itemsize = geometry, work.itemsize
     result = {Pass.FORWARD: g.full_output_shape, Pass.INPUT: g.full_input_shape,
               Pass.WEIGHT: g.full_weight_shape}[work.pass_name]
-    row = (work.data_bytes + work.product_bytes) // max(g.batch * work.tile_counts[0], 1)  # one tile row, one image
-    chunk = 4 * max(chunk_bytes, row)
     partial = work.product_bytes if work.pass_name is Pass.WEIGHT else 0
     filters = work.filter_bytes if work.pass_name is not Pass.WEIGHT else 0
-    return work.padded_elements * itemsize + filters + 2 * math.prod(result) * itemsize + tasks * (chunk + partial)
+    held = 3 if work.pass_name is Pass.WEIGHT else 2  # the weight gradient transforms two streams of tiles
+    return (work.padded_elements * itemsize + filters + 2 * math.prod(result) * itemsize
+            + tasks * (held * chunk_bytes + 2 * partial))
 
 
 # ---------------------------------------------------------------------- tiled FFT
@@ -478,14 +482,14 @@ class TiledWork:
         x_space, y_space = math.prod(g.input_shape), math.prod(g.output_shape)
         input_copies, output_copies = [], []
         if any(g.padding_before) or any(e > n for e, n in zip(tiling.span, g.input_shape)):
-            input_copies += [(g.batch * g.in_channels * math.prod(tiling.span) / 2, tiling.span[-1]), (g.batch * g.in_channels * x_space,
-                                                                    g.input_shape[-1])]
+            input_copies += [(g.batch * g.in_channels * math.prod(tiling.span) / 2, tiling.span[-1]),
+                             (g.batch * g.in_channels * x_space, g.input_shape[-1])]
         input_tiles = batch * g.in_channels * math.prod(read)
         input_copies.append((input_tiles, read[-1]))
         partial = tiling.covered != g.output_shape
         if partial:
-            output_copies += [(g.batch * g.out_channels * math.prod(tiling.covered) / 2, tiling.covered[-1]), (g.batch * g.out_channels * y_space,
-                                                                         g.output_shape[-1])]
+            output_copies += [(g.batch * g.out_channels * math.prod(tiling.covered) / 2, tiling.covered[-1]),
+                              (g.batch * g.out_channels * y_space, g.output_shape[-1])]
         output_tiles = batch * g.out_channels * math.prod(tile)
         output_copies.append((output_tiles, tile[-1]))
         if pass_name is Pass.FORWARD:
@@ -534,13 +538,59 @@ def im2col_column_bytes(geometry: ConvGeometry, dtype=np.float32) -> int:
     return g.batch * math.prod(g.output_shape) * g.in_channels * math.prod(g.kernel_shape) * np.dtype(dtype).itemsize
 
 
-def spatial_workspace_bytes(geometry: ConvGeometry, dtype, algo: str, pass_name: Union[Pass, str, None] = None) -> int:
-    """Bytes a spatial algorithm (``"im2col"`` or ``"direct"``) holds at once: the padded input, the output and the
-    weight, plus the unfolded columns for im2col. ``dtype`` is the precision it computes in."""
-    g = geometry
-    arrays = math.prod(g.full_padded_input_shape) + math.prod(g.full_output_shape) + math.prod(g.full_weight_shape)
-    needed = arrays * np.dtype(dtype).itemsize
-    return needed + (im2col_column_bytes(g, dtype) if algo == "im2col" else 0)
+def spatial_workspace_bytes(geometry: ConvGeometry, dtype, algo: str, pass_name: Union[Pass, str]) -> int:
+    """Bytes a spatial algorithm (``"im2col"`` or ``"direct"``) allocates at the peak of one pass on ``dtype`` arrays.
+
+    Each pass runs in phases, and the peak is the largest phase: the arrays alive together in it. With ``P``, ``X``
+    and ``Y`` the values of the padded input, the input and the output, ``C`` those of im2col's unfolded input
+    (:func:`im2col_column_bytes`) and ``W`` the weight's:
+
+    - im2col (in ``dtype``): forward ``max(P + C, C + Y, 2 Y)`` (unfold from the padded input, the GEMM writes
+      ``Y^T``, copied to ``Y``); input gradient ``max(Y + C, C + P + X)`` (``GY^T`` and the unfolded gradient, then
+      col2im into a zeroed padded gradient, cropped); weight gradient
+      ``Y + C + P + 2 W`` (``GY^T``, the unfolded input and the GEMM's partial sums). ``P`` (and the crop ``X``) are
+      allocated only when there is padding, except the input gradient's zeroed ``P``.
+    - direct (in float64, 8 bytes, whatever ``dtype``): the input converted and padded, the float64 result and one
+      tap's einsum result, then the result cast back to ``dtype``; the gradients likewise, with the output gradient
+      converted and the zeroed padded input gradient; plus einsum's iterator buffers (``numpy.getbufsize()``
+      values per operand).
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((2, 3, 32, 32), (256, 3, 3, 3), padding=1)  # f' >> f k: Y dominates
+    >>> spatial_workspace_bytes(g, np.float32, "im2col", "forward") == 4 * 2 * math.prod(g.full_output_shape)
+    True
+    """
+    pass_name = Pass.parse(pass_name)
+    g, itemsize = geometry, np.dtype(dtype).itemsize
+    padded = any(g.padding_before) or any(g.padding_after)
+    inputs, outputs = math.prod(g.full_input_shape), math.prod(g.full_output_shape)
+    padded_inputs = math.prod(g.full_padded_input_shape)
+    weights = math.prod(g.full_weight_shape)
+    if algo == "im2col":
+        columns = im2col_column_bytes(g, dtype) // itemsize
+        padding = padded_inputs if padded else 0
+        elements = {Pass.FORWARD: max(padding + columns, columns + outputs, 2 * outputs),
+                    Pass.INPUT: max(outputs + columns, columns + padded_inputs + (inputs if padded else 0)),
+                    Pass.WEIGHT: outputs + columns + padding + 2 * weights}[pass_name]
+        return elements * itemsize
+    if algo != "direct":
+        raise ValueError(f"algo must be 'im2col' or 'direct', got {algo!r}")
+    wide = 8  # the direct loop accumulates in float64
+    converted = wide * inputs if itemsize != wide else 0  # the input cast to float64 (then padded)
+    input_alive = wide * padded_inputs if padded else converted
+    convert_and_pad = converted + (wide * padded_inputs if padded else 0)
+    taps_windows = wide * g.batch * g.in_channels * math.prod(g.output_shape)  # one tap's einsum over the input
+    grad = wide * outputs  # the output gradient cast to float64 (a copy even from float64)
+    buffers = 3 * np.getbufsize() * wide  # einsum's iterator buffers: one per operand
+    if pass_name is Pass.FORWARD:
+        total = max(convert_and_pad, input_alive + 2 * wide * outputs,
+                    input_alive + wide * outputs + itemsize * outputs)
+    elif pass_name is Pass.INPUT:
+        total = grad + wide * padded_inputs + max(taps_windows, itemsize * inputs)
+    else:
+        total = max(convert_and_pad, input_alive + grad + taps_windows) + (wide + itemsize) * weights
+    return total + wide * weights + buffers
 
 
 def _check_positive(**values: int) -> None:

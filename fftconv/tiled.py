@@ -28,7 +28,6 @@ estimated time from the cost model (:func:`fftconv.choose.best_options`), whose 
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Sequence, Union
 
 import numpy as np

@@ -234,11 +234,21 @@ class _Plan:
     def of(cls, g: ConvGeometry, pass_name: Pass, tile: TileArg, dtype) -> "_Plan":
         work = WinogradWork.of(g, pass_name, _checked_tile(g, tile), dtype)
         plan = cls(work, _cut(g, work), work.gemm_flops // 2)
-        _memory.check_fits(winograd_workspace_bytes(g, work, CHUNK_BYTES, parts_for(plan.multiply_adds,
-                                                                                      "multiply_adds")),
-                           f"algo='winograd' for {g} with tiles of {work.tile}",
+        _memory.check_fits(workspace_bytes(g, work), f"algo='winograd' for {g} with tiles of {work.tile}",
                            "use a smaller batch, or algo='fft'")
         return plan
+
+
+def workspace_bytes(g: ConvGeometry, work: WinogradWork) -> int:
+    """Memory the pass of ``work`` allocates at its peak (:func:`fftconv.costs.winograd_workspace_bytes`), with the
+    chunks it is cut into and the tasks that run them at once."""
+    chunks = _cut(g, work)
+    moving = work.data_bytes + (work.filter_bytes if work.pass_name is Pass.WEIGHT else work.product_bytes)
+    rows = work.tile_counts[0]
+    largest = max(len(range(*images.indices(g.batch))) * len(range(*tile_rows.indices(rows)))
+                  for images, tile_rows in chunks)
+    tasks = min(len(chunks), parts_for(work.gemm_flops // 2, "multiply_adds"))
+    return winograd_workspace_bytes(g, work, -(-moving * largest // (g.batch * rows)), tasks)
 
 
 def _cut(g: ConvGeometry, work: WinogradWork) -> list[tuple[slice, slice]]:

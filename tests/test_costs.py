@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from counting_backend import CountingBackend
 from fftconv import ConvGeometry, NumpyBackend, SpectralPlan
 from fftconv.costs import (direct_flops, direct_ops, executed_flops, fft_ops, kernel_dft_flops, paper_memory_bytes,
-                           real_fft_flops)
+                           real_fft_flops, spatial_workspace_bytes)
 from fftconv.passes import PASSES
 
 # The paper's memory table (section 2.3): S, n, f, f', printed "MB".
@@ -182,3 +183,75 @@ def test_kernel_transform_follows_the_rates_in_use():
             assert executed_flops(g, (32, 32)).kernels_by_gemm is expected
     finally:
         set_rates(None)
+
+
+# ---------------------------------------------------------------------- memory: estimates against measured peaks
+# (input, weight, options): padding and not, f' >> f k (the output dominates im2col), pointwise, strided, 3-d.
+# Peaks of 0.2 to 7 MB: large enough that Python's own small objects (a few kB) do not matter.
+MEMORY_CASES = {
+    "padded-3x3": ((4, 16, 32, 32), (32, 16, 3, 3), dict(padding=1)),
+    "many-outputs": ((2, 3, 32, 32), (256, 3, 3, 3), dict(padding=1)),
+    "pointwise": ((2, 8, 20, 20), (64, 8, 1, 1), {}),
+    "strided-5x5": ((4, 32, 16, 16), (32, 32, 5, 5), dict(stride=2, padding=2)),
+    "3d": ((2, 4, 12, 12, 12), (8, 4, 3, 3, 3), dict(padding=1)),
+}
+#: How far above the measured peak each estimate may be. The spatial algorithms are counted phase by phase; the
+#: spectral plan's peak (fft, and the tiles' plan of tiled) assumes three spectra, a product and a spatial result
+#: alive at once, which the passes do not all hold together; Winograd's counts every task's chunk twice or three
+#: times at once, which the tasks rarely reach together.
+OVER_ESTIMATE = {"im2col": 1.25, "direct": 1.8, "fft": 2.0, "tiled": 2.5, "winograd": 4.0}
+#: Small allocations the estimates leave out: Python objects, the thread pool's futures, index arrays.
+UNCOUNTED = 64 * 2**10
+
+
+def measured_peak(run) -> int:
+    """Bytes numpy allocated at the peak of ``run()`` (numpy reports its allocations to tracemalloc); run once first
+    so that caches (plans, transform matrices) are not counted."""
+    run()
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case_id", list(MEMORY_CASES))
+def test_workspace_estimates_cover_the_measured_peaks(case_id, dtype):
+    """Every algorithm's workspace estimate (what algo="auto" and the memory checks use) is at least the peak
+    tracemalloc measures (less UNCOUNTED), and at most OVER_ESTIMATE times it."""
+    from fftconv import ALGORITHMS, choose
+
+    x_shape, w_shape, options = MEMORY_CASES[case_id]
+    g = ConvGeometry.from_shapes(x_shape, w_shape, **options)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(g.full_output_shape).astype(dtype)
+    for algo, entry in ALGORITHMS.items():
+        if entry.unsupported_reason(g):
+            continue
+        for pass_name in PASSES:
+            estimate = choose.best_estimate(algo, g, pass_name, choose.MachineRates(), dtype=dtype, max_error=None)
+            run = {"forward": lambda: entry.forward(x, w, None, g, **estimate.options),
+                   "input": lambda: entry.grad_input(gy, w, g, **estimate.options),
+                   "weight": lambda: entry.grad_weight(x, gy, g, **estimate.options)}[pass_name]
+            peak = measured_peak(run)
+            ratio = estimate.workspace_bytes / peak
+            assert estimate.workspace_bytes + UNCOUNTED >= peak, f"{algo} {pass_name}: {peak} > {estimate}"
+            assert ratio <= OVER_ESTIMATE[algo], f"{algo} {pass_name}: estimate / measured = {ratio:.2f}"
+
+
+def test_spatial_workspace_by_hand():
+    """f' >> f k: im2col's forward holds the GEMM's Y^T and its copy Y; direct holds float64 copies whatever the
+    input dtype."""
+    g = ConvGeometry.from_shapes((2, 3, 32, 32), (256, 3, 3, 3), padding=1)
+    outputs, columns = 2 * 256 * 32 * 32, 3 * 9 * 2 * 32 * 32
+    assert spatial_workspace_bytes(g, np.float32, "im2col", "forward") == 4 * max(columns + outputs, 2 * outputs)
+    buffers = 3 * np.getbufsize() * 8
+    padded, weights = 2 * 3 * 34 * 34, 256 * 3 * 9
+    # the padded float64 input (and its float64 copy before padding), the float64 result and one tap's product
+    assert spatial_workspace_bytes(g, np.float32, "direct", "forward") == (
+        8 * max(2 * 3 * 32 * 32 + padded, padded + 2 * outputs) + 8 * weights + buffers)
+    with pytest.raises(ValueError, match="algo must be 'im2col' or 'direct'"):
+        spatial_workspace_bytes(g, np.float32, "fft", "forward")

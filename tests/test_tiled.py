@@ -4,7 +4,6 @@ the untiled FFT algorithm; its counts (fftconv.costs.TiledWork) against what the
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
 from dataclasses import dataclass, field
 

@@ -334,10 +334,10 @@ def _rank(g: ConvGeometry, pass_name: Pass, dtype: np.dtype, backend, fft_size, 
     excluded = dict(unsupported(g))
     for algo, e in details.items():
         if bound is not None and e.error > bound:
-            excluded[algo] = f"predicted error {e.error:.2g} exceeds max_error={bound:g}"
+            excluded[algo] = f"predicted error {e.error:.1e} exceeds max_error={bound:g}"
     accurate = {algo: e for algo, e in details.items() if algo not in excluded}
     if not accurate:
-        predictions = ", ".join(f"{algo} {e.error:.2g}" for algo, e in details.items())
+        predictions = ", ".join(f"{algo} {e.error:.1e}" for algo, e in details.items())
         raise ValueError(f"no algorithm's predicted relative error is within max_error={bound:g} for {g} in "
                          f"{dtype}: {predictions}; raise the bound (fftconv.choose.set_accuracy) or use float64")
     limit = _headroom(e.workspace_bytes for e in accurate.values())
@@ -505,7 +505,7 @@ class Explanation:
             " (fftconv.choose.set_accuracy)",
             f"Memory: {self.memory}",
         ]
-        header = (f"  {'algo':8s} {'estimate':>11s} {'ratio':>7s} {'options':>14s} {'flops':>10s} "
+        header = (f"  {'algo':8s} {'estimate':>11s} {'ratio':>7s} {'options':>18s} {'flops':>10s} "
                   f"{'workspace':>10s} {'error':>8s} {'transforms':>11s} {'products':>11s} {'copies':>11s} "
                   f"{'fixed':>11s} {'measured':>11s}")
         for choice in self.choices:
@@ -514,7 +514,7 @@ class Explanation:
             for algo, seconds in sorted(choice.estimates.items(), key=lambda item: item[1]):
                 e: Estimate = choice.details[algo]
                 measured = _ms(choice.measured[algo]) if algo in choice.measured else "-"
-                lines.append(f"  {algo:8s} {_ms(seconds):>11s} {seconds / best:6.2f}x {_options(e):>14s} "
+                lines.append(f"  {algo:8s} {_ms(seconds):>11s} {seconds / best:6.2f}x {_options(e):>18s} "
                              f"{e.flops:10.3g} {_bytes(e.workspace_bytes):>10s} {e.error:8.1e} "
                              f"{_ms(e.transforms):>11s} {_ms(e.products):>11s} {_ms(e.copies):>11s} "
                              f"{_ms(e.fixed):>11s} {measured:>11s}")
@@ -584,7 +584,7 @@ def explain(input_shape: Sequence[int], weight_shape: Sequence[int], stride: Int
     Convolution: input (32, 96, 32, 32), weight (256, 96, 7, 7) -> output (32, 256, 26, 26)
     ...
     forward: fft  (lowest model estimate, ... rates)
-      algo        estimate   ratio        options      flops  workspace    error  transforms ...
+      algo        estimate   ratio            options      flops  workspace    error  transforms ...
       fft      ...
     """
     input_shape = parse_shape(input_shape, "input_shape")

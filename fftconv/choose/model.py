@@ -21,12 +21,11 @@ from typing import Sequence, Union
 import numpy as np
 
 from .. import winograd
-from .._parallel import default_threads
 from .._tiling import tile_counts
 from ..algorithms import ALGORITHMS
 from ..costs import (FFTPassWork, TiledWork, WinogradWork, complex_gemm_flops, direct_flops, im2col_column_bytes,
                      kernel_dft_flops, kernels_by_matrix, real_fft_flops, real_gemm_flops, spatial_workspace_bytes,
-                     spectra_bytes, winograd_workspace_bytes)
+                     spectra_bytes)
 from ..geometry import ConvGeometry
 from ..passes import Pass
 from ..rates import MachineRates
@@ -85,22 +84,24 @@ def predicted_error(algo: str, g: ConvGeometry, pass_name: Union[Pass, str], dty
     ``im2col``    ``eps sqrt(min(K, 256)) / 2``                    ``f/g prod(k)``, ``f'/g prod(k)``, ``S prod(m)``
     ``fft``       ``eps (sqrt(log2 N) + sqrt(min(K, 256)) / 2)``   ``f/g``, ``f'/g``, ``S`` (per bin)
     ``tiled``     as ``fft``, ``N`` the tiles' FFT size            ``S`` times the tiles in the weight gradient
-    ``winograd``  ``eps (2 growth + sqrt(min(K, 256)) / 2)``       ``f/g``, ``f'/g``, ``S`` times the tiles
+    ``winograd``  ``eps growth (1 + sqrt(min(K, 256)) / 3)``       ``f/g``, ``f'/g``, ``S`` times the tiles
     ============  ===============================================  ==========================================
 
     (forward, input gradient, weight gradient). Each rounding is relative to what is rounded and random in sign, so
     errors add as a random walk: ``sqrt(K)`` over a sum of ``K`` products, but BLAS kernels sum blocks of at most a
     few hundred terms before adding them to the result, and the measured error stops growing there (hence
     ``min(K, 256)``); a real FFT and its inverse of ``N`` points add about ``sqrt(log2 N)`` (each value passes
-    ``log2 N`` butterfly stages); Winograd's transforms amplify the products' rounding by
-    :func:`fftconv.winograd.error_growth` (an rms factor: twice it covers the max norm). On the test suite's float32
+    ``log2 N`` butterfly stages); Winograd's output transform amplifies the rounding of the transformed products
+    and of their sums over ``K`` alike, by :func:`fftconv.winograd.error_growth`. On the test suite's float32
     geometries the measured errors are 0.1 to 0.9 times these predictions: an upper estimate, not a bound.
 
     Examples
     --------
     >>> g = ConvGeometry.from_shapes((8, 64, 32, 32), (64, 64, 3, 3), padding=1)
-    >>> f"{predicted_error('im2col', g, 'forward'):.1e}", f"{predicted_error('winograd', g, 'forward', tile=(6, 6)):.1e}"
-    ('9.5e-07', '1.2e-05')
+    >>> f"{predicted_error('im2col', g, 'forward'):.1e}"
+    '9.5e-07'
+    >>> f"{predicted_error('winograd', g, 'forward', tile=(6, 6)):.1e}"
+    '2.0e-05'
     """
     pass_name = Pass.parse(pass_name)
     eps = float(np.finfo(np.dtype(dtype)).eps)
@@ -124,7 +125,7 @@ def predicted_error(algo: str, g: ConvGeometry, pass_name: Union[Pass, str], dty
         growth = winograd.error_growth(g, pass_name, tile)
         if pass_name is Pass.WEIGHT:
             per_product *= winograd.work(g, pass_name, tile).tiles
-        return eps * (2 * growth + math.sqrt(min(per_product, BLAS_BLOCK)) / 2)
+        return eps * growth * (1 + math.sqrt(min(per_product, BLAS_BLOCK)) / 3)
     raise ValueError(f"algo={algo!r} is unknown; valid: {sorted(CANDIDATES)}")
 
 
@@ -195,7 +196,7 @@ def estimate_direct(g: ConvGeometry, pass_name: Union[Pass, str], rates: Machine
     copies = inner_loops * rates.copy_run_seconds + 2 * im2col_column_bytes(g, np.float32) / rates.copy_bytes
     return Estimate("direct", 0.0, flops / rates.direct_flops, copies,
                     rates.direct_call_seconds + taps * rates.direct_tap_seconds, flops,
-                    workspace_bytes=spatial_workspace_bytes(g, np.float64, "direct", pass_name),
+                    workspace_bytes=spatial_workspace_bytes(g, dtype, "direct", pass_name),
                     error=predicted_error("direct", g, pass_name, dtype))
 
 
@@ -211,7 +212,7 @@ def estimate_winograd(g: ConvGeometry, pass_name: Union[Pass, str], rates: Machi
     products = (rates.real_gemm_seconds(work.gemm_flops, work.gemm_shape[0], columns)
                 + work.gemm_count * chunks * rates.gemm_matrix_seconds)
     copies = sum(rates.copy_seconds(elements, run, work.itemsize) for elements, run in work.copies)
-    workspace = winograd_workspace_bytes(g, work, winograd.CHUNK_BYTES, default_threads())
+    workspace = winograd.workspace_bytes(g, work)
     return Estimate("winograd", rates.winograd_transform_seconds(work.transform_flops), products, copies,
                     rates.winograd_call_seconds, float(work.flops), options={"tile": work.tile},
                     workspace_bytes=workspace,
