@@ -7,15 +7,22 @@ purely arithmetic:
 - ``paper_layers``: the paper's five (k, n, f, f') layers, all three passes, at a small batch (quick) or the
   paper's batch of 128 (full). The paper reports differences "of the order of 1e-5" for updateOutput and
   updateGradInput and "1e-4" for accGradParameters, against Torch (metric not stated).
-- ``vgg``: a Lavin & Gray (2016, Table 4) style table of the maximum element error of the forward pass on the VGG
-  layers 1.2 ... 5.2 (3x3 kernels, padding 1), with the FFT columns their table lacks. Quick mode uses batch 1 and
-  caps the spatial size (``--vgg-size``); full mode uses the real VGG sizes.
+- ``vgg``: Lavin & Gray's accuracy table (CVPR 2016, Table 4: maximum element error of the forward pass on the VGG
+  layers 1.2 ... 5.2, 3x3 kernels, padding 1) in their layout: float32 direct, then Winograd ``F(2x2,3x3)``,
+  ``F(4x4,3x3)`` and ``F(6x6,3x3)``, with the FFT columns their table lacks, and their published values beside
+  ours (``experiments/data/lavin_gray2016.json``). Quick mode uses batch 1 and caps the spatial size
+  (``--vgg-size``); full mode uses the real VGG sizes.
 - ``kernel_size``: error against k at n=32 (the paper's Fig. 3 middle row, with fewer maps in quick mode).
 - ``input_size``: error against n at k=5.
 
-Methods: ``fft[<backend>]`` for each FFT backend, ``im2col`` (float32 GEMM), ``direct`` (fftconv's reference,
-which accumulates in float64 and rounds once: its error is the float32 rounding of the output, a floor rather than
-a float32 direct convolution) and ``torch`` (PyTorch's float32 CPU convolution, when installed).
+Methods: every algorithm of fftconv's registry (``fftconv.ALGORITHMS``) and PyTorch: ``fft[<backend>]`` for each
+FFT backend, ``im2col`` (float32 GEMM), ``winograd[m]`` for each output tile ``m`` in :data:`WINOGRAD_TILES`
+(``F(m, k)``: Winograd's ``tile`` keyword, run through the registry because the public functions take the tile from
+the cost model), ``tiled`` (the tiled FFT with the cost model's tile, as ``algo="tiled"`` runs it), ``direct``
+(fftconv's reference, which accumulates in float64 and rounds once: its error is the float32 rounding of the
+output, a floor rather than a float32 direct convolution) and ``torch`` (PyTorch's float32 CPU convolution, when
+installed). A method that cannot run a case (a Winograd tile whose transform would exceed its size limit) gets a
+row saying why.
 
 The oracle is PyTorch in float64 when torch is installed, else fftconv's ``direct`` algorithm in float64; each row
 records which. PyTorch runs in a separate worker process, so that its thread pool never shares this process with
@@ -36,20 +43,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-NAME = "accuracy"
-DESCRIPTION = ("Float32 error of every pass and algorithm (fft per backend, im2col, direct, torch) vs a float64 "
-               "oracle: paper layers, Lavin & Gray VGG table, error vs kernel and input size")
+from .harness import points
 
-PASSES = ("forward", "grad_input", "grad_weight")
-PASS_LABELS = {"forward": "updateOutput", "grad_input": "updateGradInput", "grad_weight": "accGradParameters"}
+NAME = "accuracy"
+DESCRIPTION = ("Float32 error of every pass and algorithm (fft per backend, im2col, Winograd per tile, tiled, direct, "
+               "torch) vs a float64 oracle: paper layers, Lavin & Gray's VGG table, error vs kernel and input size")
+
 #: The paper's layer table: (k, n, f, f').
 PAPER_LAYERS = ((11, 32, 3, 96), (7, 32, 96, 256), (5, 16, 256, 384), (5, 16, 384, 384), (3, 16, 384, 384))
 #: The paper's stated error levels (section 3): ~1e-5 for (1) and (2), ~1e-4 for (3).
-PAPER_ERROR_LEVEL = {"forward": 1e-5, "grad_input": 1e-5, "grad_weight": 1e-4}
+PAPER_ERROR_LEVEL = {"forward": 1e-5, "input": 1e-5, "weight": 1e-4}
 #: VGG-16/19 second convolution of each block: (name, channels in = out, spatial size), 3x3 kernels, padding 1.
 VGG_LAYERS = (("1.2", 64, 224), ("2.2", 128, 112), ("3.2", 256, 56), ("4.2", 512, 28), ("5.2", 512, 14))
-#: Lavin & Gray 2016, Table 4, fp32 direct convolution (cuDNN), maximum element error; OCR copy of the paper.
-LAVIN_GRAY_FP32_DIRECT = {"1.2": 4.01e-05, "2.2": 8.01e-05, "3.2": 1.53e-04, "4.2": 3.20e-04, "5.2": 3.43e-04}
+#: Winograd output tiles ``m`` measured (``F(m, k)``): Lavin & Gray's F(2x2,3x3) and F(4x4,3x3), and F(6x6,3x3).
+WINOGRAD_TILES = (2, 4, 6)
 KERNEL_SIZES = (3, 5, 7, 9, 11, 13, 17, 21, 25, 29)
 INPUT_SIZES = (8, 16, 32, 52, 64)
 FULL_INPUT_SIZES = INPUT_SIZES + (128,)
@@ -72,7 +79,7 @@ class Case:
     n: int
     k: int
     padding: int = 0
-    passes: tuple = PASSES
+    passes: tuple = field(default_factory=lambda: tuple(points.PASSES))
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -154,7 +161,7 @@ def run_fftconv(pass_name: str, algo: str, backend, x, w, gy, padding: int, fft_
         options.update(backend=backend, fft_size=fft_size)
     if pass_name == "forward":
         return fftconv.conv2d(x, w, **options)
-    if pass_name == "grad_input":
+    if pass_name == "input":
         return fftconv.conv2d_input(x.shape, w, gy, **options)
     return fftconv.conv2d_weight(x, w.shape, gy, **options)
 
@@ -163,7 +170,7 @@ def run_fftconv(pass_name: str, algo: str, backend, x, w, gy, padding: int, fft_
 def _torch_passes(torch, pass_name, x, w, gy, padding):
     if pass_name == "forward":
         return torch.nn.functional.conv2d(x, w, padding=padding)
-    if pass_name == "grad_input":
+    if pass_name == "input":
         return torch.nn.grad.conv2d_input(x.shape, w, gy, padding=padding)
     return torch.nn.grad.conv2d_weight(x, w.shape, gy, padding=padding)
 
@@ -241,17 +248,30 @@ def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def methods(ctx, torch_available: bool, study: str) -> list[tuple[str, str, str | None]]:
-    """``(method label, algo, backend)`` for every method selected by ``--algos`` and ``--backends``.
+@dataclass(frozen=True)
+class Method:
+    """One column: ``label``, the registry's ``algo`` (or ``"torch"``), the FFT ``backend`` and the algorithm's own
+    keyword ``options`` (Winograd's ``tile``; empty: the public function with the cost model's choice)."""
 
-    Without those options the layer studies run every method and the sweeps a smaller set (see
-    ``FULL_METHOD_STUDIES``).
+    label: str
+    algo: str
+    backend: str | None = None
+    options: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+def methods(ctx, torch_available: bool, study: str) -> list[Method]:
+    """Every method selected by ``--algos`` (names of fftconv's registry, or ``torch``) and ``--backends``.
+
+    Without those options the layer studies run every method and the sweeps one FFT backend (the default), the
+    registry's other algorithms and torch; ``direct``'s error is only the output rounding, shown in the layer tables
+    (see ``FULL_METHOD_STUDIES``).
     """
     import fftconv
 
     every = study in FULL_METHOD_STUDIES
-    algos = ctx.selected("algos", ["fft", "im2col", "direct", "torch"],
-                         default=None if every else ["fft", "im2col", "torch"])
+    registry = list(fftconv.ALGORITHMS)
+    algos = ctx.selected("algos", [*registry, "torch"],
+                         default=None if every else [a for a in registry if a != "direct"] + ["torch"])
     if "torch" in algos and not torch_available:
         algos.remove("torch")
     result = []
@@ -259,10 +279,30 @@ def methods(ctx, torch_available: bool, study: str) -> list[tuple[str, str, str 
         if algo == "fft":
             backends = ctx.selected("backends", fftconv.available_backends(),
                                     default=None if every else [fftconv.get_backend().name])
-            result += [(f"fft[{b}]", "fft", b) for b in backends]
+            result += [Method(f"fft[{b}]", "fft", b) for b in backends]
+        elif algo == "winograd":
+            result += [Method(f"winograd[{m}]", "winograd", options={"tile": m}) for m in WINOGRAD_TILES]
         else:
-            result.append((algo, algo, None))
+            result.append(Method(algo, algo))
     return result
+
+
+def unsupported(case: Case, method: Method) -> str | None:
+    """Why ``method`` cannot run ``case`` (``None``: it can)."""
+    from .harness import fftconv_api
+
+    point = points.conv_point(S=case.batch, f=case.in_channels, fp=case.out_channels, n=case.n, k=case.k,
+                              padding=case.padding)
+    return fftconv_api.unsupported_reason(method.algo, point, **method.options)
+
+
+def compute(method: Method, pass_name: str, x, w, gy, padding: int, fft_size: str):
+    """The float32 result of one pass by ``method`` (not ``torch``, which its worker computes)."""
+    from .harness import fftconv_api
+
+    if method.options:
+        return fftconv_api.run_pass(method.algo, pass_name, x, w, gy, padding, **method.options)
+    return run_fftconv(pass_name, method.algo, method.backend, x, w, gy, padding, fft_size)
 
 
 def measure(ctx) -> None:
@@ -288,7 +328,7 @@ def measure(ctx) -> None:
         for case in ctx.progress(cases(ctx.quick, options), desc=NAME):
             chosen = methods(ctx, torch_available, case.study)
             todo = [(p, m) for p in case.passes for m in chosen
-                    if not ctx.results.has({"study": case.study, "case": case.label, "pass": p, "method": m[0]})]
+                    if not ctx.results.has({"study": case.study, "case": case.label, "pass": p, "method": m.label})]
             if not todo:
                 continue
             geometry, x, w, gy = make_data(case)
@@ -305,25 +345,31 @@ def measure(ctx) -> None:
                 else:
                     reference = run_fftconv(pass_name, "direct", None, x.astype("float64"), w.astype("float64"),
                                             gy.astype("float64"), case.padding, fft_size)
-                for label, algo, backend in pending:
+                for method in pending:
+                    fields = {**case.fields, "pass": pass_name, "method": method.label, "algo": method.algo,
+                              "backend": method.backend, "options": method.options, "oracle": oracle}
+                    reason = unsupported(case, method)
+                    if reason is not None:
+                        ctx.append({**fields, "skipped": reason})
+                        continue
                     start = time.perf_counter()
                     try:
-                        if algo == "torch":
+                        if method.algo == "torch":
                             result = torch_outputs[f"{pass_name}_float32"]
                         else:
-                            result = run_fftconv(pass_name, algo, backend, x, w, gy, case.padding, fft_size)
+                            result = compute(method, pass_name, x, w, gy, case.padding, fft_size)
                     except MemoryError as error:  # e.g. im2col's unfolded input at full size: say so, go on
-                        ctx.append({**case.fields, "pass": pass_name, "method": label, "algo": algo,
-                                    "backend": backend, "oracle": oracle, "skipped": str(error)})
+                        ctx.append({**fields, "skipped": str(error)})
                         continue
                     seconds = time.perf_counter() - start
-                    row = {**case.fields, "pass": pass_name, "method": label, "algo": algo, "backend": backend,
-                           "dtype": "float32", "data": "uniform[-1,1]", "oracle": oracle,
-                           "fft_size": list(fft_shape_for(geometry, fft_size)) if algo == "fft" else None,
-                           "fft_size_policy": fft_size if algo == "fft" else None,
-                           "planner_effort": effort if backend == "pyfftw" else None,
-                           "torch_version": worker.version if worker and algo == "torch" else None,
-                           "seconds": None if algo == "torch" else round(seconds, 3),  # not a benchmark: budget only
+                    fft = method.algo == "fft"
+                    row = {**fields, "dtype": "float32", "data": "uniform[-1,1]",
+                           "fft_size": list(fft_shape_for(geometry, fft_size)) if fft else None,
+                           "fft_size_policy": fft_size if fft else None,
+                           "planner_effort": effort if method.backend == "pyfftw" else None,
+                           "torch_version": worker.version if worker and method.algo == "torch" else None,
+                           # not a benchmark: a budget aid only
+                           "seconds": None if method.algo == "torch" else round(seconds, 3),
                            **errors(result, reference)}
                     ctx.append(row)
     finally:
@@ -333,7 +379,9 @@ def measure(ctx) -> None:
 
 # ------------------------------------------------------------------------------------------------- plot
 METHOD_STYLE = {"fft[pyfftw]": ("tab:red", "s"), "fft[scipy]": ("tab:orange", "D"), "fft[numpy]": ("gold", "v"),
-                "im2col": ("tab:blue", "o"), "torch": ("tab:purple", "^"), "direct": ("tab:gray", "x")}
+                "tiled": ("tab:cyan", "*"), "im2col": ("tab:blue", "o"), "winograd[2]": ("tab:olive", "P"),
+                "winograd[4]": ("tab:brown", "P"), "winograd[6]": ("tab:pink", "P"), "torch": ("tab:purple", "^"),
+                "direct": ("tab:gray", "x")}
 
 
 def _method_order(rows) -> list[str]:
@@ -413,7 +461,8 @@ def plot(ctx) -> None:
                 "numbers in float64). `direct` is fftconv's reference, which accumulates in float64 and rounds once, "
                 "so its error is only the rounding of the output to float32; `im2col` is a float32 GEMM (OpenBLAS); "
                 "`torch` is PyTorch's float32 CPU convolution; `fft[b]` is fftconv's FFT algorithm with FFT backend "
-                "b, computed in complex64.\n"]
+                "b, computed in complex64; `tiled` is the FFT algorithm on tiles (the cost model's tile); "
+                "`winograd[m]` is Winograd's minimal filtering F(m, k) with output tiles of m (F(m x m, k x k)).\n"]
     if "paper_layers" in studies:
         sections.append(_plot_paper_layers(ctx, [r for r in rows if r["study"] == "paper_layers"]))
     if "vgg" in studies:
@@ -423,12 +472,29 @@ def plot(ctx) -> None:
         if study in studies:
             sections.append(_plot_sweep(ctx, [r for r in rows if r["study"] == study], study, variable, label))
     if skipped:
-        sections.append("## Not measured\n\n" + "\n".join(
-            f"- {row['study']} {row['case']} {PASS_LABELS[row['pass']]} {row['method']}: {row['skipped']}"
-            for row in skipped) + "\n")
+        sections.append("## Not measured\n\n" + _not_measured(skipped))
     from .harness.style import write_table
 
     write_table(ctx.out_dir, "accuracy", "\n".join(sections))
+
+
+def _not_measured(skipped: list[dict]) -> str:
+    """One line per (study, method, reason), the reason cut at its first ';' and the cases and passes listed.
+
+    Examples
+    --------
+    >>> print(_not_measured([{"study": "kernel_size", "case": f"k={k}", "pass": p, "method": "winograd[6]",
+    ...                       "skipped": f"too large; k={k}"} for k in (13, 17) for p in ("forward", "input")]))
+    - kernel_size, winograd[6] (k=13, k=17; updateOutput, updateGradInput): too large
+    <BLANKLINE>
+    """
+    groups: dict[tuple, tuple[dict, dict]] = {}
+    for row in skipped:
+        cases, passes = groups.setdefault((row["study"], row["method"], row["skipped"].split(";")[0]), ({}, {}))
+        cases[row["case"]] = passes[row["pass"]] = None
+    return "\n".join(f"- {study}, {method} ({', '.join(cases)}; "
+                     f"{', '.join(points.PAPER_NAMES.get(p, p) for p in passes)}): {reason}"
+                     for (study, method, reason), (cases, passes) in groups.items()) + "\n"
 
 
 def _plot_paper_layers(ctx, rows) -> str:
@@ -444,17 +510,17 @@ def _plot_paper_layers(ctx, rows) -> str:
     table = _lookup(rows)
     fig, axes = plt.subplots(1, 3, figsize=(13.3, 4.6), sharey=True)
     offsets = np.linspace(-0.3, 0.3, len(methods_))
-    for ax, pass_name in zip(axes, PASSES):
+    for ax, pass_name in zip(axes, points.PASSES):
         for offset, method in zip(offsets, methods_):
             color, marker = _style(method)
-            points = [(i + offset, table[("paper_layers", layer, pass_name, method)]["max_abs_error"])
-                      for i, layer in enumerate(layers) if ("paper_layers", layer, pass_name, method) in table]
-            if points:
-                ax.scatter(*zip(*points), color=color, marker=marker, label=method, zorder=3)
+            marks = [(i + offset, table[("paper_layers", layer, pass_name, method)]["max_abs_error"])
+                     for i, layer in enumerate(layers) if ("paper_layers", layer, pass_name, method) in table]
+            if marks:
+                ax.scatter(*zip(*marks), color=color, marker=marker, label=method, zorder=3)
         ax.axhline(PAPER_ERROR_LEVEL[pass_name], color="black", linestyle=":", linewidth=1,
                    label="paper's stated level: ~1e-5, ~1e-4 for accGradParameters")
         ax.set_xticks(range(len(layers)), layers, fontsize=8)
-        ax.set(yscale="log", title=PASS_LABELS[pass_name], xlabel="layer (k, n, f, f')")
+        ax.set(yscale="log", title=points.PAPER_NAMES[pass_name], xlabel="layer (k, n, f, f')")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("max abs error (float32 vs float64)")
     handles, labels = axes[-1].get_legend_handles_labels()
@@ -468,12 +534,12 @@ def _plot_paper_layers(ctx, rows) -> str:
 
     body = []
     for layer in layers:
-        for pass_name in PASSES:
+        for pass_name in points.PASSES:
             cells = []
             for method in methods_:
                 row = table.get(("paper_layers", layer, pass_name, method))
                 cells.append(f"{_fmt(row['max_abs_error'])} ({_fmt(row['max_rel_error'])})" if row else "-")
-            body.append([layer, PASS_LABELS[pass_name], *cells])
+            body.append([layer, points.PAPER_NAMES[pass_name], *cells])
     return (f"## The paper's five layers ({_scaling(rows, 'paper_layers')}; the paper used 128)\n\n"
             "Max abs error (in brackets: max abs error / max |oracle|). The paper reports differences from Torch "
             "of about 1e-5 (updateOutput, updateGradInput) and 1e-4 (accGradParameters), metric and data "
@@ -481,29 +547,67 @@ def _plot_paper_layers(ctx, rows) -> str:
             + markdown_table(["layer (k,n,f,f')", "pass", *methods_], body))
 
 
+#: Lavin & Gray's columns (their key in ``experiments/data/lavin_gray2016.json``) and the method measured here for
+#: each: their fp32 direct convolution is cuDNN's, ours PyTorch's float32 CPU convolution (im2col's GEMM without it).
+LAVIN_GRAY_COLUMNS = (("direct", "fp32 direct", ("torch", "im2col")), ("winograd_2", "fp32 F(2x2,3x3)", ("winograd[2]",)),
+                      ("winograd_4", "fp32 F(4x4,3x3)", ("winograd[4]",)))
+
+
 def _table_vgg(ctx, rows) -> str:
+    """Lavin & Gray's Table 4 in their layout, their published value beside ours in each of their columns, then the
+    columns their table lacks (F(6x6,3x3), the FFT and fftconv's other algorithms)."""
+    from .harness.paper import lavin_gray, lavin_gray_citation
     from .harness.style import markdown_table
 
+    published = lavin_gray()["accuracy"]
     table = _lookup(rows)
-    methods_ = _method_order(rows)
+    present = _method_order(rows)
+    pairs = [(key, title, next((m for m in candidates if m in present), None))
+             for key, title, candidates in LAVIN_GRAY_COLUMNS]
+    paired = {method for _, _, method in pairs}
+    extra = [m for m in present if m not in paired]
+    header = ["layer", "channels, size"]
+    for _, title, method in pairs:
+        header += [f"{title}: L&G", f"{title}: ours ({method or '-'})"]
+    header += [_vgg_title(m) for m in extra]
     body = []
-    for name, channels, size in VGG_LAYERS:
-        cells = [table.get(("vgg", name, "forward", m)) for m in methods_]
-        if not any(cells):
+    for name, _, size in VGG_LAYERS:
+        cells = {m: table.get(("vgg", name, "forward", m)) for m in present}
+        first = next((c for c in cells.values() if c), None)
+        if first is None:
             continue
-        first = next(c for c in cells if c)
         n = first["n"]
-        body.append([name, f"{first['in_channels']}->{first['out_channels']}, {n}x{n}"
-                     + (f" (VGG: {size})" if n != size else ""),
-                     _fmt(LAVIN_GRAY_FP32_DIRECT[name]), *(_fmt(c["max_abs_error"]) if c else "-" for c in cells)])
+        line = [name, f"{first['in_channels']}->{first['out_channels']}, {n}x{n}" + (f" (VGG: {size})" if n != size
+                                                                                    else "")]
+        reported = published["rows"].get(name, {})
+        for key, _, method in pairs:
+            line += [_fmt(reported[key]) if key in reported else "-", _cell(cells.get(method))]
+        line += [_cell(cells[m]) for m in extra]
+        body.append(line)
     quick_note = (f"Quick mode: batch 1 and spatial size capped at {max(r['n'] for r in rows)} (VGG's own size in "
-                  "brackets); run `--full` for the real sizes. " if ctx.quick else "Full VGG spatial sizes, batch 1. ")
-    return ("## Lavin & Gray style table: VGG 3x3 layers, forward pass, max element error\n\n"
-            "Lavin & Gray (2016, Table 4) measured fp32 direct and Winograd convolution on a GPU against a "
-            "float64 direct reference, uniform [-1, 1] data, and gave no FFT column. Their fp32 direct column (from "
-            "an OCR copy of the paper, at their own batch and full VGG sizes) is repeated for scale; the other "
-            f"columns are measured here. {quick_note}Padding 1.\n\n"
-            + markdown_table(["layer", "channels, size", "L&G fp32 direct (reported)", *methods_], body))
+                  "brackets), so our maxima are over fewer outputs than theirs; run `--full` for the real sizes. "
+                  if ctx.quick else "Full VGG spatial sizes, batch 1. ")
+    return ("## Lavin & Gray's accuracy table: VGG 3x3 layers, forward pass, max element error\n\n"
+            f"The layout of Table 4 of {lavin_gray_citation()}: maximum absolute element error of the float32 "
+            "forward pass against a float64 direct convolution, data and filters uniform in [-1, 1]. In each of "
+            "their columns their published value (L&G; GPU, cuDNN's fp32 direct) stands beside ours; "
+            f"{published['note']} Their table has no F(6x6,3x3) and no FFT column: those, and fftconv's other "
+            "algorithms, follow (`winograd[m]` is F(m x m, 3x3), `direct` is fftconv's float64-accumulated "
+            f"reference, whose error is only the output's rounding). {quick_note}Padding 1.\n\n"
+            + markdown_table(header, body))
+
+
+def _vgg_title(method: str) -> str:
+    if method.startswith("winograd["):
+        m = method[len("winograd["):-1]
+        return f"fp32 F({m}x{m},3x3) ({method})"
+    return method
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    return _fmt(row["max_abs_error"]) if "max_abs_error" in row else "not run"
 
 
 def _plot_sweep(ctx, rows, study: str, variable: str, label: str) -> str:
@@ -516,22 +620,22 @@ def _plot_sweep(ctx, rows, study: str, variable: str, label: str) -> str:
     table = {(r[variable], r["pass"], r["method"]): r for r in rows}
     fig, axes = plt.subplots(1, 3, figsize=(13.3, 4.8), sharey=True)
     trends = []
-    for ax, pass_name in zip(axes, PASSES):
+    for ax, pass_name in zip(axes, points.PASSES):
         notes = []
         for method in methods_:
             color, marker = _style(method)
-            points = [(v, table[(v, pass_name, method)]["max_rel_error"]) for v in values
-                      if (v, pass_name, method) in table]
-            if points:
-                ax.plot(*zip(*points), marker=marker, color=color, label=method)
-            if len(points) >= 3:
-                factor = trend([error for _, error in points])
+            marks = [(v, table[(v, pass_name, method)]["max_rel_error"]) for v in values
+                     if (v, pass_name, method) in table]
+            if marks:
+                ax.plot(*zip(*marks), marker=marker, color=color, label=method)
+            if len(marks) >= 3:
+                factor = trend([error for _, error in marks])
                 notes.append(f"{method} {describe_trend(factor)} ({factor:.1f}x)")
-                trends.append((PASS_LABELS[pass_name], method, factor))
+                trends.append((points.PAPER_NAMES[pass_name], method, factor))
         ax.axhline(FLOAT32_UNIT_ROUNDOFF, color="black", linestyle=":", linewidth=1,
                    label="float32 unit roundoff 2^-24")
         ax.set(yscale="log", xlabel=label)
-        ax.set_title(PASS_LABELS[pass_name] + "\n" + ", ".join(notes), fontsize=8)
+        ax.set_title(points.PAPER_NAMES[pass_name] + "\n" + ", ".join(notes), fontsize=8)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("max abs error / max |oracle|")
     axes[-1].legend(fontsize=7)
@@ -543,8 +647,8 @@ def _plot_sweep(ctx, rows, study: str, variable: str, label: str) -> str:
     stem = f"accuracy_vs_{study}"
     save_figure(fig, ctx.out_dir, stem)
     plt.close(fig)
-    body = [[v, PASS_LABELS[p], *(_fmt(table[(v, p, m)]["max_rel_error"]) if (v, p, m) in table else "-"
-                                  for m in methods_)] for v in values for p in PASSES]
+    body = [[v, points.PAPER_NAMES[p], *(_fmt(table[(v, p, m)]["max_rel_error"]) if (v, p, m) in table else "-"
+                                  for m in methods_)] for v in values for p in points.PASSES]
     trend_text = "; ".join(f"{name} {method} {describe_trend(f)} ({f:.1f}x)" for name, method, f in trends)
     return (f"## Error against {label} ({_scaling(rows, study)})\n\n"
             f"Max abs error / max |oracle|. Figure: `{stem}.png`. Trend along the sweep (median error of the last "

@@ -8,7 +8,8 @@ Example::
 Every algorithm in fftconv's registry (``fftconv.ALGORITHMS``; ``fft`` once per ``--backends``) and PyTorch (when
 installed) times the forward pass, the input gradient and the weight gradient, each method in its own worker process
 with the method of the experiments (docs/experiments.md, "How a time is measured"). ``direct`` is a float64
-reference and is skipped where one call would take longer than ``--max-direct-seconds``. Nothing is saved: the table
+reference and is skipped where one call would take longer than ``--max-direct-seconds``; an algorithm that cannot
+run the shape (Winograd at a stride or dilation above 1) is skipped with its reason. Nothing is saved: the table
 (median, min, max and the ratio of each median to the best median of the pass) is printed.
 """
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[tuple[str, str], dict] = {}
     timed = []
     for method in labels:
-        reason = points.direct_too_slow(point, options.max_direct_seconds) if method == "direct" else None
+        reason = points.skip_reason(method, point, direct_limit=options.max_direct_seconds)
         if reason:
             for pass_ in (*points.PASSES, "step"):
                 rows[(method, pass_)] = {"skipped": f"skipped: {reason.split(';')[0]}"}

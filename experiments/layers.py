@@ -10,6 +10,10 @@ image); that pass is still measured and shown in brackets, and the "Full step" r
 roofline experiment measures a different protocol (a layer's forward + backward with transform reuse, batch 32);
 docs/experiments.md ("Two protocols") explains why the two disagree on some layers. The paper's own table
 (GTX Titan, cuda-convnet, Torch7; ``experiments/data/mathieu2014.json``) is shown beside ours as speedups.
+
+Methods: every algorithm of fftconv's registry (``fftconv.ALGORITHMS``: FFT, im2col, Winograd and tiled FFT with
+the cost model's tile, and the float64 direct reference where it is cheap) and PyTorch; an algorithm that cannot run
+a layer, or is skipped there, is listed with its reason under the table.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ from .harness import methods, paper, points
 from .harness.style import fmt_ms, fmt_ratio, markdown_table, method_style, save_figure, write_table
 
 NAME = "layers"
-DESCRIPTION = "Layer table: the five (k, n, f, f') configurations, time per pass and total, speedups of FFT"
+DESCRIPTION = "Layer table: the five (k, n, f, f') configurations, time per pass and total for every algorithm"
 
 #: (k, n, f, f') of the paper's table.
 LAYERS = ((11, 32, 3, 96), (7, 32, 96, 256), (5, 16, 256, 384), (5, 16, 384, 384), (3, 16, 384, 384))
 PAPER_BATCH = 128
 QUICK_BATCH = 16
 #: Passes the paper leaves out of its total per layer: no updateGradInput for the first layer.
-PAPER_SKIPS = {(11, 32, 3, 96): ("grad_input",)}
+PAPER_SKIPS = {(11, 32, 3, 96): ("input",)}
 PROTOCOL = ("each pass one functional call that transforms what it needs; Total = the paper's sum, without "
             "updateGradInput of the first layer")
 
@@ -55,7 +59,7 @@ def config_label(layer) -> str:
     return "(" + ",".join(str(v) for v in layer) + ")"
 
 
-#: The paper's skipped passes as stored with the rows: ``{"(11,32,3,96)": ["grad_input"]}``.
+#: The paper's skipped passes as stored with the rows: ``{"(11,32,3,96)": ["input"]}``.
 SKIPS_BY_LABEL = {config_label(layer): list(passes) for layer, passes in PAPER_SKIPS.items()}
 
 
@@ -73,7 +77,7 @@ def measure(ctx) -> None:
     batch = batch_size(ctx)
     ctx.record_settings(batch=batch, layers=[list(layer) for layer in LAYERS], protocol=PROTOCOL,
                         paper_skips=SKIPS_BY_LABEL)
-    points.measure_conv(ctx, methods.select_methods(ctx), layer_points(batch), desc="layers")
+    points.measure_conv(ctx, methods.select_methods(ctx), layer_points(batch, LAYERS), desc="layers")
 
 
 def saved(ctx) -> tuple[int, list[dict], dict, bool]:
@@ -134,12 +138,31 @@ def tables(ctx, results: points.ConvResults, layers: list[dict], skips: dict, ba
         if plans:
             text += (f"\n{fft}: FFT planning in the warm-up calls (excluded from the times above) took "
                      f"{sum(plans):.1f} s in all, at most {max(plans):.1f} s for one pass.\n")
+    text += tiles_note(results, layers)
     text += "\n" + paper_table(results, layers, skips, ffts[0] if ffts else None)
     notes = sorted({f"{row['method']}: {row['skipped']}" for row in results.rows if "skipped" in row})
     notes += sorted({f"{row['method']}: failed: {row['error']}" for row in results.rows if "error" in row})
     if notes:
         text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     return text
+
+
+def tiles_note(results: points.ConvResults, layers: list[dict]) -> str:
+    """The tiles the cost model gave the algorithms that take one (Winograd, tiled FFT), per layer and pass."""
+    lines = []
+    for method in results.methods():
+        per_layer = []
+        for point in layers:
+            tiles = [(results.row(point, method, p) or {}).get("options", {}).get("tile") for p in points.PASSES]
+            if any(tiles):
+                per_layer.append(f"{layer_label(point)} " + "/".join("x".join(map(str, t)) if t else "-"
+                                                                      for t in tiles))
+        if per_layer:
+            lines.append(f"- {method}: {'; '.join(per_layer)}")
+    if not lines:
+        return ""
+    return ("\nTiles the cost model picked (forward/input gradient/weight gradient), as the public functions run "
+            "them:\n\n" + "\n".join(lines) + "\n")
 
 
 def paper_table(results: points.ConvResults, layers: list[dict], skips: dict, fft: str | None) -> str:
@@ -173,7 +196,7 @@ def paper_table(results: points.ConvResults, layers: list[dict], skips: dict, ff
 
 #: A bar taller than this many times the tallest other bar of its panel is cut there and labelled with its value.
 CLIP_FACTOR = 2.0
-_HATCHES = {"forward": "", "grad_input": "//", "grad_weight": ".."}
+_HATCHES = {"forward": "", "input": "//", "weight": ".."}
 
 
 def _panel(ax, results: points.ConvResults, point: dict, labels: list[str]) -> list[str]:
@@ -268,7 +291,7 @@ def plot(ctx) -> None:
                                                   if note else ""), fontsize=9)
     save_figure(fig, ctx.out_dir, "layers")
     plt.close(fig)
-    caption = ctx.describe("fftconv FFT vs im2col/direct and PyTorch, float32", _scaling(batch))
+    caption = ctx.describe("fftconv FFT vs fftconv's other algorithms and PyTorch, float32", _scaling(batch))
     header = f"# Layer table ({ctx.mode} mode, batch {batch})\n\n{caption}\n\n"
     if not recorded:
         header += ("The settings were not stored with these rows; the batch is read from the rows and the layers "

@@ -244,7 +244,7 @@ def paper_section(seconds, labels: list[str]) -> str:
     body = []
     for peer in paper.PEERS:
         row = times[peer]
-        body.append([f"paper: {paper.PEER_LABELS[peer]}", row["forward"], row["grad_input"] + row["grad_weight"],
+        body.append([f"paper: {paper.PEER_LABELS[peer]}", row["forward"], row["input"] + row["weight"],
                      row["total"], fmt_ratio(row["total"], times["fft"]["total"])])
     fft = next((m for m in labels if methods.parse_method(m)["algo"] == "fft"), None)
     for method in labels:
@@ -253,7 +253,7 @@ def paper_section(seconds, labels: list[str]) -> str:
                      fmt_ms(total), fmt_ratio(total, seconds(fft, "iteration")) if fft else "-"])
     return (f"## The paper's table beside ours\n\nThe paper: {paper.citation()}; batch {data['batch']}; its backward "
             "is its updateGradInput + accGradParameters columns "
-            f"({times['fft']['grad_input']} + {times['fft']['grad_weight']} ms for FFT). The hardware, batch and "
+            f"({times['fft']['input']} + {times['fft']['weight']} ms for FFT). The hardware, batch and "
             "network details differ (the paper does not give its pooling or padding), so compare the last column, "
             "each method's time over its own FFT's.\n\n"
             + markdown_table(["method", "forward ms", "backward ms", "iteration ms", "iteration / FFT's"], body))

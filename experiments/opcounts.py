@@ -12,7 +12,7 @@ depend on the hardware.
 
 from __future__ import annotations
 
-from .harness import paper
+from .harness import paper, points
 from .harness.results import missing_fields
 
 NAME = "opcounts"
@@ -31,13 +31,12 @@ def add_arguments(parser) -> None:
 def validate(row: dict) -> str | None:
     return missing_fields(row, "n", "fft_constant", "S", "f", "f_out", "k", "paper_direct_ops", "paper_fft_ops",
                           "direct_flops", "fft_size_fast", "fftconv_fast_forward_total", "fftconv_fast_forward_products",
-                          "fftconv_fast_grad_input_total", "fftconv_fast_grad_weight_total")
+                          "fftconv_fast_input_total", "fftconv_fast_weight_total")
 
 
 def measure(ctx) -> None:
     from fftconv import ConvGeometry, fft_shape_for
     from fftconv.costs import direct_flops, direct_ops, executed_flops, fft_ops
-    from fftconv.passes import PASSES
 
     constant = getattr(ctx.options, "fft_constant", 5.0)
     for n in ctx.progress(INPUT_SIZES, desc=NAME):
@@ -52,7 +51,7 @@ def measure(ctx) -> None:
         for policy in ("fast", "pow2"):
             fft_shape = fft_shape_for(geometry, policy)
             row[f"fft_size_{policy}"] = fft_shape[0]
-            for pass_name in PASSES:
+            for pass_name in points.PASSES:
                 count = executed_flops(geometry, fft_shape, pass_name)
                 row[f"fftconv_{policy}_{pass_name}_transforms"] = count.transforms
                 row[f"fftconv_{policy}_{pass_name}_products"] = count.products

@@ -26,9 +26,9 @@ inverse rates are reported too), plus three per-bin complex GEMMs,
 instead the rates measured at each layer's own per-bin GEMM shapes. Fraction of roofline = model time / fftconv's
 step time (1 = at the roofline; the speed targets ask for at least 0.5).
 
-Layers and sweep are timed in ``ROUNDS`` rounds, fftconv and PyTorch alternating, each round in new worker
-processes; each point counts with its lowest median. Quick mode keeps S = 32 and the paper's layers and only lowers
-the number of repeats.
+Layers and sweep are timed in ``ROUNDS`` = 3 rounds (quick mode: ``QUICK_ROUNDS`` = 2), fftconv and PyTorch
+alternating, each round in new worker processes; each point counts with its lowest median. Quick mode keeps S = 32
+and the paper's layers and only lowers the number of repeats and rounds, to fit ``make figures``' budget.
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ RATE_SIZES = (16, 32)
 #: point counts with its lowest median. On the project's machine the same call moved by up to 2x between processes
 #: and over minutes, and one round put fftconv and PyTorch in different states.
 ROUNDS = 3
+#: Quick mode's rounds: the roofline is the longest experiment of ``make figures`` (about a minute per round).
+QUICK_ROUNDS = 2
 #: The paper's protocol leaves out updateGradInput of its first layer (no layer needs the input image's gradient).
-PAPER_SKIPS = {(11, 32, 3, 96): ("grad_input",)}
+PAPER_SKIPS = {(11, 32, 3, 96): ("input",)}
 
 #: The speed targets: PyTorch step time / fftconv step time at least this much.
 TARGETS = {(7, 32, 96, 256): 3.0, (5, 16, 256, 384): 2.0, (5, 16, 384, 384): 2.0, (3, 16, 384, 384): 1.0,
@@ -111,7 +113,7 @@ def bins(n: int) -> int:
 def gemm_shapes(point: dict) -> dict[str, tuple[int, int, int, int]]:
     """``(batch of bins, M, K, N)`` of the per-bin complex product of each pass (fftconv's frequency-major GEMMs)."""
     b, S, f, fp = bins(point["n"]), point["S"], point["f"], point["fp"]
-    return {"forward": (b, S, f, fp), "grad_input": (b, S, fp, f), "grad_weight": (b, fp, S, f)}
+    return {"forward": (b, S, f, fp), "input": (b, S, fp, f), "weight": (b, fp, S, f)}
 
 
 def fft_flops_per_map(n: int) -> float:
@@ -140,23 +142,28 @@ def rate_jobs(method: str, sizes: tuple[int, ...], layers: list[dict]) -> list[J
 def measure(ctx) -> None:
     settings = timing_settings(ctx.quick)
     batch = getattr(ctx.options, "batch", None) or BATCH
-    ctx.record_settings(batch=batch, layers=[list(layer) for layer in LAYERS], sweep=SWEEP, rounds=ROUNDS,
+    rounds = rounds_for(ctx.quick)
+    ctx.record_settings(batch=batch, layers=[list(layer) for layer in LAYERS], sweep=SWEEP, rounds=rounds,
                         square_gemm=SQUARE_GEMM, targets={_label(c): t for c, t in TARGETS.items()},
                         paper_skips={_label(c): list(p) for c, p in PAPER_SKIPS.items()})
     fft = f"fft-{methods.default_backend_name()}"
     labels = [fft] + (["torch"] if methods.torch_available() else [])
-    layers = layer_points(batch)
+    layers = layer_points(batch, LAYERS)
     measure_jobs(ctx, rate_jobs(fft, RATE_SIZES, layers), "experiments.roofline:rates", settings,
                  desc="roofline rates")
     passes_and_step = [*points.PASSES, "step"]
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         order = labels if round_ % 2 == 0 else labels[::-1]  # neither is always measured first
         jobs = in_round(points.conv_jobs(order, layers, ctx.quick, passes_and_step), round_)
         measure_jobs(ctx, jobs, "experiments.roofline:passes_and_step", settings,
-                     desc=f"roofline layers, round {round_ + 1}/{ROUNDS}")
+                     desc=f"roofline layers, round {round_ + 1}/{rounds}")
         jobs = in_round(points.conv_jobs(order, sweep_points(), ctx.quick, ("forward",)), round_)
         measure_jobs(ctx, jobs, "experiments.harness.points:conv_passes", settings,
-                     desc=f"roofline sweep, round {round_ + 1}/{ROUNDS}")
+                     desc=f"roofline sweep, round {round_ + 1}/{rounds}")
+
+
+def rounds_for(quick: bool) -> int:
+    return min(ROUNDS, QUICK_ROUNDS) if quick else ROUNDS
 
 
 def in_round(jobs: list[Job], round_: int) -> list[Job]:
@@ -282,16 +289,19 @@ def model_seconds(point: dict, fft_rate: float | None, gemm_rates: dict[str, flo
 def saved(ctx) -> dict:
     """Batch, layers, sweep, rounds, targets and the paper's skips stored with the rows (else the code's values)."""
     defaults = {"batch": getattr(ctx.options, "batch", None) or BATCH, "layers": [list(c) for c in LAYERS],
-                "sweep": SWEEP, "rounds": ROUNDS, "square_gemm": SQUARE_GEMM,
+                "sweep": SWEEP, "rounds": rounds_for(ctx.quick), "square_gemm": SQUARE_GEMM,
                 "targets": {_label(c): t for c, t in TARGETS.items()},
                 "paper_skips": {_label(c): list(p) for c, p in PAPER_SKIPS.items()}}
     stored, recorded = ctx.saved_settings(defaults)
-    if not recorded:  # older rows: the batch is in the rows themselves
+    if not recorded:  # older rows: the batch and the rounds are in the rows themselves
         layer_sizes = {tuple(c[1:]) for c in stored["layers"]}
         batches = sorted({row["S"] for row in ctx.rows() if "pass" in row and "S" in row
                           and (row["n"], row["f"], row["fp"]) in {(n, f, fp) for n, f, fp in layer_sizes}})
         if len(batches) == 1:
             stored["batch"] = batches[0]
+        rounds = {row["round"] for row in ctx.rows() if isinstance(row.get("round"), int)}
+        if rounds:
+            stored["rounds"] = max(rounds) + 1
     stored["recorded"] = recorded
     return stored
 

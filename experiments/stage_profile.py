@@ -2,11 +2,12 @@
 
 ``python -m experiments.stage_profile --k 7 --n 32 --f 96 --fp 256`` times ``fftconv.nn.Conv2d`` forward + backward
 (transform reuse, default backend, float32) and the wall-clock time spent inside each stage, by wrapping the functions
-the spectral passes call: the per-bin GEMMs, the forward FFTs, the inverse FFTs with their crops (one fused stage),
-and the DFT-matrix kernel transforms. Each wrapped call runs its own thread-pool work, so the stages add up to the
-step, and ``rest`` is what none of them covers (Python, allocation). It runs in the calling process and only prints:
-for numbers comparable with the experiments, set ``FFTCONV_THREADS`` and glibc's ``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` as the experiments' workers do (docs/experiments.md, "How a time is measured").
+the spectral passes call (:func:`experiments.harness.fftconv_api.step_stages`): the per-bin GEMMs, the forward FFTs,
+the inverse FFTs with their crops (one fused stage), and the DFT-matrix kernel transforms. Each wrapped call runs its
+own thread-pool work, so the stages add up to the step, and ``rest`` is what none of them covers (Python,
+allocation). It runs in the calling process and only prints: for numbers comparable with the experiments, set
+``FFTCONV_THREADS`` and glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` as the experiments' workers
+do (docs/experiments.md, "How a time is measured").
 """
 
 from __future__ import annotations
@@ -14,20 +15,16 @@ from __future__ import annotations
 import argparse
 import time
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Iterator
 
 
 @contextmanager
 def stage_timers(totals: dict[str, float]) -> Iterator[None]:
     """Wrap the stage functions so that each call adds its wall-clock seconds to ``totals[stage]``."""
-    from fftconv import _kernel_dft, backends
-    from fftconv.spectral import hermitian
+    from .harness.fftconv_api import step_stages
 
-    backend = backends.get_backend()
-    targets = [(hermitian, "batched_matmul", "per-bin GEMMs"),
-               (backend, "irfftn_blocks", "inverse FFTs and crops"),
-               (_kernel_dft, "forward", "kernel DFTs (forward)"), (_kernel_dft, "inverse", "kernel DFTs (inverse)"),
-               (backend, "rfftn", "forward FFTs")]
+    targets = step_stages()
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
 
     def timed(function, stage):
@@ -45,10 +42,10 @@ def stage_timers(totals: dict[str, float]) -> Iterator[None]:
         yield
     finally:
         for owner, name, function in saved:
-            if owner is backend:
-                delattr(owner, name)  # back to the class's method
-            else:
+            if isinstance(owner, ModuleType):
                 setattr(owner, name, function)
+            else:
+                delattr(owner, name)  # the instance attribute goes: the class's method shows again
 
 
 def profile_step(k: int, n: int, f: int, fp: int, batch: int = 32, repeats: int = 10,

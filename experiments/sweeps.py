@@ -4,15 +4,18 @@ Three rows (input size n, kernel size k, batch size S) by three panels (updateOu
 accGradParameters), float32, f = 96 input maps and f' = 256 output maps, stride 1, no padding, with the paper's fixed
 values S = 128, k = 7, n = 32 and its sweeps n in {8, 16, 32, 52}, k in {3, 5, ..., 13}, S in {32, 64, 128}.
 
-Methods: fftconv's FFT algorithm (one line per ``--backends``), its im2col + GEMM algorithm, its float64 direct
-reference (only where one call is expected to take under 0.5 s in quick mode, 5 s in full mode: it is not a
-speed contender; the tables say where it was skipped) and PyTorch's CPU
-convolution (``F.conv2d``, ``torch.nn.grad.conv2d_input``, ``conv2d_weight``) in place of the paper's GPU
-baselines (cuda-convnet, Torch7). Each method runs in its own process (docs/experiments.md). The paper's own Fig. 3
+Methods: every algorithm of fftconv's registry (``fftconv.ALGORITHMS``): the FFT algorithm (one line per
+``--backends``), im2col + GEMM, Winograd's ``F(m, r)`` and the tiled FFT (each with the tile the cost model picks,
+as the public functions run them), the float64 direct reference (only where one call is expected to take under
+0.5 s in quick mode, 5 s in full mode: it is not a speed contender), and PyTorch's CPU convolution
+(``F.conv2d``, ``torch.nn.grad.conv2d_input``, ``conv2d_weight``) in place of the paper's GPU baselines
+(cuda-convnet, Torch7). An algorithm that cannot run a point, or is skipped there, is listed with its reason under
+the tables. Each method runs in its own process (docs/experiments.md). The paper's own Fig. 3
 values (GTX Titan; ``experiments/data/mathieu2014.json``) are tabulated beside ours as ratios to its FFT times.
 
-Quick mode shrinks only the batch: S = 8 instead of 128, and the batch row uses S in {2, 4, 8} instead of
-{32, 64, 128}. Everything else keeps the paper's values.
+Quick mode shrinks only the batch: S = 4 instead of 128, and the batch row uses S in {1, 2, 4} instead of
+{32, 64, 128} (with every registered algorithm timed, a larger batch would not fit ``make figures``' budget).
+Everything else keeps the paper's values.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ from .harness import methods, paper, points
 from .harness.style import fmt_ms, fmt_ratio, markdown_table, method_style, save_figure, write_table
 
 NAME = "sweeps"
-DESCRIPTION = "Fig. 3: time of the three passes vs input size, kernel size and batch size (FFT vs im2col/PyTorch)"
+DESCRIPTION = "Fig. 3: time of the three passes vs input size, kernel size and batch size (every algorithm, PyTorch)"
 
 #: The paper's fixed values (Fig. 3): 96 -> 256 maps, batch 128, 7x7 kernels, 32x32 inputs.
 PAPER = {"S": 128, "k": 7, "n": 32, "f": 96, "fp": 256}
 #: The three rows of Fig. 3: the varied parameter and its values (full mode).
 SWEEPS = {"n": (8, 16, 32, 52), "k": (3, 5, 7, 9, 11, 13), "S": (32, 64, 128)}
 #: Quick mode: the batch only.
-QUICK_BATCH = 8
-QUICK_BATCH_SWEEP = (2, 4, 8)
+QUICK_BATCH = 4
+QUICK_BATCH_SWEEP = (1, 2, 4)
 #: Paper's axis names.
 AXIS_NAMES = {"n": "inputSize", "k": "kernelSize", "S": "batchSize"}
 
@@ -88,7 +91,11 @@ def saved(ctx) -> tuple[dict, dict, bool]:
     """The fixed values and sweeps the shown rows were measured with (the code's values for older rows)."""
     fixed, sweeps = settings(ctx)
     stored, recorded = ctx.saved_settings({"fixed": fixed, "sweeps": sweeps})
-    return dict(stored["fixed"]), {name: tuple(values) for name, values in stored["sweeps"].items()}, recorded
+    fixed, sweeps = dict(stored["fixed"]), {name: tuple(values) for name, values in stored["sweeps"].items()}
+    batches = sorted({row["S"] for row in ctx.rows() if "S" in row})
+    if not recorded and batches:  # older rows: the batches they were measured at are in the rows themselves
+        fixed["S"], sweeps["S"] = batches[-1], tuple(batches)
+    return fixed, sweeps, recorded
 
 
 def plot(ctx) -> None:
@@ -139,17 +146,21 @@ def plot(ctx) -> None:
     handles, names = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, names, loc="outside lower center", ncol=len(names), frameon=False)
-    compares = ("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv im2col/direct and PyTorch\n"
+    compares = ("Fig. 3 (Mathieu et al. 2014) on CPU, float32: fftconv FFT vs fftconv's other algorithms and "
+                "PyTorch\n"
                 "median of repeats, bars min-max (clipped at 1.2x the largest median)")
     fig.suptitle(ctx.describe(compares, _scaling(ctx, fixed, sweeps)), fontsize=11)
     save_figure(fig, ctx.out_dir, "fig3_sweeps")
     plt.close(fig)
     shown = ctx.rows()
-    skipped = sorted({row["skipped"] for row in shown if "skipped" in row})
-    errors = sorted({f"{row['method']}: {row['error']}" for row in shown if "error" in row})
+    skipped = {f"{points.label(points.point_of(row))}, {row['method']}: {row['skipped']}": None
+               for row in shown if "skipped" in row}
+    errors = {f"{points.label(points.point_of(row))}, {row['method']}: {row['error']}": None
+              for row in shown if "error" in row}
     notes = [f"- not timed: {reason}" for reason in skipped] + [f"- failed: {error}" for error in errors]
     if not recorded:
-        notes.append("- the sweep values were not stored with these rows; the code's current values were used")
+        notes.append("- the sweep values were not stored with these rows; the batches are read from the rows and "
+                     "the other values are the code's current ones")
     caption = ctx.describe("Times in ms (median); ratio = the method's time / FFT's time.",
                            _scaling(ctx, fixed, sweeps))
     header = f"# Fig. 3 sweeps ({ctx.mode} mode)\n\n{caption}\n\n"

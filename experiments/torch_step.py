@@ -1,7 +1,7 @@
 """A training step through PyTorch's autograd: fftconv.torch against fftconv.nn, PyTorch and two PyTorch FFT peers.
 
 One step is a forward pass and the backward of a random output gradient (layers) or of a cross-entropy loss
-(network), timed as a whole and by phase (:func:`experiments._timing.time_phases`), float32, on
+(network), timed as a whole and by phase (:func:`experiments.harness.timing.time_phases`), float32, on
 
 - the paper's five layers ``(k, n, f, f')`` (``roofline.LAYERS``), valid convolutions, no bias, batch 32 (quick
   mode: 8), in two protocols: ``all_grads`` (the input needs a gradient, so all three passes run) and
@@ -9,7 +9,7 @@ One step is a forward pass and the backward of a random output gradient (layers)
 - a small whole network (:data:`NETWORK`: three convolutions with ReLU and max pooling, and a linear classifier on
   32 x 32 images), whose input needs no gradient.
 
-Methods, each in its own worker process (``experiments/_timing.py``):
+Methods, each in its own worker process (:mod:`experiments.harness.workers`; docs/experiments.md):
 
 ``fftconv.torch``         :class:`fftconv.torch.FFTConv2d`, ``algo="fft"``, ``memory="reuse"`` (the paper's reuse)
 ``fftconv.torch.auto``    the same with ``algo="auto"``
@@ -21,12 +21,14 @@ Methods, each in its own worker process (``experiments/_timing.py``):
 ``fft_conv_pytorch``      ``fft_conv_pytorch.fft_conv`` (PyPI ``fft-conv-pytorch``, pinned in the experiments extra)
 ``torch_fftconv``         ``torch_fftconv.fft_conv2d`` (PyPI ``torch-fftconv``, pinned likewise)
 
-A peer that is not installed is skipped with a note. A method whose first step on a point (a warm-up call) takes
-longer than ``--max-step-seconds`` (:data:`MAX_STEP_SECONDS`) is not timed further on it, nor on its later layers:
-``fft-conv-pytorch`` took 15 s per step on the (5,16,384,384) layer at batch 8 on the project's machine (PyTorch:
-0.14 s), and repeating that would not fit a run; the row keeps the first step's time. Torch workers run ``torch.set_num_threads(--threads)``. Every
-torch-based row records the relative max error of the layer's output against ``torch.nn.functional.conv2d`` (or of
-the network's logits against the same network built with ``torch.nn``), and every row the first loss or output
+A peer that is not installed is skipped with a note. Quick mode leaves out ``fftconv.torch.spinning`` (unless
+``--methods`` names it) and times the two peer libraries on the network and the first layer only. A method whose
+first step on a point (a warm-up call) takes longer than ``--max-step-seconds`` (:data:`MAX_STEP_SECONDS`) is not
+timed further on it, nor on its later layers: ``fft-conv-pytorch`` took 15 s per step on the (5,16,384,384) layer at
+batch 8 on the project's machine (PyTorch: 0.14 s), and repeating that would not fit a run; the row keeps the first
+step's time. Torch workers run ``torch.set_num_threads(--threads)``. Every torch-based row records the relative max
+error of the layer's output against ``torch.nn.functional.conv2d`` (or of the network's logits against the same
+network built with ``torch.nn``), and every row the first loss or output
 norm, so a fast but wrong method shows.
 """
 
@@ -38,8 +40,11 @@ import os
 import time
 from typing import Callable, Iterator
 
-from . import _timing
-from ._harness import markdown_table, save_figure, write_table
+from .harness import points
+from .harness.jobs import Job, measure_jobs
+from .harness.style import fmt_ms, fmt_ratio, markdown_table, save_figure, write_table
+from .harness.timing import TimingSettings, time_phases
+from .harness.workers import Session
 from .roofline import LAYERS
 
 NAME = "torch_step"
@@ -51,6 +56,12 @@ MAX_STEP_SECONDS = {True: 2.0, False: 60.0}
 PROTOCOLS = ("all_grads", "no_input_grad")
 METHODS = ("fftconv.torch", "fftconv.torch.auto", "fftconv.torch.spinning", "fftconv.nn", "torch",
            "fft_conv_pytorch", "torch_fftconv")
+#: Quick mode leaves these out unless ``--methods`` names them: a diagnostic of fftconv.torch's thread handling.
+FULL_ONLY_METHODS = ("fftconv.torch.spinning",)
+#: Quick mode times the PyTorch FFT libraries on the network and this many of the first layers only: on the others
+#: one step of theirs took 8-17 s at batch 8 on the project's machine (before the cap stops them), a sizeable part
+#: of ``make figures``' budget.
+QUICK_PEER_LAYERS = 1
 #: Methods that are separate packages: (import name, PyPI name and pinned version).
 PEERS = {"fft_conv_pytorch": ("fft_conv_pytorch", "fft-conv-pytorch==1.2.0"),
          "torch_fftconv": ("torch_fftconv", "torch-fftconv==1.0.0")}
@@ -74,11 +85,11 @@ def add_arguments(parser) -> None:
                              f"{MAX_STEP_SECONDS[False]:g} s, quick {MAX_STEP_SECONDS[True]:g} s)")
 
 
-def timing_settings(quick: bool) -> _timing.TimingSettings:
+def timing_settings(quick: bool) -> TimingSettings:
     # two warm-up steps: the first plans the FFTs (and, for algo="auto", times candidates), the second settles
     # malloc's heap and the thread pools
-    return (_timing.TimingSettings(warmup=2, min_repeats=3, max_repeats=7, budget_seconds=0.5) if quick
-            else _timing.TimingSettings(warmup=2, min_repeats=7, max_repeats=15, budget_seconds=2.0))
+    return (TimingSettings(warmup=2, min_repeats=3, max_repeats=7, budget_seconds=0.5) if quick
+            else TimingSettings(warmup=2, min_repeats=7, max_repeats=15, budget_seconds=2.0))
 
 
 def layers(ctx) -> list[tuple[int, int, int, int]]:
@@ -98,10 +109,13 @@ def batch_size(ctx) -> int:
     return getattr(ctx.options, "batch", None) or BATCH[ctx.quick]
 
 
-def skip_reason(method: str, part: str, protocol: str) -> str | None:
-    """Why a method is not timed on a part (layer or network) in a protocol (``None``: it is)."""
+def skip_reason(method: str, part: str, protocol: str, layer_index: int = 0, quick: bool = False) -> str | None:
+    """Why a method is not timed on a part (layer ``layer_index`` or the network) in a protocol (``None``: it is)."""
     if method in PEERS and importlib.util.find_spec(PEERS[method][0]) is None:
         return f"{PEERS[method][1].split('==')[0]} is not installed (pip install --no-deps {PEERS[method][1]})"
+    if method in PEERS and quick and part == "layer" and layer_index >= QUICK_PEER_LAYERS:
+        return (f"quick mode times {method} on the network and the first layer only (its steps on the larger layers "
+                "take seconds each); --full times every layer")
     if method == "fftconv.nn" and part == "layer" and protocol == "no_input_grad":
         return "fftconv.nn layers always compute the input gradient"
     return None
@@ -111,42 +125,69 @@ def network_point(batch: int) -> dict:
     return {"part": "network", "S": batch, "seed": 0}
 
 
-def jobs(ctx) -> list[_timing.Job]:
-    methods = list(getattr(ctx.options, "methods", None) or METHODS)
+def jobs(ctx) -> list[Job]:
+    methods = selected_methods(ctx)
     batch = batch_size(ctx)
-    cap = getattr(ctx.options, "max_step_seconds", None) or MAX_STEP_SECONDS[ctx.quick]
+    cap = max_step_seconds(ctx)
     result = []
-    for k, n, f, fp in layers(ctx):
-        point = {"part": "layer", **_timing.conv_point(S=batch, f=f, fp=fp, n=n, k=k)}
+    for index, (k, n, f, fp) in enumerate(layers(ctx)):
+        point = {"part": "layer", **points.conv_point(S=batch, f=f, fp=fp, n=n, k=k)}
+        case = {**point, "max_step_seconds": cap}
         for method in methods:
             for protocol in PROTOCOLS:  # one job per protocol: each has its own skip reason
-                result.append(_timing.Job(method, point, [{"protocol": protocol}], case={**point,
-                                          "max_step_seconds": cap}, skip_reason=skip_reason(method, "layer",
-                                                                                            protocol)))
+                result.append(Job(method, point, [{"protocol": protocol}], case=case,
+                                  skip_reason=skip_reason(method, "layer", protocol, index, ctx.quick)))
     if not getattr(ctx.options, "no_network", False):
         point = network_point(batch)
         case = {**point, "network": NETWORK, "max_step_seconds": cap}
         for method in methods:
-            result.append(_timing.Job(method, point, [{"protocol": "no_input_grad"}], case=case,
-                                      skip_reason=skip_reason(method, "network", "no_input_grad")))
+            result.append(Job(method, point, [{"protocol": "no_input_grad"}], case=case,
+                              skip_reason=skip_reason(method, "network", "no_input_grad")))
     return result
 
 
-def measure(ctx) -> None:
-    peers = {}
-    for method, (_, requirement) in PEERS.items():
+def selected_methods(ctx) -> list[str]:
+    """``--methods``, else every method (quick mode: less :data:`FULL_ONLY_METHODS`)."""
+    asked = getattr(ctx.options, "methods", None)
+    if asked:
+        return list(asked)
+    return [m for m in METHODS if not (ctx.quick and m in FULL_ONLY_METHODS)]
+
+
+def max_step_seconds(ctx) -> float:
+    return getattr(ctx.options, "max_step_seconds", None) or MAX_STEP_SECONDS[ctx.quick]
+
+
+def peer_versions() -> dict[str, str | None]:
+    """Installed versions of the PyTorch FFT peers (``None``: not installed)."""
+    versions = {}
+    for _, requirement in PEERS.values():
         package = requirement.split("==")[0]
         try:
-            peers[package] = importlib.metadata.version(package)
+            versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
-            peers[package] = None
-    ctx.record_settings(peers=peers)
-    _timing.measure_jobs(ctx, jobs(ctx), "experiments.torch_step:step_task", timing_settings(ctx.quick),
-                         desc="torch_step")
+            versions[package] = None
+    return versions
+
+
+def validate(row: dict) -> str | None:
+    """A row needs its part, batch, method and protocol (a layer also its sizes), and a timing or a reason."""
+    from .harness.results import missing_fields
+
+    problem = missing_fields(row, "part", "S", "method", "protocol")
+    if problem or row["part"] != "layer":
+        return problem
+    return points.validate(row, subkey="protocol")
+
+
+def measure(ctx) -> None:
+    ctx.record_settings(batch=batch_size(ctx), layers=[list(layer) for layer in layers(ctx)], network=NETWORK,
+                        max_step_seconds=max_step_seconds(ctx), peers=peer_versions())
+    measure_jobs(ctx, jobs(ctx), "experiments.torch_step:step_task", timing_settings(ctx.quick), desc="torch_step")
 
 
 # ---------------------------------------------------------------------------------------------------- worker side
-def _torch(session: _timing.Session):
+def _torch(session: Session):
     """torch, with the worker's thread count (the session sets it only for the method named "torch")."""
     import torch
 
@@ -159,7 +200,7 @@ def _torch(session: _timing.Session):
     return torch
 
 
-def _convolution(method: str, session: _timing.Session, torch) -> Callable:
+def _convolution(method: str, session: Session, torch) -> Callable:
     """``(x, w) -> y``: a valid, bias-free 2-d convolution by ``method``."""
     if method.startswith("fftconv.torch"):
         import fftconv.torch as ft
@@ -184,9 +225,9 @@ def _relative_error(actual, expected) -> float:
     return float((actual - expected).abs().max() / expected.abs().max())
 
 
-def layer_step(case: dict, session: _timing.Session, protocol: str) -> tuple[list[Callable], dict]:
+def layer_step(case: dict, session: Session, protocol: str) -> tuple[list[Callable], dict]:
     """The forward and backward phases of one layer's step, and facts to record."""
-    arrays = _timing.conv_inputs(case)
+    arrays = points.conv_inputs(case)
     if session.method == "fftconv.nn":
         from fftconv import nn
 
@@ -246,7 +287,7 @@ def torch_network(torch, network: list, parameters: list, conv_factory: Callable
     return torch.nn.Sequential(*layers)
 
 
-def fftconv_network(session: _timing.Session, network: list, parameters: list):
+def fftconv_network(session: Session, network: list, parameters: list):
     """``network`` (:data:`NETWORK`'s form) with :mod:`fftconv.nn` layers."""
     from fftconv import nn
 
@@ -276,7 +317,7 @@ def _peer_conv_factory(method: str, torch):
     return None
 
 
-def network_step(case: dict, session: _timing.Session) -> tuple[list[Callable], dict]:
+def network_step(case: dict, session: Session) -> tuple[list[Callable], dict]:
     """The forward (with the loss) and backward phases of one training step of ``case["network"]``."""
     import numpy as np
 
@@ -321,7 +362,7 @@ def network_step(case: dict, session: _timing.Session) -> tuple[list[Callable], 
     return [forward, backward], facts
 
 
-def step_task(case: dict, session: _timing.Session) -> Iterator[dict]:
+def step_task(case: dict, session: Session) -> Iterator[dict]:
     """Task: time one training step (forward, backward, whole) per protocol listed in ``case["todo"]``.
 
     The first step is the first warm-up call. If it takes longer than ``case["max_step_seconds"]`` the point is not
@@ -352,13 +393,13 @@ def step_task(case: dict, session: _timing.Session) -> Iterator[dict]:
             continue
         settings = session.settings.as_dict()
         settings["warmup"] = max(0, settings["warmup"] - 1)  # the first step was a warm-up call
-        (forward, backward), whole = _timing.time_phases(phases, **settings)
+        (forward, backward), whole = time_phases(phases, **settings)
         row = {**subkey, **whole.as_row(), **facts, "forward_median_s": forward.median,
                "backward_median_s": backward.median, "first_step_s": first}
         if session.backend is not None:
             row["plan_s"] = session.plan_seconds() - plan_before
         if case["part"] == "layer":
-            row["gflops"] = 3 * _timing.direct_flops(case) / whole.median / 1e9
+            row["gflops"] = 3 * points.direct_flops(case) / whole.median / 1e9
         yield row
 
 
@@ -373,27 +414,43 @@ def summarise(rows: list[dict]) -> dict:
     """Best median per (point, method, protocol) over the timed rows, the notes of untimed ones, and the points."""
     best: dict[tuple, dict] = {}
     notes: dict[tuple, str] = {}
-    points: dict[str, dict] = {}
+    parts: dict[str, dict] = {}
     for row in rows:
         if "method" not in row or "protocol" not in row:
             continue
-        point = {k: row[k] for k in ("part", "S", "k", "n", "f", "fp") if k in row}
-        label = _label(point)
-        points.setdefault(label, point)
+        part = {k: row[k] for k in ("part", "S", "k", "n", "f", "fp") if k in row}
+        label = _label(part)
+        parts.setdefault(label, part)
         key = (label, row["method"], row["protocol"])
         if "median_s" in row:
             if key not in best or row["median_s"] < best[key]["median_s"]:
                 best[key] = row
         else:
             notes[key] = row.get("skipped") or row.get("error", "")
-    return {"best": best, "notes": notes, "points": points}
+    return {"best": best, "notes": notes, "points": parts}
+
+
+def saved(ctx) -> tuple[dict, bool]:
+    """The batch, layers, network, step cap and peer versions stored with the shown rows (else the code's values)."""
+    defaults = {"batch": batch_size(ctx), "layers": [list(layer) for layer in LAYERS], "network": NETWORK,
+                "max_step_seconds": max_step_seconds(ctx), "peers": {}}
+    return ctx.saved_settings(defaults)
 
 
 def tables(ctx, summary: dict) -> str:
     best, notes = summary["best"], summary["notes"]
+    settings, recorded = saved(ctx)
     methods = [m for m in METHODS if any(key[1] == m for key in (*best, *notes))]
-    lines = [f"# Training step through autograd, float32 ({ctx.machine}; {ctx.mode} mode)\n",
-             _timing.provenance(ctx.results.rows())]
+    peers = ", ".join(f"{name} {version or 'not installed'}" for name, version in settings["peers"].items())
+    lines = [f"# Training step through autograd, float32 ({ctx.mode} mode, batch {settings['batch']})\n",
+             ctx.describe("fftconv.torch, fftconv.nn, PyTorch and PyTorch FFT libraries: a training step through "
+                          "autograd", f"batch S={settings['batch']}") + "\n",
+             ctx.provenance_note()]
+    if peers:
+        lines.append(f"Peers: {peers}.\n")
+    if not recorded:
+        lines.append("The settings were not stored with these rows; the batch and the step cap are the code's "
+                     "current values.\n")
     for protocol in PROTOCOLS:
         body = []
         for label in summary["points"]:
@@ -404,8 +461,8 @@ def tables(ctx, summary: dict) -> str:
                 if row is None:
                     cells.append("-")
                     continue
-                ratio = _timing.fmt_ratio(torch_row["median_s"], row["median_s"]) if torch_row else "-"
-                cells.append(f"{_timing.fmt_ms(row['median_s'])} ({ratio})")
+                ratio = fmt_ratio(torch_row["median_s"], row["median_s"]) if torch_row else "-"
+                cells.append(f"{fmt_ms(row['median_s'])} ({ratio})")
             if any(cell != "-" for cell in cells):
                 body.append([label, *cells])
         if body:
@@ -417,8 +474,11 @@ def tables(ctx, summary: dict) -> str:
         lines.append("## Relative max error against torch.nn.functional.conv2d (network: logits)\n\n"
                      + markdown_table(["point", "method", "protocol", "error"], errors))
     if notes:
-        lines.append("Not timed:\n\n" + "\n".join(f"- {label}, {method}, {protocol}: {note}"
-                                                  for (label, method, protocol), note in sorted(notes.items())) + "\n")
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for (label, method, protocol), note in notes.items():
+            grouped.setdefault((method, note), []).append(f"{label} `{protocol}`")
+        lines.append("Not timed:\n\n" + "\n".join(f"- {method}: {note} ({'; '.join(where)})"
+                                                  for (method, note), where in grouped.items()) + "\n")
     return "\n".join(lines)
 
 
@@ -429,11 +489,12 @@ def plot(ctx) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    summary = summarise(ctx.results.rows())
+    summary = summarise(ctx.rows())
+    settings, _ = saved(ctx)
     best = summary["best"]
     labels = list(summary["points"])
     methods = [m for m in METHODS if any(key[1] == m for key in best)]
-    fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(15, 5.2), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(13.3, 5.2), layout="constrained", squeeze=False)
     width = 0.8 / max(len(methods), 1)
     colors = plt.get_cmap("tab10")
     for axis, protocol in zip(axes[0], PROTOCOLS):
@@ -450,7 +511,7 @@ def plot(ctx) -> None:
         axis.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(ctx.describe("Training step through autograd, float32: fftconv.torch, fftconv.nn, PyTorch and "
-                              "PyTorch FFT libraries", f"S={batch_size(ctx)}"), fontsize=11)
+                              "PyTorch FFT libraries", f"batch S={settings['batch']}"), fontsize=11)
     save_figure(fig, ctx.out_dir, "torch_step")
     plt.close(fig)
     write_table(ctx.out_dir, "torch_step", tables(ctx, summary))

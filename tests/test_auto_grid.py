@@ -16,25 +16,30 @@ from fftconv import choose
 
 
 # ------------------------------------------------------------------------------------------------ the grid
-def test_quick_grid_covers_every_cell_and_factor_once_each_within_the_budget():
+def test_quick_grid_holds_the_winners_blocks_and_every_other_cell_once_within_the_budget():
     grid = auto_grid.quick_grid()
-    assert 40 <= len(grid) <= 60
+    assert 50 <= len(grid) <= 70  # make figures' budget: about as many as the three-algorithm grid had
     keys = [auto_grid.point_key(p) for p in grid]
     assert len(set(keys)) == len(keys)
     assert grid == auto_grid.quick_grid()  # deterministic: resuming needs the same points
     assert all(1 <= p["k"] <= p["n"] and p["kind"] == "conv" for p in grid)
+    winners = auto_grid.WINNERS[True]
+    block = auto_grid.map_points(winners) + auto_grid.channel_points(winners)
+    assert all(p in grid for p in block)
+    assert {(p["n"], p["k"]) for p in auto_grid.map_points(winners)} == {
+        (n, k) for n in winners["map"]["n"] for k in auto_grid.KERNEL_SIZES if k <= n}
+    assert len({(p["S"], p["f"], p["fp"], p["stride"]) for p in auto_grid.map_points(winners)}) == 1
+    assert {p["f"] for p in auto_grid.channel_points(winners)} == set(winners["channels"]["channels"])
+    # every (n, k, stride) cell once, except where even the cheapest (channels, batch) is over the cap
     cells = {(p["n"], p["k"], p["stride"]) for p in grid}
-    expected = {(n, k, s) for n in auto_grid.INPUT_SIZES for k in auto_grid.kernel_sizes(n) for s in auto_grid.STRIDES}
-    assert expected <= cells
-    for values, field in ((auto_grid.INPUT_SIZES, "n"), (auto_grid.BATCHES, "S"), (auto_grid.STRIDES, "stride")):
-        assert {p[field] for p in grid} == set(values)
-    assert {(p["f"], p["fp"]) for p in grid} == set(auto_grid.CHANNELS)
-    assert {1, 3, 5, 7, 11} <= {p["k"] for p in grid} and {p["n"] for p in grid if p["k"] == p["n"]} == {8, 16, 32, 64}
-    # one point per cell under the cap, then the many-map block (which is allowed to cost more)
-    block = [p for p in grid if (p["f"], p["fp"]) in auto_grid.FFT_REGIME["channels"]
-             and p["n"] in auto_grid.FFT_REGIME["n"] and p["k"] in auto_grid.FFT_REGIME["k"]
-             and p["S"] == auto_grid.FFT_REGIME["S"] and p["stride"] == 1]
-    assert len(block) == 12
+    for n in auto_grid.INPUT_SIZES:
+        for k in auto_grid.kernel_sizes(n, auto_grid.QUICK_CELL_KERNELS):
+            for stride in auto_grid.STRIDES:
+                cheapest = min(auto_grid.estimated_cost(auto_grid.grid_point(b, f, fp, n, k, stride))
+                               for f, fp in auto_grid.CHANNELS for b in auto_grid.BATCHES)
+                assert ((n, k, stride) in cells) == (cheapest <= auto_grid.QUICK_CAP_SECONDS), (n, k, stride)
+    assert {p["n"] for p in grid} == set(auto_grid.INPUT_SIZES) and {p["stride"] for p in grid} == {1, 2}
+    assert set(range(1, 14, 2)) <= {p["k"] for p in grid}
     assert all(auto_grid.estimated_cost(p) <= auto_grid.QUICK_CAP_SECONDS for p in grid if p not in block)
 
 
@@ -80,28 +85,28 @@ def fixture_rows() -> list[dict]:
         timed("fft-pyfftw", A, "forward", 2.0), timed("im2col", A, "forward", 1.0),
         {**A, "method": "direct", "pass": "forward", "skipped": skipped},
         auto_row(A, "forward", 1.1, "im2col", {"fft": 1.0, "im2col": 0.5, "direct": 100.0}),
-        # A grad_input: the model is 5x wrong about fft (estimate 5 vs 1 for im2col), outside measure's 4x window
-        timed("fft-pyfftw", A, "grad_input", 1.0), timed("im2col", A, "grad_input", 3.0),
-        auto_row(A, "grad_input", 3.3, "im2col", {"fft": 5.0, "im2col": 1.0, "direct": 10.0}),
-        # A grad_weight: auto missing -> incomplete
-        timed("fft-pyfftw", A, "grad_weight", 1.0),
+        # A, input gradient: the model is 5x wrong about fft (estimate 5 vs 1 for im2col), outside measure's 4x window
+        timed("fft-pyfftw", A, "input", 1.0), timed("im2col", A, "input", 3.0),
+        auto_row(A, "input", 3.3, "im2col", {"fft": 5.0, "im2col": 1.0, "direct": 10.0}),
+        # A, weight gradient: auto missing -> incomplete
+        timed("fft-pyfftw", A, "weight", 1.0),
         # B forward: all three in the window; direct is fastest; auto chose fft (2x the best)
         timed("fft-pyfftw", B, "forward", 1.0), timed("im2col", B, "forward", 2.0),
         timed("direct", B, "forward", 0.5),
         auto_row(B, "forward", 1.0, "fft", {"fft": 1.0, "im2col": 2.0, "direct": 3.5}),
-        # B grad_input: direct in the window but not timed here
-        timed("fft-pyfftw", B, "grad_input", 1.0), timed("im2col", B, "grad_input", 1.5),
-        {**B, "method": "direct", "pass": "grad_input", "skipped": skipped},
-        auto_row(B, "grad_input", 1.2, "fft", {"fft": 1.0, "im2col": 1.2, "direct": 2.0}),
+        # B, input gradient: direct in the window but not timed here
+        timed("fft-pyfftw", B, "input", 1.0), timed("im2col", B, "input", 1.5),
+        {**B, "method": "direct", "pass": "input", "skipped": skipped},
+        auto_row(B, "input", 1.2, "fft", {"fft": 1.0, "im2col": 1.2, "direct": 2.0}),
     ]
 
 
 def test_ratios_worst_cases_and_the_measure_mode_emulation():
     comparisons, incomplete = auto_grid.compare(fixture_rows())
     # sorted by n (B has n=8, A n=16), then pass, whatever the order of the rows
-    assert [(c.point["k"], c.pass_name) for c in comparisons] == [(3, "forward"), (3, "grad_input"),
-                                                                  (5, "forward"), (5, "grad_input")]
-    assert incomplete == [{"point": points.point_of(A), "pass": "grad_weight", "why": "auto not timed"}]
+    assert [(c.point["k"], c.pass_name) for c in comparisons] == [(3, "forward"), (3, "input"),
+                                                                  (5, "forward"), (5, "input")]
+    assert incomplete == [{"point": points.point_of(A), "pass": "weight", "why": "auto not timed"}]
     b_fwd, b_in, a_fwd, a_in = comparisons
     assert a_fwd.best_algo == "im2col" and a_fwd.auto_ratio == pytest.approx(1.1) and a_fwd.chosen_ratio == 1.0
     assert a_fwd.skipped == {"direct": fixture_rows()[3]["skipped"]} and a_fwd.measure_pick == "im2col"
@@ -141,8 +146,8 @@ def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, m
     for suffix in ("png", "svg", "md"):
         assert (ctx.out_dir / f"auto_grid.{suffix}").stat().st_size > 0
     text = (ctx.out_dir / "auto_grid.md").read_text()
-    assert "worst **3.30x** at S=8 16->32 n=16 k=5, grad_input: picked im2col, best fft" in text
-    assert "worst **3.00x** at S=8 16->32 n=16 k=5, grad_input" in text  # chosen/best and measure/best
+    assert "worst **3.30x** at S=8 16->32 n=16 k=5, input gradient: picked im2col, best fft" in text
+    assert "worst **3.00x** at S=8 16->32 n=16 k=5, input gradient" in text  # chosen/best and measure/best
     assert "2 of 4 above 1.25x (1 of the 3 whose best time is at least 1 ms)" in text
     assert "1 (geometry, pass) incomplete" in text
     assert "measure mode would also time direct at 1 (geometry, pass)" in text
@@ -195,3 +200,55 @@ def test_a_method_timed_in_several_rounds_counts_with_its_lowest_median():
     assert a_fwd.times == {"fft": 0.5e-3, "im2col": 1e-3}  # fft's second round was 4x faster; im2col's slower
     assert a_fwd.best_algo == "fft" and a_fwd.auto == pytest.approx(0.55e-3) and a_fwd.auto_ratio == pytest.approx(1.1)
     assert a_fwd.chosen_ratio == 2.0 and list(a_fwd.skipped) == ["direct"]
+
+
+# ------------------------------------------------------------------------------------------------ winners
+TINY_WINNERS = {"map": {"S": 1, "channels": 2, "n": [6, 8], "k": [1, 3]},
+                "channels": {"S": 1, "n": 8, "k": [3], "channels": [2, 4]}}
+
+
+def winners_rows() -> list[dict]:
+    """im2col wins at k=1; fft at (n=8, k=3) except its weight gradient; Winograd at (n=6, k=3), where fft's weight
+    gradient is missing (no step for it there)."""
+    ms = {(6, 1): {"fft": 3, "im2col": 1, "winograd": 2}, (8, 1): {"fft": 3, "im2col": 1, "winograd": 2},
+          (6, 3): {"fft": 2, "im2col": 3, "winograd": 1}, (8, 3): {"fft": 1, "im2col": 2, "winograd": 3}}
+    rows = []
+    for (n, k), times in ms.items():
+        point = auto_grid.grid_point(1, 2, 2, n, k, 1)
+        for algo, value in times.items():
+            method = "fft-pyfftw" if algo == "fft" else algo
+            for pass_ in points.PASSES:
+                if (n, k, algo, pass_) == (6, 3, "fft", "weight"):
+                    rows.append({**point, "method": method, "pass": pass_, "error": "MemoryError"})
+                    continue
+                scale = 10 if (n, k, algo, pass_) == (8, 3, "fft", "weight") else 1
+                rows.append(timed(method, point, pass_, value * scale, settings={"winners": TINY_WINNERS}))
+    return rows
+
+
+def test_winners_per_pass_and_for_the_step_with_the_runner_up_margin():
+    cells = auto_grid.winner_cells(winners_rows(), auto_grid.map_points(TINY_WINNERS))
+    by_kn = {(c.point["k"], c.point["n"]): c for c in cells}
+    assert by_kn[(1, 6)].winner("step") == ("im2col", pytest.approx(2.0))
+    assert by_kn[(3, 6)].winner("forward") == ("winograd", pytest.approx(2.0))
+    assert "fft" not in by_kn[(3, 6)].seconds["step"]  # a pass missing: no step for it
+    assert by_kn[(3, 6)].winner("step") == ("winograd", pytest.approx(3.0))  # im2col 9 ms over winograd 3 ms
+    assert by_kn[(3, 8)].winner("forward") == ("fft", pytest.approx(2.0))
+    assert by_kn[(3, 8)].winner("weight") == ("im2col", pytest.approx(1.5))  # fft's 10 ms, Winograd 3 ms
+    assert by_kn[(3, 8)].winner("step") == ("im2col", pytest.approx(1.5))  # fft 12 ms, im2col 6, Winograd 9
+
+
+def test_plot_draws_the_winners_from_results_without_measuring(tmp_path, monkeypatch):
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("plot must not measure")
+
+    monkeypatch.setattr(workers, "run_worker", no_measuring)
+    ctx = Context("auto_grid", quick=True, options=default_options(threads=2, plot_only=True, limit=None),
+                  output_root=tmp_path, validate=auto_grid.validate)
+    for row in winners_rows():
+        ctx.append(row)
+    auto_grid.plot(ctx)
+    assert (ctx.out_dir / "auto_grid_winners.png").stat().st_size > 0
+    text = (ctx.out_dir / "auto_grid.md").read_text()
+    assert "| n \\ k | 1 | 3 |" in text
+    assert "| 6 | im2col (2.00x) | winograd (3.00x) |" in text

@@ -26,7 +26,7 @@ def test_the_data_file_loads_and_names_its_source():
             parts = [table["times"][p][peer][index] for p in points.PASSES]
             assert abs(sum(v for v in parts if v is not None) - table["times"]["total"][peer][index]) <= 1
     network_times = data["network"]["times"]
-    assert all(abs(t["forward"] + t["grad_input"] + t["grad_weight"] - t["total"]) <= 1 for t in network_times.values())
+    assert all(abs(t["forward"] + t["input"] + t["weight"] - t["total"]) <= 1 for t in network_times.values())
     assert len(data["memory"]["rows"]) == 8 and paper.memory_mb()[(128, 32, 384, 384)] == 830
     for row in data["fig3"]["rows"].values():
         for peers in row["times"].values():

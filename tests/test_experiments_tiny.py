@@ -49,8 +49,8 @@ def test_analytic_experiments(tmp_path):
 
 def test_layers_and_its_redraw(tmp_path, monkeypatch):
     monkeypatch.setattr(layers, "LAYERS", ((3, 8, 2, 4), (5, 8, 4, 4)))
-    monkeypatch.setattr(layers, "PAPER_SKIPS", {(3, 8, 2, 4): ("grad_input",)})
-    monkeypatch.setattr(layers, "SKIPS_BY_LABEL", {"(3,8,2,4)": ["grad_input"]})
+    monkeypatch.setattr(layers, "PAPER_SKIPS", {(3, 8, 2, 4): ("input",)})
+    monkeypatch.setattr(layers, "SKIPS_BY_LABEL", {"(3,8,2,4)": ["input"]})
     ctx = run_experiment(layers, tmp_path, "--batch", "2", "--algos", "fft", "im2col", "direct")
     rows = check_outputs(ctx, "layers.png", "layers.svg", "layers.md")
     assert {row["settings"]["batch"] for row in rows} == {2}
@@ -80,7 +80,7 @@ def test_sweeps_kernel_window_and_network(tmp_path, monkeypatch):
 
 def test_roofline(tmp_path, monkeypatch):
     monkeypatch.setattr(roofline, "LAYERS", ((11, 16, 3, 4), (3, 8, 4, 4)))
-    monkeypatch.setattr(roofline, "PAPER_SKIPS", {(11, 16, 3, 4): ("grad_input",)})
+    monkeypatch.setattr(roofline, "PAPER_SKIPS", {(11, 16, 3, 4): ("input",)})
     monkeypatch.setattr(roofline, "SWEEP", {"S": 2, "f": 2, "fp": 3, "n": (8,), "k": (3, 5)})
     monkeypatch.setattr(roofline, "ROUNDS", 1)
     monkeypatch.setattr(roofline, "FFT_RATE_BYTES", 2**14)
@@ -104,15 +104,30 @@ def test_defaults_has_rounds_and_intervals(tmp_path, monkeypatch):
 
 
 def test_auto_grid(tmp_path, monkeypatch):
-    monkeypatch.setattr(auto_grid, "build_grid", lambda quick: [auto_grid.grid_point(1, 2, 3, 8, 3, 1),
-                                                                auto_grid.grid_point(2, 3, 4, 9, 5, 2)])
+    import fftconv
+
+    tiny = {"map": {"S": 1, "channels": 2, "n": (6, 8), "k": (1, 3)},
+            "channels": {"S": 1, "n": 8, "k": (3,), "channels": (2, 4)}}
+    monkeypatch.setitem(auto_grid.WINNERS, True, tiny)
+    strided = auto_grid.grid_point(2, 3, 4, 9, 5, 2)
+    grid = [*auto_grid.map_points(tiny), auto_grid.channel_points(tiny)[1], strided]  # [0] is also in the map
+    monkeypatch.setattr(auto_grid, "build_grid", lambda quick: grid)
     monkeypatch.setattr(auto_grid, "ROUNDS", 1)
     ctx = run_experiment(auto_grid, tmp_path, "--backends", "numpy")
-    rows = check_outputs(ctx, "auto_grid.png", "auto_grid.md")
+    rows = check_outputs(ctx, "auto_grid.png", "auto_grid.md", "auto_grid_winners.png", "auto_grid_winners.svg")
     auto_rows = [row for row in rows if row.get("method") == "auto-numpy" and "median_s" in row]
-    assert len(auto_rows) == 6 and all(row["choice"] in ("fft", "im2col", "direct") for row in auto_rows)
+    assert len(auto_rows) == 3 * 6 and all(row["choice"] in fftconv.ALGORITHMS for row in auto_rows)
     assert {row["stride"] for row in auto_rows} == {1, 2}
-    assert "## Summary" in (ctx.out_dir / "auto_grid.md").read_text()
+    timed = {row["method"] for row in rows if "median_s" in row and row.get("kind") == "conv"}
+    assert {"fft-numpy", *(a for a in fftconv.ALGORITHMS if a != "fft"), "auto-numpy"} == timed
+    if "winograd" in fftconv.ALGORITHMS:  # the strided point: Winograd cannot run it, and the row says so
+        (row,) = [r for r in rows if r.get("method") == "winograd" and r.get("stride") == 2 and r["pass"] == "forward"]
+        assert row["skipped"].startswith("winograd needs stride 1")
+    for algo in ("winograd", "tiled"):  # the tile the public function ran with is recorded
+        assert all(len(r["options"]["tile"]) == 2 for r in rows if r.get("method") == algo and "median_s" in r)
+    text = (ctx.out_dir / "auto_grid.md").read_text()
+    assert "## Summary" in text and "## Which algorithm wins where" in text
+    assert "| n \\ k | 1 | 3 |" in text and "| 3 | 4 |" in text  # the map (rows n, columns k) and the sweep
 
 
 @pytest.fixture(autouse=True)

@@ -67,11 +67,31 @@ def test_results_file_appends_and_finds_rows(tmp_path):
     store.append({"n": 8, "shape": (2, 3), "pass": "forward", "seconds": 0.5})
     assert store.has({"n": 8, "shape": [2, 3]})
     assert store.has({"shape": (2, 3)})  # tuples compare as the lists JSON stores
-    assert not store.has({"n": 8, "pass": "grad_input"})
+    assert not store.has({"n": 8, "pass": "input"})
     assert not store.has({"missing_field": 1})
     assert len(store.rows()) == 1
     reread = ResultsFile(tmp_path / "r.jsonl")
     assert reread.rows() == [{"n": 8, "shape": [2, 3], "pass": "forward", "seconds": 0.5}]
+
+
+def test_rows_with_the_old_pass_names_are_read_with_fftconvs(tmp_path):
+    from fftconv.passes import PASSES
+
+    from experiments.harness import points
+
+    assert points.PASSES is PASSES  # one vocabulary: the experiments use fftconv's
+    old = [{"S": 2, "f": 3, "fp": 4, "n": 8, "k": 3, "method": "im2col", "pass": name, "median_s": 1.0, "min_s": 1.0,
+            "max_s": 1.0} for name in ("forward", "grad_input", "grad_weight")]
+    old.append({"n": 8, "fftconv_fast_grad_input_total": 5, "fftconv_fast_grad_weight_total": 6,
+                "settings": {"paper_skips": {"(3,8,3,4)": ["grad_input"]}}})
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in old))
+    rows = ResultsFile(path).rows()
+    assert [row.get("pass") for row in rows] == ["forward", "input", "weight", None]
+    assert rows[3] == {"n": 8, "fftconv_fast_input_total": 5, "fftconv_fast_weight_total": 6,
+                       "settings": {"paper_skips": {"(3,8,3,4)": ["input"]}}}
+    table = points.ConvResults(rows[:3])
+    assert [table.seconds(rows[0], "im2col", p) for p in PASSES] == [1.0, 1.0, 1.0]
 
 
 def test_results_file_ignores_and_repairs_a_torn_last_line(tmp_path):
@@ -495,13 +515,13 @@ def test_git_state_ignores_the_outputs_but_not_the_code(tmp_path):
 
 
 def test_stage_profile_accounts_for_the_step_and_restores_the_functions():
+    import fftconv
     from experiments import stage_profile
-    from fftconv import _kernel_dft, backends
-    from fftconv.spectral import hermitian
+    from experiments.harness.fftconv_api import step_stages
 
-    before = (hermitian.batched_matmul, _kernel_dft.forward, _kernel_dft.inverse)
+    before = [getattr(owner, name) for owner, name, _ in step_stages()]
     step, stages = stage_profile.profile_step(3, 8, 2, 3, batch=2, repeats=2, warmup=1)
-    assert {"per-bin GEMMs", "forward FFTs", "inverse FFTs and crops"} <= set(stages)
+    assert {"per-bin GEMMs", "forward FFTs", "inverse FFTs and crops", "kernel DFTs (forward)"} <= set(stages)
     assert 0 < sum(stages.values()) <= step * 1.01
-    assert (hermitian.batched_matmul, _kernel_dft.forward, _kernel_dft.inverse) == before
-    assert not {"rfftn", "irfftn_blocks"} & set(vars(backends.get_backend()))
+    assert [getattr(owner, name) for owner, name, _ in step_stages()] == before
+    assert not {name for _, name, _ in step_stages()} & set(vars(fftconv.get_backend()))

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -108,6 +109,29 @@ def test_point_format_carries_stride_and_rejects_what_cannot_run():
         points.conv_point(S=1, f=4, fp=6, n=8, k=3, groups=3)
     with pytest.raises(ValueError, match="dtype"):
         points.conv_point(S=1, f=4, fp=6, n=8, k=3, dtype="float16")
+
+
+def test_the_default_methods_are_the_registry_and_torch():
+    import fftconv
+
+    ctx = SimpleNamespace(name="test", options=default_options(backends=["numpy"]))
+    labels = methods.select_methods(ctx)
+    algos = [methods.parse_method(label)["algo"] for label in labels if label != "torch"]
+    assert algos == list(fftconv.ALGORITHMS) and labels[algos.index("fft")] == "fft-numpy"
+    assert ("torch" in labels) == methods.torch_available()
+
+
+def test_a_method_that_cannot_run_a_point_is_skipped_with_its_reason():
+    import fftconv
+
+    strided = points.conv_point(S=1, f=2, fp=2, n=9, k=3, stride=2)
+    jobs = points.conv_jobs(["im2col", "torch", *(["winograd"] if "winograd" in fftconv.ALGORITHMS else [])],
+                            [strided], quick=True)
+    reasons = {job.method: job.skip_reason for job in jobs}
+    assert reasons["im2col"] is None and reasons["torch"] is None
+    if "winograd" in reasons:
+        assert reasons["winograd"].startswith("winograd needs stride 1")
+    assert points.skip_reason("direct", strided, direct_limit=0.0).startswith("direct (a float64 reference)")
 
 
 def test_parse_method():

@@ -1,9 +1,10 @@
-"""Every fftconv name the experiments use beyond the functional API, ``fftconv.nn`` and ``fftconv.costs``.
+"""Every fftconv name the experiments use beyond the public API.
 
-The experiments call ``fftconv.conv{1,2,3}d*``, ``fftconv.nn`` and ``fftconv.costs`` directly. What they need from
-the cost model, the calibration and ``algo="auto"``'s decisions goes through the functions below, so that a change
-of fftconv's internal layout is one edit here. Imports are lazy: numpy must load only after the command line has
-pinned the thread counts.
+The experiments call what ``fftconv`` exports (``conv{1,2,3}d*``, ``ConvGeometry``, the backends, ``ALGORITHMS``),
+``fftconv.nn``, ``fftconv.costs`` and ``fftconv.passes`` directly. What they need from the cost model, the
+calibration, ``algo="auto"``'s decisions, an algorithm's own options (a Winograd tile) and the stage functions of a
+spectral pass goes through the functions below, so that a change of fftconv's internal layout is one edit here.
+Imports are lazy: numpy must load only after the command line has pinned the thread counts.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Callable
 
-#: The experiments' pass names and fftconv's cost-model pass names.
-MODEL_PASS = {"forward": "forward", "grad_input": "input", "grad_weight": "weight"}
 #: The algorithms ``algo="auto"`` chooses between.
 AUTO_CANDIDATES = ("fft", "im2col", "direct")
 
@@ -29,6 +28,56 @@ def geometry(point: dict):
                                             groups=point.get("groups", 1))
 
 
+def unsupported_reason(method_algo: str, point: dict, **options) -> str | None:
+    """Why fftconv's registered algorithm ``method_algo`` cannot run ``point`` (with its own keyword ``options``,
+    such as Winograd's ``tile``), or ``None``: it can, or it is not a registered algorithm (``torch``, ``auto``).
+
+    Without options this is the registry entry's ``unsupported_reason``; with them, that of the algorithm's module,
+    which takes them."""
+    import fftconv
+
+    entry = fftconv.ALGORITHMS.get(method_algo)
+    check = getattr(entry, "unsupported_reason", None)
+    if check is None:
+        return None
+    if options:
+        from fftconv import tiled, winograd
+
+        check = {"winograd": winograd.unsupported_reason, "tiled": tiled.unsupported_reason}[method_algo]
+    return check(geometry(point), **options)
+
+
+def configured_options(algo: str, point: dict, pass_name: str, backend=None) -> dict[str, Any]:
+    """The keyword options (a tile) the public functions run the registered algorithm ``algo`` with at ``point``:
+    the cost model's choice on this machine, recorded with the timings. ``{}`` for an algorithm without options,
+    or a name that is not a registered algorithm (``torch``, ``auto``)."""
+    import fftconv
+    from fftconv.choose.decide import configure
+
+    entry = fftconv.ALGORITHMS.get(algo)
+    if entry is None or not entry.options:
+        return {}
+    _, options = configure(algo, geometry(point), pass_name, point.get("dtype", "float32"), backend)
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in options.items()}
+
+
+def run_pass(algo: str, pass_name: str, x, w, gy, padding, **options):
+    """One pass of the registered algorithm ``algo`` with its own keyword ``options`` (Winograd's ``tile``): the
+    public functions take those from the cost model instead, within ``algo="auto"``'s accuracy bound. Valid,
+    C-contiguous arrays are the caller's business (the public functions check them; this does not)."""
+    import fftconv
+
+    g = fftconv.ConvGeometry.from_shapes(x.shape, w.shape, padding=padding)
+    entry = fftconv.ALGORITHMS[algo]
+    if pass_name == "forward":
+        return entry.forward(x, w, None, g, **options)
+    if pass_name == "input":
+        return entry.grad_input(gy, w, g, **options)
+    if pass_name == "weight":
+        return entry.grad_weight(x, gy, g, **options)
+    raise ValueError(f"pass_name must be one of forward, input, weight; got {pass_name!r}")
+
+
 def default_rates():
     """The cost model's documented default rates (not this machine's calibration), as fftconv defines them."""
     from fftconv import choose
@@ -41,7 +90,7 @@ def estimates(point: dict, pass_name: str, rates: dict | None = None) -> dict[st
     from fftconv import choose
 
     rates_object = choose.MachineRates(**rates) if rates else choose.MachineRates()
-    return dict(choose.estimate(geometry(point), MODEL_PASS[pass_name], rates_object))
+    return dict(choose.estimate(geometry(point), pass_name, rates_object))
 
 
 def calibrate() -> dict[str, Any]:
@@ -64,8 +113,9 @@ def auto_decision(point: dict, pass_name: str, dtype, backend) -> dict[str, Any]
     is the decision that call used."""
     from fftconv import choose
 
-    decision = choose.choose(geometry(point), MODEL_PASS[pass_name], dtype, backend=backend)
-    return {"choice": decision.algo, "estimates": dict(decision.estimates), "fft_shape": list(decision.fft_shape),
+    decision = choose.choose(geometry(point), pass_name, dtype, backend=backend)
+    return {"choice": decision.algo, "options": dict(decision.options), "estimates": dict(decision.estimates),
+            "excluded": dict(decision.excluded), "fft_shape": list(decision.fft_shape),
             "timed_by_auto": sorted(decision.measured)}
 
 
@@ -91,3 +141,16 @@ def stacked_complex_gemm() -> Callable | None:
     except ImportError:
         return None
     return batched_matmul
+
+
+def step_stages() -> list[tuple[object, str, str]]:
+    """The functions a spectral pass calls, for :mod:`experiments.stage_profile` to wrap: ``(owner, attribute,
+    stage)``, ``owner`` a module or the default backend (an instance attribute set on it shadows the method)."""
+    import fftconv
+    from fftconv.spectral import hermitian
+
+    backend = fftconv.get_backend()
+    return [(hermitian, "batched_matmul", "per-bin GEMMs"), (backend, "rfftn", "forward FFTs"),
+            (backend, "irfftn_blocks", "inverse FFTs and crops"),
+            (backend, "rfftn_by_matrix", "kernel DFTs (forward)"),
+            (backend, "irfftn_by_matrix", "kernel DFTs (inverse)")]

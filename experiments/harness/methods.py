@@ -8,8 +8,8 @@ import importlib.util
 import sys
 from typing import Sequence
 
-#: fftconv algorithms that never use an FFT backend.
-SPATIAL_ALGOS = ("im2col", "direct")
+#: fftconv algorithms that never use an FFT backend (a worker configures none for them).
+NO_FFT_BACKEND = ("im2col", "direct", "winograd")
 
 
 def parse_method(label: str) -> dict[str, str | None]:
@@ -48,15 +48,16 @@ def algorithms() -> list[str]:
     return list(fftconv.ALGORITHMS)
 
 
-def select_methods(ctx, default_algos: Sequence[str] = ("fft", "im2col", "direct", "torch"),
+def select_methods(ctx, default_algos: Sequence[str] | None = None,
                    default_backends: Sequence[str] | None = None) -> list[str]:
     """Method labels for this run from ``--algos`` and ``--backends`` (``fft`` expands to one label per backend).
 
-    ``torch`` is dropped, with a message, when PyTorch is not installed.
+    The default is every algorithm of fftconv's registry and ``torch``, so that an algorithm joins the comparisons
+    once it is registered. ``torch`` is dropped, with a message, when PyTorch is not installed.
     """
     import fftconv
 
-    algos = list(getattr(ctx.options, "algos", None) or default_algos)
+    algos = list(getattr(ctx.options, "algos", None) or default_algos or [*algorithms(), "torch"])
     backends = list(getattr(ctx.options, "backends", None) or default_backends or [default_backend_name()])
     known_algos = set(algorithms()) | {"torch"}
     unknown = [a for a in algos if a not in known_algos]

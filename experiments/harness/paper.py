@@ -1,4 +1,5 @@
-"""The paper's published values (``experiments/data/mathieu2014.json``), read for tables and figures.
+"""The paper's published values (``experiments/data/mathieu2014.json``), read for tables and figures, and Lavin &
+Gray's accuracy table (``experiments/data/lavin_gray2016.json``), shown beside the accuracy experiment's VGG table.
 
 The paper measured on a GTX Titan GPU against cuda-convnet and a Torch 7 implementation; ours run on a CPU against
 PyTorch and fftconv's own baselines. So its times are shown beside ours as ratios (FFT against its peers, in each
@@ -55,3 +56,24 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 def memory_mb() -> dict[tuple[int, int, int, int], float]:
     """The paper's printed MB per (S, n, f, f')."""
     return {tuple(row[:4]): row[4] for row in load()["memory"]["rows"]}
+
+
+LAVIN_GRAY_FILE = DATA_FILE.with_name("lavin_gray2016.json")
+
+
+@functools.lru_cache(maxsize=1)
+def lavin_gray() -> dict:
+    """Lavin & Gray's published accuracy table (CVPR 2016, Table 4) with its source and caveats.
+
+    Examples
+    --------
+    >>> table = lavin_gray()["accuracy"]
+    >>> table["rows"]["1.2"]["winograd_4"], sorted(table["columns"])
+    (0.000284, ['direct', 'winograd_2', 'winograd_4'])
+    """
+    return json.loads(LAVIN_GRAY_FILE.read_text())
+
+
+def lavin_gray_citation() -> str:
+    source = lavin_gray()["source"]
+    return f"{source['authors']}, \"{source['title']}\", {source['venue']}"

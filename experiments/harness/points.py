@@ -6,6 +6,10 @@ size ``n`` and kernel size ``k``, ``stride``, ``padding``, ``dilation``, ``group
 ``n``, ``k``, ``stride``, ``padding`` and ``dilation`` are an int (the same on every spatial axis, a square 2-d
 problem) or a list with one value per spatial axis (1 to 3 axes); ``padding`` may also be ``"same"`` or ``"valid"``.
 Every experiment that times convolutions uses this format, so their rows can be compared and resumed alike.
+
+The passes are fftconv's (:mod:`fftconv.passes`): ``"forward"``, ``"input"`` (the input gradient) and ``"weight"``
+(the weight gradient). ``PASSES`` and ``Pass`` are re-exported from there on first use, because importing fftconv
+loads numpy, which must wait until the command line has pinned the thread counts.
 """
 
 from __future__ import annotations
@@ -17,10 +21,19 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 POINT_FIELDS = ("S", "f", "fp", "n", "k", "stride", "padding", "dilation", "groups", "dtype", "seed")
 #: Values of the optional fields (rows written before a field existed read as these).
 DEFAULTS = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "dtype": "float32", "seed": 0}
-#: The three convolutions of a training step, with the paper's (Torch 7) names.
-PASSES = ("forward", "grad_input", "grad_weight")
-PAPER_NAMES = {"forward": "updateOutput", "grad_input": "updateGradInput", "grad_weight": "accGradParameters"}
+#: The paper's (Torch 7) name of each of fftconv's passes, and the words for it in captions.
+PAPER_NAMES = {"forward": "updateOutput", "input": "updateGradInput", "weight": "accGradParameters"}
+PROSE_NAMES = {"forward": "forward", "input": "input gradient", "weight": "weight gradient"}
 DTYPES = ("float32", "float64")
+
+
+def __getattr__(name: str):
+    """``PASSES`` and ``Pass``: :mod:`fftconv.passes`'s, imported when first asked for (see the module docstring)."""
+    if name in ("PASSES", "Pass"):
+        from fftconv import passes
+
+        return getattr(passes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _normal(value: Any) -> Any:
@@ -211,8 +224,8 @@ def conv_pass_functions(session, point: dict) -> dict[str, Callable[[], Any]]:
             return call
 
         return {"forward": no_grad(lambda: forward(x, w, **options)),
-                "grad_input": no_grad(lambda: grad_input(x.shape, w, gy, **options)),
-                "grad_weight": no_grad(lambda: grad_weight(x, w.shape, gy, **options))}
+                "input": no_grad(lambda: grad_input(x.shape, w, gy, **options)),
+                "weight": no_grad(lambda: grad_weight(x, w.shape, gy, **options))}
     import fftconv
 
     x, w, gy = arrays["x"], arrays["w"], arrays["gy"]
@@ -223,33 +236,67 @@ def conv_pass_functions(session, point: dict) -> dict[str, Callable[[], Any]]:
     grad_input = getattr(fftconv, f"conv{ndim}d_input")
     grad_weight = getattr(fftconv, f"conv{ndim}d_weight")
     return {"forward": lambda: forward(x, w, **options),
-            "grad_input": lambda: grad_input(x.shape, w, gy, **options),
-            "grad_weight": lambda: grad_weight(x, w.shape, gy, **options)}
+            "input": lambda: grad_input(x.shape, w, gy, **options),
+            "weight": lambda: grad_weight(x, w.shape, gy, **options)}
 
 
 def conv_passes(case: dict, session) -> Iterator[dict]:
-    """Task: time the passes listed in ``case["todo"]`` (``[{"pass": ...}, ...]``) at one point."""
+    """Task: time the passes listed in ``case["todo"]`` (``[{"pass": ...}, ...]``) at one point; a row of an
+    algorithm with options records those the public function ran it with (a tile)."""
     functions = conv_pass_functions(session, case)
     for subkey in case["todo"]:
         row = session.measure(functions[subkey["pass"]])
         row["gflops"] = direct_flops(case) / row["median_s"] / 1e9
-        yield {**subkey, **row}
+        yield {**subkey, **row, **run_options(session, case, subkey["pass"])}
+
+
+def run_options(session, point: dict, pass_name: str) -> dict:
+    """``{"options": {...}}`` for an fftconv algorithm with keyword options (the cost model's choice), else ``{}``."""
+    from .fftconv_api import configured_options
+
+    if session.torch is not None or pass_name not in PROSE_NAMES:
+        return {}
+    options = configured_options(session.parsed["algo"], point, pass_name, session.backend)
+    return {"options": options} if options else {}
 
 
 # ---------------------------------------------------------------------------------------------------- parent side
-def conv_jobs(methods: Sequence[str], points: Iterable[dict], quick: bool, passes: Sequence[str] = PASSES) -> list:
-    """One job per (point, method) with one row per pass; ``direct`` is skipped where it is too slow."""
+def conv_jobs(methods: Sequence[str], points: Iterable[dict], quick: bool,
+              passes: Sequence[str] | None = None) -> list:
+    """One job per (point, method) with one row per pass (default: all three). A method is skipped, its rows saying
+    why, where its algorithm cannot run the point (Winograd at stride 2) and, for ``direct``, where it is too slow."""
+    from fftconv.passes import PASSES
+
     from .jobs import Job
 
+    passes = PASSES if passes is None else passes
     jobs = []
     for point in points:
         for method in methods:
-            skip = direct_too_slow(point, DIRECT_MAX_SECONDS_PER_CALL[quick]) if method == "direct" else None
-            jobs.append(Job(method, dict(point), [{"pass": p} for p in passes], case=dict(point), skip_reason=skip))
+            jobs.append(Job(method, dict(point), [{"pass": p} for p in passes], case=dict(point),
+                            skip_reason=skip_reason(method, point, quick)))
     return jobs
 
 
-def measure_conv(ctx, methods: Sequence[str], points: Iterable[dict], passes: Sequence[str] = PASSES,
+def skip_reason(method: str, point: dict, quick: bool = True, direct_limit: float | None = None) -> str | None:
+    """Why ``method`` (a label of :mod:`.methods`) is not timed at ``point``, or ``None``: its algorithm cannot run
+    the point, or it is ``direct`` and one call would take longer than ``direct_limit`` seconds (default: the
+    mode's :data:`DIRECT_MAX_SECONDS_PER_CALL`)."""
+    from .fftconv_api import geometry, unsupported_reason
+    from .methods import parse_method
+
+    try:
+        geometry(point)
+    except ValueError:  # a point fftconv rejects outright: the worker's row records the error, as for any method
+        return None
+    reason = unsupported_reason(parse_method(method)["algo"] or "", point)
+    if reason is None and method == "direct":
+        limit = DIRECT_MAX_SECONDS_PER_CALL[quick] if direct_limit is None else direct_limit
+        reason = direct_too_slow(point, limit)
+    return reason
+
+
+def measure_conv(ctx, methods: Sequence[str], points: Iterable[dict], passes: Sequence[str] | None = None,
                  desc: str | None = None) -> None:
     """Time every pass of every point for every method (resumable): the common case of the speed experiments."""
     from .jobs import measure_jobs
@@ -315,8 +362,12 @@ class ConvResults:
         row = self.row(point, method, pass_)
         return row.get(stat) if row else None
 
-    def total(self, point: dict, method: str, passes: Sequence[str] = PASSES, stat: str = "median_s") -> float | None:
-        """Sum over ``passes`` (``None`` if any is missing)."""
+    def total(self, point: dict, method: str, passes: Sequence[str] | None = None,
+              stat: str = "median_s") -> float | None:
+        """Sum over ``passes`` (default: all three; ``None`` if any is missing)."""
+        from fftconv.passes import PASSES
+
+        passes = PASSES if passes is None else passes
         parts = [self.seconds(point, method, p, stat) for p in passes]
         return None if any(t is None for t in parts) else sum(parts)
 

@@ -7,7 +7,9 @@ Robust to what interrupted and concurrent runs leave behind (docs/experiments.md
 - a line that is not a JSON object, or a row the experiment's ``validate`` rejects (missing fields), is skipped with
   a warning naming the file and line; it does not count as measured, so a rerun measures that point again;
 - :meth:`ResultsFile.locked` holds an exclusive ``fcntl.flock`` on the file for a whole measuring run and re-reads
-  it once the lock is held, so two runs into one folder take turns and the second skips what the first measured.
+  it once the lock is held, so two runs into one folder take turns and the second skips what the first measured;
+- rows written before the experiments named the passes as fftconv does are read with the current names
+  (:func:`upgraded`), so figures can be redrawn from them until they are measured again.
 
 Also here: :func:`write_atomic` for figures, tables and metadata, and :func:`recording_writes`, which lists what a
 run wrote.
@@ -27,6 +29,40 @@ from typing import Any, Callable, Iterator
 
 #: Paths written by :func:`write_atomic` while a :func:`recording_writes` block is open (innermost last).
 _recorders: list[list[Path]] = []
+
+
+#: The experiments' names of the gradient passes before they used fftconv's (:mod:`fftconv.passes`).
+LEGACY_PASS_NAMES = {"grad_input": "input", "grad_weight": "weight"}
+
+
+def upgraded(row: dict) -> dict:
+    """``row`` with the pass names of :data:`LEGACY_PASS_NAMES` replaced wherever older rows held them: the ``pass``
+    field, field names (``fftconv_fast_grad_input_total``) and the passes listed in ``settings["paper_skips"]``.
+
+    The one place that knows the old names; every row is read through it.
+
+    Examples
+    --------
+    >>> upgraded({"pass": "grad_input", "fftconv_fast_grad_weight_total": 2.0, "n": 8})
+    {'pass': 'input', 'fftconv_fast_weight_total': 2.0, 'n': 8}
+    """
+    def rename(text: str) -> str:
+        for old, new in LEGACY_PASS_NAMES.items():
+            text = text.replace(old, new)
+        return text
+
+    if not any(old in key for key in row for old in LEGACY_PASS_NAMES) and row.get("pass") not in LEGACY_PASS_NAMES \
+            and "paper_skips" not in (row.get("settings") or {}):
+        return row
+    row = {rename(key): value for key, value in row.items()}
+    if row.get("pass") in LEGACY_PASS_NAMES:
+        row["pass"] = LEGACY_PASS_NAMES[row["pass"]]
+    settings = row.get("settings")
+    if isinstance(settings, dict) and isinstance(settings.get("paper_skips"), dict):
+        skips = {layer: [LEGACY_PASS_NAMES.get(p, p) for p in passes]
+                 for layer, passes in settings["paper_skips"].items()}
+        row["settings"] = {**settings, "paper_skips": skips}
+    return row
 
 
 class ResultsWarning(UserWarning):
@@ -163,6 +199,7 @@ class ResultsFile:
         if not isinstance(row, dict):
             self._warn(number, f"skipped a line that is not a JSON object (a {type(row).__name__})")
             return None
+        row = upgraded(row)
         problem = self.validate(row) if self.validate else None
         if problem:
             self._warn(number, f"skipped a row the plots cannot use ({problem}); rerun without --plot-only to "

@@ -18,9 +18,9 @@ DPI = 120
 
 
 def method_order(label: str) -> tuple:
-    """Sort key: FFT variants first, then auto, im2col, direct, then PyTorch."""
-    rank = {"fft": 0, "auto": 1, "im2col": 2, "direct": 3, "torch": 4}
-    return (rank.get(parse_method(label)["algo"] or "torch", 5), label)
+    """Sort key: FFT variants first, then tiled, auto, im2col, Winograd, direct, other fftconv algorithms, PyTorch."""
+    rank = {"fft": 0, "tiled": 1, "auto": 2, "im2col": 3, "winograd": 4, "direct": 5, "torch": 7}
+    return (rank.get(parse_method(label)["algo"] or "torch", 6), label)
 
 
 def method_style(label: str) -> dict[str, Any]:
@@ -34,7 +34,9 @@ def method_style(label: str) -> dict[str, Any]:
                 "label": f"fftconv FFT ({parsed['backend']})"}
     styles = {"im2col": {"color": "#ff7f0e", "marker": "^", "label": "fftconv im2col + GEMM"},
               "direct": {"color": "#7f7f7f", "marker": "x", "label": "fftconv direct (float64 reference)"},
-              "auto": {"color": "#1f77b4", "marker": "D", "label": "fftconv auto"}}
+              "auto": {"color": "#1f77b4", "marker": "D", "label": "fftconv auto"},
+              "winograd": {"color": "#8c564b", "marker": "P", "label": "fftconv Winograd F(m, r)"},
+              "tiled": {"color": "#17becf", "marker": "*", "label": "fftconv tiled FFT"}}
     return styles.get(algo, {"color": "#9467bd", "marker": "v", "label": f"fftconv {algo}"})
 
 

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .methods import SPATIAL_ALGOS, parse_method
+from .methods import NO_FFT_BACKEND, parse_method
 from .timing import Timing, TimingSettings, time_function
 
 #: The repository root; workers run there so that ``experiments`` is importable.
@@ -99,7 +99,7 @@ class Session:
             self.torch = torch
             info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),
                              "mkldnn": bool(torch.backends.mkldnn.is_available())}
-        elif self.parsed["algo"] not in SPATIAL_ALGOS:  # "fft" (and any algorithm that may use FFTs)
+        elif self.parsed["algo"] not in NO_FFT_BACKEND:  # "fft", "tiled", "auto": they may use FFTs
             name = self.parsed["backend"] or fftconv.get_backend().name
             self.backend = fftconv.get_backend(name)
             info["backend"] = repr(self.backend)
