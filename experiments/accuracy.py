@@ -635,7 +635,8 @@ def _plot_sweep(ctx, rows, study: str, variable: str, label: str) -> str:
         ax.axhline(FLOAT32_UNIT_ROUNDOFF, color="black", linestyle=":", linewidth=1,
                    label="float32 unit roundoff 2^-24")
         ax.set(yscale="log", xlabel=label)
-        ax.set_title(points.PAPER_NAMES[pass_name] + "\n" + ", ".join(notes), fontsize=8)
+        # one trend per line: seven methods' notes on one line overlap the neighbouring panels
+        ax.set_title(points.PAPER_NAMES[pass_name] + "\n" + "\n".join(notes), fontsize=7)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("max abs error / max |oracle|")
     axes[-1].legend(fontsize=7)
