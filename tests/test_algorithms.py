@@ -149,3 +149,18 @@ def test_tiled_takes_the_fft_options_for_its_tiles(rng):
         fftconv.conv1d(x, w, algo="tiled", fft_size="fastest")
     with pytest.raises(ValueError, match="backend 'fftw' is unknown"):
         fftconv.conv1d(x, w, algo="tiled", backend="fftw")
+
+
+def test_a_named_algorithm_refuses_a_pass_it_cannot_compute_within_the_accuracy_bound(rng):
+    """Winograd with a 13x13 kernel has no tile within float32's default bound (its transforms amplify rounding by
+    orders of magnitude): the named call raises, naming the predicted error, instead of returning a 5 % error."""
+    x = rng.uniform(-1, 1, (2, 8, 32, 32)).astype(np.float32)
+    w = rng.uniform(-1, 1, (8, 8, 13, 13)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"algo='winograd' cannot compute this forward pass .* within max_error=1e-05"
+                                         r".* predicted relative error of"):
+        fftconv.conv2d(x, w, algo="winograd")
+    fftconv.choose.set_accuracy(None)
+    try:  # with the bound lifted, the caller accepts the error knowingly
+        assert fftconv.conv2d(x, w, algo="winograd").shape == (2, 8, 20, 20)
+    finally:
+        fftconv.choose.set_accuracy(fftconv.choose.DEFAULT_MAX_ERROR)

@@ -400,7 +400,14 @@ def configure(algo: str, g: ConvGeometry, pass_name: Union[Pass, str], dtype, ba
     reason = entry.unsupported_reason(g)
     if reason is not None:
         raise ValueError(reason)
-    return entry, dict(best_estimate(algo, g, pass_name, get_rates(), fft_size, dtype, get_accuracy()).options)
+    bound = get_accuracy()
+    best = best_estimate(algo, g, pass_name, get_rates(), fft_size, dtype, bound)
+    if bound is not None and best.error > bound:  # no tile is accurate enough: refuse rather than return noise
+        raise ValueError(f"algo={algo!r} cannot compute this {Pass.parse(pass_name)} pass of {g} within "
+                         f"max_error={bound:g} in {np.dtype(dtype)}: its most accurate tile {best.options} has a "
+                         f"predicted relative error of {best.error:.1e}. Use algo='fft' or 'im2col', float64, or "
+                         "fftconv.choose.set_accuracy(None) to accept the error")
+    return entry, dict(best.options)
 
 
 def _entry(algo: str):
