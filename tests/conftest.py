@@ -95,3 +95,17 @@ def chunk_even_tiny_arrays(monkeypatch):
 
     monkeypatch.setitem(_parallel.MIN_WORK_PER_TASK, "elements", 1)
     monkeypatch.setitem(_parallel.MIN_WORK_PER_TASK, "multiply_adds", 1)
+
+
+@pytest.fixture
+def default_choose_state():
+    """The documented default rates and accuracy bound, with no cached decisions; restored afterwards."""
+    from fftconv import choose
+
+    choose.set_rates(choose.MachineRates())
+    previous = choose.set_accuracy(choose.DEFAULT_MAX_ERROR)
+    choose.clear_decisions()
+    yield
+    choose.set_rates(None)
+    choose.set_accuracy(previous)
+    choose.clear_decisions()

@@ -23,16 +23,8 @@ PUBLIC = {1: (fftconv.conv1d, fftconv.conv1d_input, fftconv.conv1d_weight),
           3: (fftconv.conv3d, fftconv.conv3d_input, fftconv.conv3d_weight)}
 
 
-@pytest.fixture(autouse=True)
-def default_rates():
-    """The documented default rates and accuracy bound, no cached decisions."""
-    choose.set_rates(choose.MachineRates())
-    previous = choose.set_accuracy(choose.DEFAULT_MAX_ERROR)
-    choose.clear_decisions()
-    yield
-    choose.set_rates(None)
-    choose.set_accuracy(previous)
-    choose.clear_decisions()
+# each test starts from the documented default rates and accuracy bound, with no cached decisions
+pytestmark = pytest.mark.usefixtures("default_choose_state")
 
 
 def test_registry_entries_declare_name_options_and_support():

@@ -22,16 +22,8 @@ from fftconv.costs import executed_flops
 from fftconv.geometry import ConvGeometry
 
 
-@pytest.fixture(autouse=True)
-def default_rates():
-    """Each test starts from the documented default rates and accuracy bound, with no cached decisions."""
-    choose.set_rates(choose.MachineRates())
-    previous = choose.set_accuracy(choose.DEFAULT_MAX_ERROR)
-    choose.clear_decisions()
-    yield
-    choose.set_rates(None)
-    choose.set_accuracy(previous)
-    choose.clear_decisions()
+# each test starts from the documented default rates and accuracy bound, with no cached decisions
+pytestmark = pytest.mark.usefixtures("default_choose_state")
 
 
 def test_auto_matches_the_oracle_in_every_pass(rng):
