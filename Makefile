@@ -12,7 +12,7 @@ FIGURES_FLAGS ?= --quick
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,experiments]" "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test,experiments,distributed]" "$(TORCH)"
 	touch $@
 
 install: $(VENV)/.installed
