@@ -181,8 +181,8 @@ def test_plan_is_cached_per_input_shape(rng):
     for batch in (2, 2, 3):
         layer.forward(rng.standard_normal((batch, 1, 6, 6)))
     assert sorted(layer._plans.keys()) == [(2, 1, 6, 6), (3, 1, 6, 6)]
-    geometry, plan = layer._plans.get((3, 1, 6, 6))
-    assert geometry.full_output_shape == (3, 2, 4, 4) and plan.geometry is geometry
+    state = layer._plans.get((3, 1, 6, 6))
+    assert state.geometry.full_output_shape == (3, 2, 4, 4) and state.plan.geometry is state.geometry
 
 
 @pytest.mark.parametrize("algo", ["fft", "im2col"])
@@ -249,7 +249,8 @@ def test_repr_shows_non_defaults():
     (dict(in_channels=1, out_channels=1, kernel_size=(3, 3, 3)), ValueError, "kernel_size must be an int or a tuple"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, stride=0), ValueError, "stride must be positive"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, stride=2, padding="same"), ValueError, "requires stride 1"),
-    (dict(in_channels=1, out_channels=1, kernel_size=3, algo="fast"), ValueError, "algo='fast' is unknown"),
+    (dict(in_channels=1, out_channels=1, kernel_size=3, algo="fast"), ValueError,
+     r"algo='fast' is unknown; valid: \[.*'im2col'.*'auto'\]"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, memory="keep"), ValueError, "memory='keep' is unknown"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, workspace=Workspace()), ValueError, "only used with memory"),
     (dict(in_channels=1, out_channels=1, kernel_size=3, dtype=np.float16), TypeError, "dtype must be float32"),

@@ -3,7 +3,8 @@
 Torch7-style modules over plain numpy arrays: ``forward`` (updateOutput), ``backward`` (updateGradInput, and
 accGradParameters into ``grad_*``), ``parameters()``, ``zero_grad()`` and ``nbytes``. The FFT convolution layers
 transform each input map, kernel and output-gradient map once per training step (``memory="reuse"``), or recompute
-them into one shared :class:`Workspace` (``memory="recompute"``, the paper's memory-efficient mode).
+them into one shared :class:`Workspace` (``memory="recompute"``, the paper's memory-efficient mode). With
+``algo="auto"`` each pass runs the algorithm :func:`fftconv.choose.choose` picks for its input shape.
 
 Examples
 --------

@@ -15,6 +15,14 @@ transformed once, and the three convolutions of the step are per-frequency compl
 Other algorithms (``"im2col"``, ``"direct"``, ``"winograd"``, ``"tiled"``) call the functional API and keep the same
 copies.
 
+``algo="auto"`` asks :func:`fftconv.choose.choose` which algorithm runs each pass, once per input shape. The passes
+it gives the FFT run on the layer's plan as above, under the layer's memory policy, and share spectra: a gradient
+pass reads the spectrum forward kept (``"reuse"``), and the output gradient is transformed once for both gradient
+passes. The other passes run the registry entry the chooser named, with its options (a tile). Forward keeps copies
+of the input and the weights whatever the choices (under ``"reuse"`` on top of the spectra its FFT gradient passes
+read): a non-FFT gradient pass reads them, and any pass that meets NaN, inf or an overflow is computed from them
+with ``"im2col"``, which keeps NaN and inf where PyTorch puts them, as the functional API's ``"auto"`` does.
+
 Whatever the policy and algorithm, ``backward`` computes the gradients of the ``forward`` that ran: with the input
 and the weights as they were then, even if the caller changes either array in place in between (an optimiser step
 before ``backward``, a reused input buffer). ``"reuse"`` has them as spectra; the other modes copy them in forward.
@@ -22,25 +30,65 @@ before ``backward``, a reused input buffer). ``"reuse"`` has them as spectra; th
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence, TypeVar, Union
 
 import numpy as np
 
 from .. import functional
 from .._cache import LRUCache
+from .._finite import NonFiniteInput, SpectralOverflow, all_finite
+from ..algorithms import ALGORITHMS
 from ..backends import FFTBackend
-from ..geometry import ConvGeometry
+from ..choose import decide
+from ..choose.calibration import calibrate_once
+from ..geometry import ConvGeometry, parse_shape
 from ..params import ConvParams, IntOrTuple, Padding, _expand, _require_positive
+from ..passes import PASSES
 from ..sizes import parse_fft_size
 from ..spectral import FFTSizePolicy, SpectralPlan
-from .module import Module, check_input, fan_in_uniform, positive_int, resolve_dtype, resolve_rng
+from .module import (Module, _one_thread_at_a_time, check_input, fan_in_uniform, positive_int, resolve_dtype,
+                     resolve_rng)
 from .workspace import Workspace, default_workspace
 
 MemoryPolicy = Literal["reuse", "recompute"]
 MEMORY_POLICIES = ("reuse", "recompute")
 #: Input shapes a layer keeps the geometry and plan of, least recently used dropped first (``plan_cache_size``).
 PLAN_CACHE_SIZE = 8
+#: The ``algo`` that asks :func:`fftconv.choose.choose` for each pass's algorithm.
+AUTO = "auto"
+#: What ``algo="auto"`` computes a pass with when its pick meets NaN, inf or an overflow: it keeps them where
+#: PyTorch puts them (the functional API's ``"auto"`` does the same).
+NONFINITE_FALLBACK = "im2col"
+GRADIENT_PASSES = ("input", "weight")
+
+Result = TypeVar("Result")
+
+
+class _ShapeState(NamedTuple):
+    """What a layer keeps per input shape: the geometry, the plan when some pass runs the FFT, and with
+    ``algo="auto"`` the chooser's :class:`~fftconv.choose.Choice` for each pass (``None`` otherwise, and for a batch
+    of zero samples, which runs nothing)."""
+
+    geometry: ConvGeometry
+    plan: SpectralPlan | None
+    choices: Mapping[str, decide.Choice] | None
+
+    def runs_fft(self, pass_name: str) -> bool:
+        """Whether ``pass_name`` runs on the layer's plan: ``algo="fft"``, or ``"auto"`` picking the FFT."""
+        return self.plan is not None and (self.choices is None or self.choices[pass_name].algo == "fft")
+
+
+def _run_entry(entry: Any, pass_name: str, g: ConvGeometry, left: np.ndarray, right: np.ndarray,
+               bias: np.ndarray | None, backend: Any, fft_size: Any, options: Mapping[str, Any]) -> np.ndarray:
+    """One pass of a registry entry. The operands come in the order the entries take them: forward ``(input,
+    weight)``, input gradient ``(grad_output, weight)``, weight gradient ``(input, grad_output)``."""
+    if pass_name == "forward":
+        return entry.forward(left, right, bias, g, backend, fft_size, **options)
+    if pass_name == "input":
+        return entry.grad_input(left, right, g, backend, fft_size, **options)
+    return entry.grad_weight(left, right, g, backend, fft_size, **options)
 
 
 class _ConvNd(Module):
@@ -54,14 +102,16 @@ class _ConvNd(Module):
     stride, padding, dilation, groups
         As in :func:`fftconv.conv2d` (``padding`` may be ``"same"`` or ``"valid"``).
     bias : bool, default True
-    algo : {"fft", "im2col", "direct", "winograd", "tiled"}, default "fft"
-        As in :func:`fftconv.conv2d`; ``"winograd"`` needs stride and dilation 1.
+    algo : {"fft", "im2col", "direct", "winograd", "tiled", "auto"}, default "fft"
+        As in :func:`fftconv.conv2d`; ``"winograd"`` needs stride and dilation 1. ``"auto"``: per pass and input
+        shape, the algorithm :func:`fftconv.choose.choose` picks (see the notes).
     backend : str or FFTBackend, optional
-        FFT library for ``algo="fft"``; default :func:`fftconv.get_backend` when the first plan is made.
+        FFT library for the FFT passes; default :func:`fftconv.get_backend` when the first plan is made.
     fft_size : {"fast", "pow2", "minimal"}, int or tuple of int, optional
-        FFT size policy, or size, for ``algo="fft"`` (checked when the layer is built, and against each input).
+        FFT size policy, or size, for the FFT passes (checked when the layer is built, and against each input).
     memory : {"reuse", "recompute"}, default "reuse"
-        Keep spectra from forward to backward, or recompute them into a shared workspace (``algo="fft"`` only).
+        Keep spectra from forward to backward, or recompute them into a shared workspace (the FFT passes of
+        ``algo="fft"`` and ``"auto"``).
     workspace : Workspace, optional
         The workspace a ``"recompute"`` layer writes into; default :func:`~fftconv.nn.default_workspace`.
     dtype : float32 or float64, default float32
@@ -87,16 +137,29 @@ class _ConvNd(Module):
     next to any spectrum). PyTorch raises instead when a saved tensor is modified in place; here the gradients are
     those of the computation that ran, so a step taken before ``backward`` applies last step's gradients.
 
-    ``weight`` and ``bias`` may be changed in place at any time; rebinding them to arrays of another shape or dtype
-    is refused by the next ``forward`` or ``backward`` with a message naming the attribute.
-
-    One layer serves one thread at a time (its saved state is per layer): a second thread entering ``forward`` or
-    ``backward`` while another is inside raises ``RuntimeError``. Layers in different threads may share a
-    :class:`~fftconv.nn.Workspace`: each pass holds it while it uses the buffer (see its notes).
+    ``algo="auto"`` decides the three passes (forward, input gradient, weight gradient) at the first input of each
+    shape, with :func:`fftconv.choose.choose` in the layer's dtype, backend and FFT size (calibrating an
+    uncalibrated machine once first, as the functional API does), and keeps the decisions with that shape's plan
+    (:meth:`algorithms` shows them; :meth:`clear_plan_cache` makes the layer decide again, after
+    :func:`fftconv.choose.set_accuracy` or a calibration). A pass given the FFT runs exactly as with ``algo="fft"``,
+    sharing spectra with the other FFT passes of the step; another pass runs the chosen algorithm with the chosen
+    options (a Winograd or tiled tile). Forward keeps copies of the input and the weights whatever the choices:
+    under ``"reuse"`` that is one copy of the input more than ``algo="fft"`` holds, next to the input spectrum (kept
+    only when the weight gradient is an FFT pass) and the weight spectrum (only when the input gradient is).
 
     With ``algo="fft"`` a NaN or inf in the input, the weights or the output gradient raises ``ValueError`` (the
     transform would spread it over whole maps), and so does an overflow of float32 (``OverflowError``); use
-    ``algo="im2col"`` to keep them local as PyTorch does (docs/bad-input.md).
+    ``algo="im2col"`` to keep them local as PyTorch does (docs/bad-input.md). ``algo="auto"`` never raises for them:
+    a pass whose pick meets one is computed with ``"im2col"`` from the kept copies, so NaN and inf land where
+    PyTorch puts them (:meth:`algorithms` still reports the pick).
+
+    ``weight`` and ``bias`` may be changed in place at any time; rebinding them to arrays of another shape or dtype
+    is refused by the next ``forward`` or ``backward`` with a message naming the attribute.
+
+    One layer serves one thread at a time (its saved state and its plan cache are per layer): a second thread
+    entering ``forward``, ``backward``, :meth:`algorithms` or :meth:`clear_plan_cache` while another is inside one
+    of them raises ``RuntimeError``. Layers in different threads may share a :class:`~fftconv.nn.Workspace`: each
+    pass holds it while it uses the buffer (see its notes); the chooser's own cache is thread-safe.
     """
 
     ndim: int = 0  # set by the subclasses
@@ -113,8 +176,8 @@ class _ConvNd(Module):
         self.kernel_size = shapes["weight"][2:]
         self._params = ConvParams.create(self.ndim, stride, padding, dilation, groups)  # checked now, not at forward
         self.stride, self.padding, self.dilation = self._params.stride, self._params.padding, self._params.dilation
-        if algo not in functional.ALGORITHMS:
-            raise ValueError(f"algo={algo!r} is unknown; valid: {sorted(functional.ALGORITHMS)}")
+        if not isinstance(algo, str) or (algo not in ALGORITHMS and algo != AUTO):
+            raise ValueError(f"algo={algo!r} is unknown; valid: {[*sorted(ALGORITHMS), AUTO]}")
         if memory not in MEMORY_POLICIES:
             raise ValueError(f"memory={memory!r} is unknown; valid: {MEMORY_POLICIES}")
         if workspace is not None and memory != "recompute":
@@ -123,11 +186,12 @@ class _ConvNd(Module):
             raise TypeError(f"workspace must be a fftconv.nn.Workspace, got {type(workspace).__name__}")
         parse_fft_size(fft_size, self.ndim)  # its form now; whether it is large enough, at each input shape
         self.algo, self.backend, self.fft_size, self.memory = algo, backend, fft_size, memory
-        self.workspace = (workspace or default_workspace()) if memory == "recompute" and algo == "fft" else None
+        may_run_fft = algo in ("fft", AUTO)
+        self.workspace = (workspace or default_workspace()) if memory == "recompute" and may_run_fft else None
         self.dtype = resolve_dtype(dtype)
         self.grad_weight = np.zeros(shapes["weight"], dtype=self.dtype)
         self.grad_bias = np.zeros(shapes["bias"], dtype=self.dtype) if bias else None
-        self._plans: LRUCache[tuple[ConvGeometry, SpectralPlan | None]] = LRUCache(max_entries=PLAN_CACHE_SIZE)
+        self._plans: LRUCache[_ShapeState] = LRUCache(max_entries=PLAN_CACHE_SIZE)
         self.reset_parameters(rng)
 
     @classmethod
@@ -167,10 +231,11 @@ class _ConvNd(Module):
     def has_bias(self) -> bool:
         return self.grad_bias is not None
 
-    # ------------------------------------------------------------------ geometry and plan per input shape
+    # ------------------------------------------------------------------ geometry, plan and choices per input shape
     @property
     def plan_cache_size(self) -> int:
-        """How many input shapes the layer keeps the geometry and plan of (least recently used dropped first)."""
+        """How many input shapes the layer keeps the geometry, plan and ``"auto"`` decisions of (least recently used
+        dropped first)."""
         return self._plans.max_entries
 
     @plan_cache_size.setter
@@ -179,38 +244,94 @@ class _ConvNd(Module):
         while len(self._plans) > self._plans.max_entries:
             self._plans.evict_oldest()
 
-    def _geometry_and_plan(self, input_shape: tuple[int, ...]) -> tuple[ConvGeometry, SpectralPlan | None]:
+    @_one_thread_at_a_time
+    def clear_plan_cache(self) -> None:
+        """Forget every input shape's geometry, plan and ``"auto"`` decisions: the next input of each shape makes
+        them again (with ``algo="auto"``, under the accuracy bound and rates in use then).
+
+        A ``forward`` whose ``backward`` has not run yet keeps what it used, so that ``backward`` is unaffected.
+        """
+        self._plans.clear()
+
+    @_one_thread_at_a_time
+    def algorithms(self, input_shape: Sequence[int]) -> dict[str, str]:
+        """The algorithm each pass runs on inputs of ``input_shape``: ``{"forward": ..., "input": ..., "weight": ...}``.
+
+        With ``algo="auto"`` these are the chooser's picks, made now if no input of this shape has run yet and kept
+        with the shape's plan; a pass whose pick meets NaN, inf or an overflow computes with ``"im2col"`` instead.
+        Any other ``algo`` runs every pass. A batch of zero samples computes nothing, and reports the layer's
+        ``algo``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fftconv.nn import Conv2d
+        >>> layer = Conv2d(3, 8, 3, padding=1, algo="auto", dtype=np.float64, rng=0)
+        >>> picks = layer.algorithms((4, 3, 16, 16))
+        >>> sorted(picks), set(picks.values()) <= {"fft", "im2col", "direct", "winograd", "tiled"}
+        (['forward', 'input', 'weight'], True)
+        >>> Conv2d(3, 8, 3).algorithms((4, 3, 16, 16))
+        {'forward': 'fft', 'input': 'fft', 'weight': 'fft'}
+        """
+        self._check_parameters()
+        state = self._shape_state(parse_shape(input_shape, "input_shape"))
+        if state.choices is None:
+            return dict.fromkeys(PASSES, self.algo)
+        return {pass_name: choice.algo for pass_name, choice in state.choices.items()}
+
+    def _shape_state(self, input_shape: tuple[int, ...]) -> _ShapeState:
         cached = self._plans.get(input_shape)
         if cached is None:
             geometry = ConvGeometry.from_params(self._params, input_shape, self.weight.shape)
+            # zero samples: nothing to choose or plan, the functional API gives PyTorch's result
+            choices = self._choose(geometry) if self.algo == AUTO and geometry.batch else None
+            runs_fft = self.algo == "fft" or (choices is not None and any(c.algo == "fft" for c in choices.values()))
             plan = (SpectralPlan.create(geometry, self.dtype, self.backend, self.fft_size)
-                    if self.algo == "fft" and geometry.batch else None)  # zero samples: the functional API's result
-            cached = (geometry, plan)
+                    if runs_fft and geometry.batch else None)
+            cached = _ShapeState(geometry, plan, choices)
             self._plans.put(input_shape, cached)
         return cached
 
+    def _choose(self, geometry: ConvGeometry) -> dict[str, decide.Choice]:
+        calibrate_once()  # as the functional API's "auto": an uncalibrated machine is measured once, first
+        return {pass_name: decide.choose(geometry, pass_name, self.dtype, backend=self.backend, fft_size=self.fft_size)
+                for pass_name in PASSES}
+
     # ------------------------------------------------------------------ updateOutput
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``updateOutput``: ``y = conv(x, weight) + bias``; keeps the spectra (``"reuse"``) or copies of ``x`` and
-        ``weight`` for :meth:`backward`."""
+        """``updateOutput``: ``y = conv(x, weight) + bias``; keeps the spectra (``"reuse"``) and/or copies of ``x``
+        and ``weight`` for :meth:`backward` (see the class notes for which)."""
         check_input(x, self.dtype, self.ndim + 2, self)
         self._check_parameters()
-        geometry, plan = self._geometry_and_plan(x.shape)
-        if plan is None:
-            y = functional.conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                                algo=self.algo)
-        elif self.memory == "reuse":
-            input_spectrum, weight_spectrum = plan.transform_input(x), plan.transform_weight(self.weight)
-            self._save(geometry=geometry, plan=plan, input_spectrum=input_spectrum, weight_spectrum=weight_spectrum)
-            return plan.forward(input_spectrum, weight_spectrum, self.bias)
+        state = self._shape_state(x.shape)
+        weight, spectra = self.weight, {}
+        if state.runs_fft("forward"):
+            y, spectra = self._on_plan(lambda: self._spectral_forward(state, x, weight),
+                                       lambda: (self._fallback("forward", state, x, weight, self.bias), {}))
         else:
+            y = self._spatial("forward", state, x, weight, self.bias)
+        # backward needs only the spectra for algo="fft" under "reuse"; every other mode keeps copies of backward's
+        # operands as they are now, whatever the caller does to them ("auto": for its non-FFT passes and its NaN
+        # fallback; a batch of zero samples has no plan)
+        spectra_suffice = self.algo == "fft" and self.memory == "reuse" and state.plan is not None
+        if self.training:
+            copies = {} if spectra_suffice else {"input": np.array(x), "weight": weight.copy()}
+            self._save(state=state, **spectra, **copies)
+        return y
+
+    def _spectral_forward(self, state: _ShapeState, x: np.ndarray,
+                          weight: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The forward pass on the plan, and the spectra kept for the FFT gradient passes that read them."""
+        plan = state.plan
+        if self.memory == "recompute":
             with self.workspace.borrow(plan) as buffers:
                 input_spectrum = plan.transform_input(x, out=buffers["input"])
-                weight_spectrum = plan.transform_weight(self.weight, out=buffers["weight"])
-                y = plan.forward(input_spectrum, weight_spectrum, self.bias)
-        if self.training:  # backward's operands as they are now (np.array copies), whatever the caller does to them
-            self._save(geometry=geometry, plan=plan, input=np.array(x), weight=self.weight.copy())
-        return y
+                weight_spectrum = plan.transform_weight(weight, out=buffers["weight"])
+                return plan.forward(input_spectrum, weight_spectrum, self.bias), {}
+        spectra = {"input_spectrum": plan.transform_input(x), "weight_spectrum": plan.transform_weight(weight)}
+        y = plan.forward(spectra["input_spectrum"], spectra["weight_spectrum"], self.bias)
+        reader = {"input_spectrum": "weight", "weight_spectrum": "input"}  # the gradient pass that reads each
+        return y, {name: spectrum for name, spectrum in spectra.items() if state.runs_fft(reader[name])}
 
     # ------------------------------------------------------------------ updateGradInput + accGradParameters
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
@@ -218,8 +339,8 @@ class _ConvNd(Module):
         check_input(grad_output, self.dtype, self.ndim + 2, self, "grad_output")
         self._check_parameters()
         with self._consuming_saved() as saved:
-            geometry: ConvGeometry = saved["geometry"]
-            geometry.check_grad_output(grad_output.shape)
+            state: _ShapeState = saved["state"]
+            state.geometry.check_grad_output(grad_output.shape)
             grad_input, grad_weight = self._input_and_weight_gradients(saved, grad_output)
             self.grad_weight += grad_weight
             if self.has_bias:
@@ -228,24 +349,78 @@ class _ConvNd(Module):
 
     def _input_and_weight_gradients(self, saved: dict[str, Any],
                                     grad_output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        plan: SpectralPlan | None = saved["plan"]
-        if plan is None:
+        state: _ShapeState = saved["state"]
+        on_plan = [pass_name for pass_name in GRADIENT_PASSES if state.runs_fft(pass_name)]
+        grads = {pass_name: self._spatial(pass_name, state, *_gradient_operands(pass_name, saved, grad_output))
+                 for pass_name in GRADIENT_PASSES if pass_name not in on_plan}
+        if on_plan and self.memory == "recompute":
+            with self.workspace.borrow(state.plan) as buffers:
+                grads.update(self._spectral_gradients(on_plan, saved, grad_output, buffers))
+        elif on_plan:
+            grads.update(self._spectral_gradients(on_plan, saved, grad_output, {}))
+        return grads["input"], grads["weight"]
+
+    def _spectral_gradients(self, pass_names: Sequence[str], saved: dict[str, Any], grad_output: np.ndarray,
+                            buffers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Gradient passes on the plan. The output gradient is transformed once for both; the input and weight
+        spectra are those forward kept (``"reuse"``), or transformed now from its copies (into ``buffers`` when
+        given)."""
+        state: _ShapeState = saved["state"]
+        plan = state.plan
+        grad_output_spectrum = functools.cache(
+            lambda: plan.transform_grad_output(grad_output, out=buffers.get("grad_output")))
+        transforms = {"input": plan.transform_input, "weight": plan.transform_weight}
+
+        def spectrum(role: str) -> np.ndarray:
+            kept = saved.get(f"{role}_spectrum")
+            return kept if kept is not None else transforms[role](saved[role], out=buffers.get(role))
+
+        runs = {"input": lambda: plan.grad_input(grad_output_spectrum(), spectrum("weight")),
+                "weight": lambda: plan.grad_weight(spectrum("input"), grad_output_spectrum())}
+        return {pass_name: self._on_plan(runs[pass_name], functools.partial(
+                    self._fallback, pass_name, state, *_gradient_operands(pass_name, saved, grad_output)))
+                for pass_name in pass_names}
+
+    # ------------------------------------------------------------------ running one pass
+    def _on_plan(self, run: Callable[[], Result], fallback: Callable[[], Result]) -> Result:
+        """``run()``, a pass on the plan. The plan raises rather than spread NaN, inf or an overflow; with
+        ``algo="auto"`` that is caught and ``fallback()`` computes the pass with :data:`NONFINITE_FALLBACK`."""
+        if self.algo != AUTO:
+            return run()
+        try:
+            return run()
+        except (NonFiniteInput, SpectralOverflow):
+            return fallback()
+
+    def _spatial(self, pass_name: str, state: _ShapeState, left: np.ndarray, right: np.ndarray,
+                 bias: np.ndarray | None = None) -> np.ndarray:
+        """A pass off the plan, operands in :func:`_run_entry`'s order: with ``algo="auto"`` the registry entry the
+        chooser picked, with its options, as the functional API's ``"auto"`` runs it (``decide._Dispatch``: a pick
+        that mixes positions and meets NaN, inf or an overflow is recomputed with :data:`NONFINITE_FALLBACK`);
+        otherwise the functional API with the layer's ``algo``."""
+        if state.choices is None:
             hyper = (self.stride, self.padding, self.dilation, self.groups)
-            weight = saved["weight"]
-            grad_input = functional.conv_input(saved["geometry"].full_input_shape, weight, grad_output, *hyper,
-                                               algo=self.algo)
-            grad_weight = functional.conv_weight(saved["input"], weight.shape, grad_output, *hyper, algo=self.algo)
-            return grad_input, grad_weight
-        if self.memory == "reuse":
-            grad_output_spectrum = plan.transform_grad_output(grad_output)
-            return (plan.grad_input(grad_output_spectrum, saved["weight_spectrum"]),
-                    plan.grad_weight(saved["input_spectrum"], grad_output_spectrum))
-        with self.workspace.borrow(plan) as buffers:
-            grad_output_spectrum = plan.transform_grad_output(grad_output, out=buffers["grad_output"])
-            weight_spectrum = plan.transform_weight(saved["weight"], out=buffers["weight"])
-            grad_input = plan.grad_input(grad_output_spectrum, weight_spectrum)
-            input_spectrum = plan.transform_input(saved["input"], out=buffers["input"])
-            return grad_input, plan.grad_weight(input_spectrum, grad_output_spectrum)
+            if pass_name == "forward":
+                return functional.conv(left, right, bias, *hyper, algo=self.algo)
+            if pass_name == "input":
+                return functional.conv_input(state.geometry.full_input_shape, right, left, *hyper, algo=self.algo)
+            return functional.conv_weight(left, state.geometry.full_weight_shape, right, *hyper, algo=self.algo)
+        choice = state.choices[pass_name]
+        entry = ALGORITHMS[choice.algo]
+        try:
+            result = _run_entry(entry, pass_name, state.geometry, left, right, bias, self.backend, self.fft_size,
+                                choice.options)
+        except (NonFiniteInput, SpectralOverflow):
+            return self._fallback(pass_name, state, left, right, bias)
+        if entry.keeps_nonfinite_local or entry.refuses_nonfinite or all_finite(result):
+            return result
+        return self._fallback(pass_name, state, left, right, bias)
+
+    def _fallback(self, pass_name: str, state: _ShapeState, left: np.ndarray, right: np.ndarray,
+                  bias: np.ndarray | None = None) -> np.ndarray:
+        """The pass with :data:`NONFINITE_FALLBACK`, which keeps NaN and inf where PyTorch puts them."""
+        return _run_entry(ALGORITHMS[NONFINITE_FALLBACK], pass_name, state.geometry, left, right, bias,
+                          self.backend, self.fft_size, {})
 
     # ------------------------------------------------------------------ memory and repr
     def workspaces(self) -> list[Workspace]:
@@ -268,6 +443,12 @@ class _ConvNd(Module):
         if self.dtype != np.float32:
             parts.append(f"dtype={self.dtype}")
         return ", ".join(parts)
+
+
+def _gradient_operands(pass_name: str, saved: Mapping[str, Any],
+                       grad_output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A gradient pass's operands from forward's copies, in :func:`_run_entry`'s order."""
+    return (grad_output, saved.get("weight")) if pass_name == "input" else (saved.get("input"), grad_output)
 
 
 class Conv1d(_ConvNd):
