@@ -316,8 +316,8 @@ class WinogradWork:
     the transformed arrays in total (at run time only chunks of the data and products exist at once).
     ``padded_elements`` counts the zero-padded copies of the data (and of the weight gradient's ``dy``) made when
     the tiles do not line up with the arrays. ``copies`` lists the strided copies as ``(elements, innermost run)``,
-    in units of one element read and written (a zero fill counts half): zero padding, gathering the tiles,
-    scattering the output tiles. The tile must be valid (:func:`fftconv.winograd.unsupported_reason`).
+    in units of one element read and written (a zero fill counts half): zero padding, the data (and the weight
+    gradient's ``dy``) transposed channels-last, scattering the output tiles. The tile must be valid (:func:`fftconv.winograd.unsupported_reason`).
 
     Examples
     --------
@@ -372,7 +372,9 @@ class WinogradWork:
         length = tuple(c * m + r - 1 for c, m, r in zip(counts, tile, taps))
         padded = 0 if _lines_up(g, pass_name, length) else math.prod(length) * batch * data_channels
         copies = [(padded / 2, length[-1]), (math.prod(data_map), data_map[-1])] if padded else []
-        copies.append((data_values, counts[-1]))
+        # the data transposed channels-last, in runs of one channel vector (the transforms read its tiles in place)
+        data_channels_last = math.prod(length) * batch * data_channels
+        copies.append((data_channels_last, data_channels))
         common = dict(pass_name=pass_name, itemsize=itemsize, tile=tile, transform_size=alpha, tile_counts=counts,
                       tiles=tiles, positions=positions,
                       data_transform_flops=separable_transform_flops(alpha, alpha, batch * tiles * data_channels),
@@ -385,7 +387,7 @@ class WinogradWork:
                 padded += math.prod(covered) * batch * g.out_channels
                 copies += [(math.prod(covered) * batch * g.out_channels / 2, covered[-1]),
                            (math.prod(g.full_output_shape), g.output_shape[-1])]
-            copies.append((batch * tiles * g.out_channels * math.prod(tile), counts[-1]))  # its tiles gathered
+            copies.append((batch * g.out_channels * math.prod(covered), g.out_channels))  # it too channels-last
             return cls(**common, filter_transform_flops=separable_transform_flops(tile, alpha,
                                                                                    batch * tiles * g.out_channels),
                        output_transform_flops=separable_transform_flops(alpha, taps, kernels),
@@ -426,18 +428,17 @@ def _lines_up(g: ConvGeometry, pass_name: Pass, length: Sequence[int]) -> bool:
 def winograd_workspace_bytes(geometry: ConvGeometry, work: WinogradWork, chunk_bytes: int, tasks: int) -> int:
     """Bytes a Winograd pass (``work``) allocates at its peak: the padded data, the transformed filters, the result
     (and its crop), and the working set of ``tasks`` chunks in flight, each holding its ``chunk_bytes`` of transformed
-    tiles twice while a transform runs (its input and output; three times in the weight gradient, whose input tiles
-    and output-gradient tiles are both transformed), plus each task's partial sums and the last chunk's products in
-    the weight gradient.
+    tiles and products at most twice (a transform stage's input and output, or the GEMM's operands and result; in
+    the weight gradient the transformed input tiles while the output gradient's are made), plus each task's partial
+    sums and the last block's products in the weight gradient.
     """
     g, itemsize = geometry, work.itemsize
     result = {Pass.FORWARD: g.full_output_shape, Pass.INPUT: g.full_input_shape,
               Pass.WEIGHT: g.full_weight_shape}[work.pass_name]
     partial = work.product_bytes if work.pass_name is Pass.WEIGHT else 0
     filters = work.filter_bytes if work.pass_name is not Pass.WEIGHT else 0
-    held = 3 if work.pass_name is Pass.WEIGHT else 2  # the weight gradient transforms two streams of tiles
     return (work.padded_elements * itemsize + filters + 2 * math.prod(result) * itemsize
-            + tasks * (held * chunk_bytes + 2 * partial))
+            + tasks * (2 * chunk_bytes + 2 * partial))
 
 
 # ---------------------------------------------------------------------- tiled FFT

@@ -13,8 +13,11 @@ the ``prod(alpha)`` transform positions ONE batched GEMM contracts the channels 
 does), and the output transform (``A^T M A``) gives the result. The 1-d transforms are exact rational matrices
 (:mod:`fftconv._cook_toom`) applied as matrix products along one axis at a time.
 
-The work is cut into chunks of images (or of tile rows when the batch is small), each gathered, transformed,
-multiplied and transformed back while it is in cache, on fftconv's thread pool with single-threaded BLAS.
+The work is cut into chunks of images (or of tile rows when the batch is small). Each chunk is transposed
+channels-last, ``(*spatial, images, channels)``, so that a transform along one axis is a single batched matrix
+product over strided views of the tiles, written straight into the positions-first layout ``(P, tiles, channels)``
+whose per-position slices are the GEMM operands: no tile is gathered on its own. The chunks run on fftconv's thread
+pool with single-threaded BLAS.
 Stride and dilation other than 1 are not supported (:func:`unsupported_reason`).
 """
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from . import _memory
 from ._cook_toom import MAX_TRANSFORM_SIZE, cook_toom, float_transforms
@@ -43,9 +46,12 @@ TileArg = Union[int, Sequence[int], None]
 #: (docs/winograd.md).
 DEFAULT_TRANSFORM_SIZE = 6
 CHOICES_MAX_TRANSFORM_SIZE = 8
-#: Bytes of transformed data and products one chunk holds: small enough to stay in a core's L2/L3 share, large
-#: enough (hundreds of tiles) that each per-position GEMM has a long dimension.
-CHUNK_BYTES = 1 << 21
+#: Bytes of transformed data and products one chunk holds: enough tiles (hundreds on wide layers) that each
+#: per-position GEMM is wide, since every chunk reads all the transformed filters; few enough that the chunks in
+#: flight stay a small multiple of the input.
+CHUNK_BYTES = 1 << 23
+#: Terms (tiles of images) one GEMM of the weight gradient sums before its result is added to the others'.
+SUM_BLOCK = 256
 
 
 # ---------------------------------------------------------------------------------------------------------- tiles
@@ -176,18 +182,38 @@ def _along_leading_axes(matrices: Sequence[np.ndarray], array: np.ndarray) -> np
     return array
 
 
-def _tile_view(data: np.ndarray, tile: Sequence[int], alpha: Sequence[int]) -> np.ndarray:
-    """Read-only view ``(S, C, *tiles, *alpha)`` of the overlapping tiles of ``data``: tile ``t`` starts at ``t*m``."""
-    nd = len(tile)
-    windows = sliding_window_view(data, tuple(alpha), axis=tuple(range(2, 2 + nd)))
-    return windows[(Ellipsis, *(slice(None, None, m) for m in tile), *(slice(None),) * nd)]
+def _channels_last(block: np.ndarray) -> np.ndarray:
+    """``(s, C, *spatial)`` -> contiguous ``(*spatial, s, C)``: the layout in which every transform is a GEMM over
+    whole rows of ``s C`` values and every per-position product reads a plain ``(tiles s) x C`` matrix."""
+    nd = block.ndim - 2
+    return np.ascontiguousarray(block.transpose(*range(2, 2 + nd), 0, 1))
 
 
-def _gathered(view: np.ndarray) -> np.ndarray:
-    """Tiles ``(s, C, *T, *alpha)`` -> contiguous ``(*alpha, C, s, *T)``: transform axes first, tiles last."""
-    nd = (view.ndim - 2) // 2
-    order = (*range(2 + nd, 2 + 2 * nd), 1, 0, *range(2, 2 + nd))
-    return np.ascontiguousarray(view.transpose(order))
+def _to_positions(block: np.ndarray, matrices: Sequence[np.ndarray], step: Sequence[int]) -> np.ndarray:
+    """Transformed tiles ``(*out, *T, s, C)`` of channels-last ``block`` ``(*length, s, C)``.
+
+    Along axis ``d`` tile ``t`` reads ``matrices[d].shape[1]`` points from ``t * step[d]`` and becomes
+    ``matrices[d].shape[0]`` transform values. Each axis is one batched matrix product over strided views of the
+    tiles, written straight into the positions-first layout, so no tile is ever gathered on its own.
+    """
+    nd = len(matrices)
+    array, block = block, None  # each stage's input is freed as soon as the next exists
+    for axis, (matrix, stride) in enumerate(zip(matrices, step)):
+        out_d, in_d = matrix.shape
+        length = array.shape[2 * axis]
+        count = (length - in_d) // stride + 1
+        lead_out, lead_tiles = array.shape[:axis], array.shape[axis:2 * axis]
+        rest = math.prod(array.shape[2 * axis + 1:])
+        outer, tiles_before = math.prod(lead_out), math.prod(lead_tiles)
+        item = array.itemsize
+        tiles = as_strided(array, (outer, tiles_before, count, in_d, rest),
+                           (tiles_before * length * rest * item, length * rest * item, stride * rest * item,
+                            rest * item, item), writeable=False)
+        result = np.empty((*lead_out, out_d, *lead_tiles, count, *array.shape[2 * axis + 1:]), dtype=array.dtype)
+        target = result.reshape(outer, out_d, tiles_before, count, rest).transpose(0, 2, 3, 1, 4)
+        np.matmul(matrix, tiles, out=target)
+        array = result
+    return array.reshape(math.prod(array.shape[:nd]), -1, array.shape[-1])
 
 
 def _chunks(batch: int, tile_rows: int, bytes_per_row: int, min_parts: int) -> list[tuple[slice, slice]]:
@@ -262,30 +288,60 @@ def gemm_columns(g: ConvGeometry, work: WinogradWork) -> float:
 
     Examples
     --------
-    A row of 16 tiles of 4x4 outputs takes 1.2 MB of transformed data and products: one row per chunk.
+    A row of 16 tiles of 4x4 outputs takes 1.2 MB of transformed data and products: the 16 rows of one image go
+    in 3 chunks.
 
     >>> g = ConvGeometry.from_shapes((1, 256, 64, 64), (256, 256, 3, 3), padding=1)
-    >>> gemm_columns(g, work(g, "forward", 4))
-    16.0
+    >>> round(gemm_columns(g, work(g, "forward", 4)), 1)
+    85.3
     """
     return g.batch * work.tiles / len(_cut(g, work))
 
 
 # --------------------------------------------------------------------------------------------------- the core
 def _transformed_filters(w: np.ndarray, g: ConvGeometry, tile: tuple[int, ...], for_input: bool) -> np.ndarray:
-    """``G w G^T`` per filter, ``(P * groups, out/groups, in/groups)`` in ``w``'s dtype, computed in float64.
+    """``G w G^T`` per filter, ``(P, groups, in/groups, out/groups)`` in ``w``'s dtype, computed in float64.
 
     ``for_input``: the input gradient's filters, flipped in space with input and output channels swapped. The
-    transform is cheap (``f' f/g`` small maps), so float64 removes its share of the round-off for free.
+    transform is cheap (``f' f/g`` small maps), so float64 removes its share of the round-off for free. The layout
+    is the right-hand side of the per-position products ``tiles (N x in) @ filters (in x out)``.
     """
     nd, groups = g.ndim, g.groups
     grouped = w.astype(np.float64).reshape(groups, g.out_channels // groups, -1, *g.kernel_shape)
     if for_input:
         grouped = grouped[(Ellipsis, *(slice(None, None, -1),) * nd)].swapaxes(1, 2)
-    kernels = grouped.transpose(*range(3, 3 + nd), 0, 1, 2)  # (*k, groups, out/g, in/g)
+    kernels = grouped.transpose(*range(3, 3 + nd), 0, 2, 1)  # (*k, groups, in/g, out/g)
     matrices = [float_transforms(m, r, np.float64)[1] for m, r in zip(tile, g.kernel_shape)]
     transformed = _along_leading_axes(matrices, kernels)
-    return np.ascontiguousarray(transformed.reshape(-1, *transformed.shape[-2:]), dtype=w.dtype)
+    return np.ascontiguousarray(transformed.reshape(-1, *transformed.shape[-3:]), dtype=w.dtype)
+
+
+def _grouped(matrix: np.ndarray, groups: int) -> np.ndarray:
+    """``(P, N, groups * K)`` -> the view ``(P, groups, N, K)``: one matrix per position and group, no copy."""
+    positions, rows, columns = matrix.shape
+    return matrix.reshape(positions, rows, groups, columns // groups).transpose(0, 2, 1, 3)
+
+
+def _summed_products(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``left @ right`` over the last axes (``(..., a, K) @ (..., K, b)``) in sums of at most :data:`SUM_BLOCK`
+    terms, added one after the other.
+
+    A single GEMM over a long ``K`` of small matrices can accumulate every term in one register (OpenBLAS's
+    small-matrix kernels do), and its float32 error then grows as ``sqrt(K)``; blocks keep it to the error the
+    accuracy model predicts.
+    """
+    total = None
+    for start in range(0, left.shape[-1], SUM_BLOCK):
+        block = np.matmul(left[..., start:start + SUM_BLOCK], right[..., start:start + SUM_BLOCK, :])
+        total = block if total is None else np.add(total, block, out=total)
+    return total
+
+
+def _row_block(array: np.ndarray, images: slice, rows: slice, tile_rows: int, step: int, read: int) -> np.ndarray:
+    """The part of ``array`` ``(S, C, *length)`` that the tile rows ``rows`` (of ``tile_rows``, ``step`` apart along
+    the first spatial axis, ``read`` points each) and the images ``images`` read."""
+    first, stop, _ = rows.indices(tile_rows)
+    return array[images, :, first * step:(stop - 1) * step + read]
 
 
 def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], taps: tuple[int, ...],
@@ -293,25 +349,30 @@ def _correlate(data: np.ndarray, filters: np.ndarray, tile: tuple[int, ...], tap
     """``out[s, o, i] = sum_{c, k} data[s, c, i + k] filter[o, c, k]`` by ``F(tile, taps)``, trusted arguments.
 
     ``data`` is ``(S, C, *(T m + r - 1))`` with ``T = ceil(out / m)`` tiles per axis; ``filters`` the transformed
-    filters ``(P * groups, O/groups, C/groups)``. Returns the contiguous ``(S, O, *out_shape)``.
+    filters ``(P, groups, C/groups, O/groups)``. Returns the contiguous ``(S, O, *out_shape)``.
     """
-    nd, batch, channels = len(tile), data.shape[0], data.shape[1]
+    nd, batch = len(tile), data.shape[0]
     alpha = tuple(m + r - 1 for m, r in zip(tile, taps))
     tiles = tile_counts(out_shape, tile)
-    out_channels = filters.shape[1] * groups
+    out_channels = filters.shape[1] * filters.shape[3]
     transforms = [float_transforms(m, r, data.dtype) for m, r in zip(tile, taps)]
     data_transforms, output_transforms = [bt for _, _, bt in transforms], [at for at, _, _ in transforms]
-    view = _tile_view(data, tile, alpha)
     full = np.empty((batch, out_channels, *(t * m for t, m in zip(tiles, tile))), dtype=data.dtype)
     out_tiles = full.reshape(batch, out_channels, *(v for t, m in zip(tiles, tile) for v in (t, m)))
-    to_output = (nd + 1, nd, *(v for d in range(nd) for v in (nd + 2 + d, d)))  # (*m, O, s, *T) -> (s, O, T1, m1..)
+    # (*m, *T, s, O) -> (s, O, T1, m1, T2, m2, ...)
+    to_output = (2 * nd, 2 * nd + 1, *(v for d in range(nd) for v in (nd + d, d)))
 
     def work(chunk: tuple[slice, slice]) -> None:
         images, rows = chunk
-        tiles_in = _along_leading_axes(data_transforms, _gathered(view[images, :, rows]))  # (*alpha, C, s, *T)
-        products = np.matmul(filters, tiles_in.reshape(filters.shape[0], channels // groups, -1))
-        products = products.reshape(*alpha, out_channels, *tiles_in.shape[nd + 1:])
-        out_tiles[images, :, rows] = _along_leading_axes(output_transforms, products).transpose(to_output)
+        tiles_in = _to_positions(_channels_last(_row_block(data, images, rows, tiles[0], tile[0], alpha[0])),
+                                 data_transforms, tile)  # (P, T s, C)
+        products = np.empty((*tiles_in.shape[:2], out_channels), dtype=data.dtype)
+        np.matmul(_grouped(tiles_in, groups), filters, out=_grouped(products, groups))
+        del tiles_in
+        chunk_tiles = len(range(*rows.indices(tiles[0]))), *tiles[1:]
+        values = _along_leading_axes(output_transforms, products.reshape(*alpha, *chunk_tiles, -1, out_channels))
+        del products
+        out_tiles[images, :, rows] = values.transpose(to_output)
 
     _run_in_tasks(plan.chunks, work, plan.multiply_adds)
     if full.shape[2:] == tuple(out_shape):
@@ -441,23 +502,21 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, g: ConvGeometry, *, tile
     tiles = tile_counts(g.output_shape, tile)
     transforms = [float_transforms(r, m, x.dtype) for m, r in zip(tile, taps)]  # F(r, m): A^T r x alpha, G alpha x m
     data_transforms, filter_transforms = [bt for _, _, bt in transforms], [gm for _, gm, _ in transforms]
-    view = _tile_view(_embed(x, g.padding_before, tuple(t * m + r - 1 for t, m, r in zip(tiles, tile, taps))),
-                      tile, alpha)
+    data = _embed(x, g.padding_before, tuple(t * m + r - 1 for t, m, r in zip(tiles, tile, taps)))
     gy = _embed(grad_output, (0,) * nd, tuple(t * m for t, m in zip(tiles, tile)))
-    gy_tiles = gy.reshape(*gy.shape[:2], *(v for t, m in zip(tiles, tile) for v in (t, m)))
-    to_filters = (*range(3, 2 + 2 * nd, 2), 1, 0, *range(2, 2 + 2 * nd, 2))  # (s, O, T1, m1, ..) -> (*m, O, s, *T)
-    positions, f_in, f_out = math.prod(alpha) * groups, g.in_channels // groups, g.out_channels // groups
+    f_in, f_out = g.in_channels // groups, g.out_channels // groups
 
     def work(chunk: tuple[slice, slice]) -> np.ndarray:
         images, rows = chunk
-        tiles_in = _along_leading_axes(data_transforms, _gathered(view[images, :, rows]))  # (*alpha, f, s, *T)
-        pieces = np.ascontiguousarray(gy_tiles[images, :, rows].transpose(to_filters))
-        filters = _along_leading_axes(filter_transforms, pieces)  # (*alpha, f', s, *T)
-        return np.matmul(filters.reshape(positions, f_out, -1), tiles_in.reshape(positions, f_in, -1).swapaxes(1, 2))
+        tiles_in = _to_positions(_channels_last(_row_block(data, images, rows, tiles[0], tile[0], alpha[0])),
+                                 data_transforms, tile)  # (P, T s, f)
+        filters = _to_positions(_channels_last(_row_block(gy, images, rows, tiles[0], tile[0], tile[0])),
+                                filter_transforms, tile)  # (P, T s, f')
+        return _summed_products(_grouped(tiles_in, groups).swapaxes(2, 3), _grouped(filters, groups))
 
-    products = sum(_run_in_tasks(plan.chunks, work, plan.multiply_adds))  # (P * groups, f'/g, f/g), one per task
+    products = sum(_run_in_tasks(plan.chunks, work, plan.multiply_adds))  # (P, groups, f/g, f'/g), one per task
     kernels = _along_leading_axes([at for at, _, _ in transforms], products.reshape(*alpha, -1))  # (*k, ...)
-    kernels = kernels.reshape(*taps, groups, f_out, f_in).transpose(nd, nd + 1, nd + 2, *range(nd))
+    kernels = kernels.reshape(*taps, groups, f_in, f_out).transpose(nd, nd + 2, nd + 1, *range(nd))
     return np.ascontiguousarray(kernels).reshape(g.full_weight_shape)
 
 

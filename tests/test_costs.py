@@ -197,8 +197,8 @@ MEMORY_CASES = {
 }
 #: How far above the measured peak each estimate may be. The spatial algorithms are counted phase by phase; the
 #: spectral plan's peak (fft, and the tiles' plan of tiled) assumes three spectra, a product and a spatial result
-#: alive at once, which the passes do not all hold together; Winograd's counts every task's chunk twice or three
-#: times at once, which the tasks rarely reach together.
+#: alive at once, which the passes do not all hold together; Winograd's counts every task's chunk twice at once,
+#: which the tasks rarely reach together.
 OVER_ESTIMATE = {"im2col": 1.25, "direct": 1.8, "fft": 2.0, "tiled": 2.5, "winograd": 4.0}
 #: Small allocations the estimates leave out: Python objects, the thread pool's futures, index arrays.
 UNCOUNTED = 64 * 2**10

@@ -318,8 +318,9 @@ def test_work_counts_by_hand():
     assert fwd.output_transform_flops == 2 * 4 * 6 * (2 * 2 * 4)
     assert (fwd.data_bytes, fwd.filter_bytes, fwd.product_bytes) == (6 * 12 * 8, 6 * 12 * 8, 6 * 16 * 8)
     assert fwd.direct_flops == 2 * 2 * 4 * 3 * 8 * 3
-    # 2 tiles of 4 read 2 * 4 + 2 = 10 inputs: the input is read in place; gathered 6 x 2*2*3, scattered 2*2*4 x 4
-    assert fwd.padded_elements == 0 and fwd.copies == ((6 * 12, 2), (2 * 2 * 4 * 4, 4))
+    # 2 tiles of 4 read 2 * 4 + 2 = 10 inputs: no padding; the 2*3*10 inputs transposed channels-last (runs of 3
+    # channels), the 2*2*4 outputs scattered from tiles of 4
+    assert fwd.padded_elements == 0 and fwd.copies == ((2 * 3 * 10, 3), (2 * 2 * 4 * 4, 4))
     grad_in = winograd.work(g, "input", 4, np.float64)  # tiles over the input: 10 -> 3 tiles
     assert grad_in.tiles == 3 and grad_in.gemm_shape == (3, 6, 4)
     # dy (8 long) shifted by r - 1 = 2 and zero-extended to 3 * 4 + 2 = 14; the last tile's 2 extra inputs cropped
