@@ -1,10 +1,19 @@
 """Settings shared by the test suite and the doctests under fftconv/ (pytest loads this file for both)."""
 
 import importlib.util
+import os
+import tempfile
 
 import pytest
 
-import fftconv
+# algo="auto" calibrates an uncalibrated machine once, automatically: a few seconds of timing the suite must not
+# spend at random points, and a calibration saved on this machine must not decide what the tests and doctests see.
+# The suite starts from the built-in rates with an empty calibration folder; the tests of calibration turn it on and
+# point it elsewhere for themselves.
+os.environ["FFTCONV_CALIBRATE"] = "0"
+os.environ["FFTCONV_CACHE"] = tempfile.mkdtemp(prefix="fftconv-test-cache-")
+
+import fftconv  # noqa: E402  (after the environment above)
 
 
 @pytest.fixture(scope="session", autouse=True)

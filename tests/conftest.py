@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
-
-# algo="auto" calibrates an uncalibrated machine once, automatically: a few seconds of timing the suite must not
-# spend at random points. The tests of that calibration turn it on for themselves.
-os.environ["FFTCONV_CALIBRATE"] = "0"
 
 
 DTYPES = (np.float32, np.float64)

@@ -16,7 +16,7 @@ import fftconv
 import oracle
 from conftest import relative_error
 from fftconv import choose, rates
-from fftconv.choose import decide
+from fftconv.choose import decide, model
 from fftconv.choose.model import Estimate
 from fftconv.costs import executed_flops
 from fftconv.geometry import ConvGeometry
@@ -507,3 +507,35 @@ def test_a_child_forked_while_the_locks_are_held_gets_them_free():
         release.set()
         holder.join()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_step_of_fft_passes_replaces_the_per_pass_picks_only_when_its_shared_transforms_make_it_faster(
+        monkeypatch):
+    """choose_step against the sums it is defined by, from the per-pass estimates and the reuse saving."""
+    monkeypatch.setenv("FFTCONV_AUTO", "model")
+    rates = choose.get_rates()
+    g = ConvGeometry.from_shapes((4, 16, 64, 64), (16, 16, 7, 7))
+    own = {p: choose.choose(g, p) for p in choose.PASSES}
+    picked = sum(c.estimates[c.algo] for c in own.values())
+    all_fft = sum(c.estimates["fft"] for c in own.values()) - model.fft_reuse_seconds(g, rates)
+    assert {c.algo for c in own.values()} != {"fft"} and all_fft < picked  # the case this test needs
+    step = choose.choose_step(g)
+    assert [c.algo for c in step.values()] == ["fft"] * 3
+    assert all(c.reason.startswith("the FFT for the whole step") and c.options == {} for c in step.values())
+    assert {p: c.algo for p, c in choose.choose_step(g, reuse=False).items()} == {p: c.algo for p, c in own.items()}
+    # without the saving the per-pass picks are cheaper, and stand
+    monkeypatch.setattr(decide, "fft_reuse_seconds", lambda *args: 0.0)
+    assert {p: c.algo for p, c in choose.choose_step(g).items()} == {p: c.algo for p, c in own.items()}
+
+
+def test_a_step_keeps_its_per_pass_picks_when_the_fft_is_left_out_of_a_pass(monkeypatch):
+    monkeypatch.setenv("FFTCONV_AUTO", "model")
+    g = ConvGeometry.from_shapes((4, 16, 64, 64), (16, 16, 7, 7))
+    original = decide.choose
+
+    def fft_too_inaccurate(g, pass_name, dtype, **options):
+        c = original(g, pass_name, dtype, **options)
+        return dataclasses.replace(c, excluded={**c.excluded, "fft": "predicted error too large"})
+
+    monkeypatch.setattr(decide, "choose", fft_too_inaccurate)
+    assert "fft" not in {c.algo for c in choose.choose_step(g).values()}

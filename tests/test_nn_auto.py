@@ -47,7 +47,12 @@ def force_picks(monkeypatch, picks):
         algo = (picks(g) if callable(picks) else picks)[str(pass_name)]
         return dataclasses.replace(choice, algo=algo, options=dict(choice.details[algo].options))
 
+    def forced_step(g, dtype, **options):  # the forced picks as they are: no switch to a step of FFT passes
+        options.pop("reuse", None)
+        return {p: forced(g, p, dtype, **options) for p in PASSES}
+
     monkeypatch.setattr(decide, "choose", forced)
+    monkeypatch.setattr(decide, "choose_step", forced_step)
     return asked
 
 
@@ -133,7 +138,7 @@ def test_each_pass_runs_the_choosers_pick_and_matches_the_oracle(shape, argument
                                                                  rng):
     layer = CONV[len(shape) - 2](**arguments, algo="auto", memory=memory, dtype=dtype, rng=0)
     g = layer._shape_state(shape).geometry
-    choices = {p: decide.choose(g, p, dtype) for p in PASSES}
+    choices = decide.choose_step(g, dtype, reuse=memory == "reuse")
     picks = {p: choice.algo for p, choice in choices.items()}
     assert layer.algorithms(shape) == picks
     ran.clear()
@@ -147,11 +152,32 @@ def test_the_natural_cases_cover_fft_im2col_winograd_and_mixtures(model_mode):
     seen = set()
     for shape, arguments in NATURAL:
         for dtype in (np.float64, np.float32):
-            layer = CONV[len(shape) - 2](**arguments, algo="auto", dtype=dtype)
-            seen.add(tuple(layer.algorithms(shape).values()))
+            for memory in ("reuse", "recompute"):
+                layer = CONV[len(shape) - 2](**arguments, algo="auto", memory=memory, dtype=dtype)
+                seen.add(tuple(layer.algorithms(shape).values()))
     algos = {algo for picks in seen for algo in picks}
     assert {"fft", "im2col", "winograd"} <= algos
     assert any("fft" in picks and set(picks) != {"fft"} for picks in seen)  # mixed steps
+
+
+def test_a_reuse_layer_runs_the_whole_step_with_the_fft_when_sharing_its_transforms_wins(model_mode, ran, rng):
+    """At the default rates the tiled FFT's estimate beats the FFT's on every pass of this geometry, but not once
+    the step's shared transforms are counted: under "reuse" every pass runs on the plan, under "recompute" (which
+    shares nothing between forward and backward) the per-pass picks stand."""
+    shape, arguments = (4, 16, 64, 64), dict(in_channels=16, out_channels=16, kernel_size=7, bias=False)
+    per_pass = {}
+    for memory in ("reuse", "recompute"):
+        layer = CONV[2](**arguments, algo="auto", memory=memory, dtype=np.float32, rng=0)
+        per_pass[memory] = layer.algorithms(shape)
+    geometry = layer._shape_state(shape).geometry
+    own = {p: decide.choose(geometry, p, np.float32).algo for p in PASSES}
+    assert set(own.values()) != {"fft"}, own  # the case needs a per-pass pick other than the FFT
+    assert per_pass["recompute"] == own
+    assert set(per_pass["reuse"].values()) == {"fft"}
+    layer = CONV[2](**arguments, algo="auto", memory="reuse", dtype=np.float32, rng=0)
+    ran.clear()
+    check_step(layer, rng.standard_normal(shape).astype(np.float32), rng, "the step of FFT passes")
+    assert all(item[0] == "plan" for item in ran), ran
 
 
 # ---------------------------------------------------------------------- forced picks: every kind of mixture

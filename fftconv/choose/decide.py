@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
@@ -25,11 +25,11 @@ from ..algorithms import ALGORITHMS
 from ..backends import get_backend
 from ..geometry import ConvGeometry, parse_dtype, parse_shape
 from ..params import IntOrTuple, Padding
-from ..passes import Pass
+from ..passes import PASSES, Pass
 from ..rates import MachineRates, get_rates, rates_status
 from ..sizes import fft_shape_for
 from .calibration import calibrate_once
-from .model import CANDIDATES, Estimate, best_estimate, estimates, unsupported
+from .model import CANDIDATES, Estimate, best_estimate, estimates, fft_reuse_seconds, unsupported
 
 AUTO_MODES = ("hybrid", "model", "measure")
 #: ``measure`` times the candidates the model ranks within this factor of its best (``direct`` beyond it never).
@@ -371,6 +371,45 @@ def _fitting_choice(g: ConvGeometry, pass_name: Pass, ranking: _Ranking) -> Choi
                         dict(ranking.details[algo].options))
         ranking.choices[too_big] = choice
     return choice
+
+
+def choose_step(g: ConvGeometry, dtype=np.float32, *, backend=None, fft_size=None, reuse: bool = True,
+                max_error: float | None | _Setting = SETTING) -> dict[Pass, Choice]:
+    """The algorithm of each pass of one training step: :func:`choose` per pass, unless the FFT for all three is
+    faster because the step then transforms each operand once.
+
+    With ``reuse`` (a layer that keeps its spectra from forward to backward, the paper's scheme), three FFT passes
+    cost the sum of their estimates less :func:`~.model.fft_reuse_seconds`. When that is below the sum of the
+    per-pass picks (each pass's timed seconds where :func:`choose` timed both, else the model's estimates), every
+    pass gets the FFT, and its :attr:`Choice.reason` says so. Without ``reuse``, or when the FFT is left out of a
+    pass (accuracy, memory), the per-pass choices stand.
+
+    Examples
+    --------
+    Three 7x7 passes on 64x64 maps: per pass the FFT and the tiled FFT are close, but only the FFT shares its
+    transforms across the step.
+
+    >>> g = ConvGeometry.from_shapes((32, 64, 64, 64), (64, 64, 7, 7))
+    >>> {str(p): c.algo for p, c in choose_step(g).items()}
+    {'forward': 'fft', 'input': 'fft', 'weight': 'fft'}
+    """
+    choices = {p: choose(g, p, dtype, backend=backend, fft_size=fft_size, max_error=max_error) for p in PASSES}
+    if not reuse or all(c.algo == "fft" for c in choices.values()):
+        return choices
+    if any("fft" in c.excluded or "fft" not in c.estimates for c in choices.values()):
+        return choices
+    picked, all_fft = 0.0, 0.0
+    for c in choices.values():
+        timed = c.algo in c.measured and "fft" in c.measured
+        picked += c.measured[c.algo] if timed else c.estimates[c.algo]
+        all_fft += c.measured["fft"] if timed else c.estimates["fft"]
+    all_fft -= fft_reuse_seconds(g, get_rates(), fft_size)
+    if all_fft >= picked:
+        return choices
+    reason = (f"the FFT for the whole step, its transforms shared: {_ms(all_fft)} against {_ms(picked)} for the "
+              f"per-pass picks ({', '.join(c.algo for c in choices.values())})")
+    return {p: replace(c, algo="fft", options=dict(c.details["fft"].options), reason=reason)
+            for p, c in choices.items()}
 
 
 # ---------------------------------------------------------------------- what the functional API calls

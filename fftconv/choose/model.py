@@ -156,6 +156,33 @@ def estimate_fft(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRat
                                                                            fft_shape=fft_shape))
 
 
+def fft_reuse_seconds(g: ConvGeometry, rates: MachineRates, fft_size: FFTSizeArg = None) -> float:
+    """Seconds a training step saves when its three FFT passes share their operands' spectra (the paper's scheme,
+    ``memory="reuse"`` in :mod:`fftconv.nn`), against three FFT passes that transform their operands each.
+
+    Separate passes transform the input twice (forward, weight gradient), the kernels twice (forward, input
+    gradient) and the output gradient twice (both gradients); a step that keeps the spectra transforms each once.
+    The saving is one transform of each, at the rates :func:`estimate_fft` uses.
+
+    Examples
+    --------
+    >>> g = ConvGeometry.from_shapes((32, 64, 32, 32), (64, 64, 5, 5))
+    >>> rates = MachineRates()
+    >>> saved = fft_reuse_seconds(g, rates)
+    >>> passes = sum(estimate_fft(g, p, rates, workspace=False).transforms for p in ("forward", "input", "weight"))
+    >>> round(saved / passes, 2)  # of the 9 transforms (2 forward, 1 inverse per pass) 3 are saved
+    0.33
+    """
+    fft_shape = fft_shape_for(g, fft_size)
+    per_map = rates.fft_seconds(real_fft_flops(fft_shape)) + rates.fft_map_seconds
+    kernels = g.out_channels * (g.in_channels // g.groups)
+    if kernels_by_matrix(g.kernel_shape, fft_shape, rates):
+        kernel_seconds = kernels * rates.dft_matrix_seconds(kernel_dft_flops(g.kernel_shape, fft_shape))
+    else:
+        kernel_seconds = kernels * per_map
+    return g.batch * (g.in_channels + g.out_channels) * per_map + kernel_seconds
+
+
 def estimate_im2col(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRates, dtype=np.float32) -> Estimate:
     """The tap-major im2col of :mod:`fftconv.im2col`: copies by their runs, and one GEMM per group."""
     pass_name = Pass.parse(pass_name)

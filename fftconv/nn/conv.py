@@ -138,8 +138,10 @@ class _ConvNd(Module):
     those of the computation that ran, so a step taken before ``backward`` applies last step's gradients.
 
     ``algo="auto"`` decides the three passes (forward, input gradient, weight gradient) at the first input of each
-    shape, with :func:`fftconv.choose.choose` in the layer's dtype, backend and FFT size (calibrating an
-    uncalibrated machine once first, as the functional API does), and keeps the decisions with that shape's plan
+    shape, with :func:`fftconv.choose.choose_step` in the layer's dtype, backend and FFT size (calibrating an
+    uncalibrated machine once first, as the functional API does): each pass's own pick, unless under ``"reuse"``
+    the FFT for all three passes, transforming each operand once, is estimated faster. It keeps the decisions with
+    that shape's plan
     (:meth:`algorithms` shows them; :meth:`clear_plan_cache` makes the layer decide again, after
     :func:`fftconv.choose.set_accuracy` or a calibration). A pass given the FFT runs exactly as with ``algo="fft"``,
     sharing spectra with the other FFT passes of the step; another pass runs the chosen algorithm with the chosen
@@ -294,8 +296,8 @@ class _ConvNd(Module):
 
     def _choose(self, geometry: ConvGeometry) -> dict[str, decide.Choice]:
         calibrate_once()  # as the functional API's "auto": an uncalibrated machine is measured once, first
-        return {pass_name: decide.choose(geometry, pass_name, self.dtype, backend=self.backend, fft_size=self.fft_size)
-                for pass_name in PASSES}
+        return decide.choose_step(geometry, self.dtype, backend=self.backend, fft_size=self.fft_size,
+                                  reuse=self.memory == "reuse")
 
     # ------------------------------------------------------------------ updateOutput
     def forward(self, x: np.ndarray) -> np.ndarray:
