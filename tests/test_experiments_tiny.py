@@ -82,15 +82,33 @@ def test_roofline(tmp_path, monkeypatch):
     monkeypatch.setattr(roofline, "LAYERS", ((11, 16, 3, 4), (3, 8, 4, 4)))
     monkeypatch.setattr(roofline, "PAPER_SKIPS", {(11, 16, 3, 4): ("input",)})
     monkeypatch.setattr(roofline, "SWEEP", {"S": 2, "f": 2, "fp": 3, "n": (8,), "k": (3, 5)})
-    monkeypatch.setattr(roofline, "ROUNDS", 1)
+    monkeypatch.setattr(roofline, "STEP_SWEEP", {"S": 2, "f": 2, "fp": 2, "n": (8, 9), "k": (3, 5)})
+    monkeypatch.setattr(roofline, "TARGETS", {(3, 8, 4, 4): 2.0})
+    monkeypatch.setattr(roofline, "ROUNDS", 2)
     monkeypatch.setattr(roofline, "FFT_RATE_BYTES", 2**14)
     monkeypatch.setattr(roofline, "SQUARE_GEMM", 32)
     monkeypatch.setattr(roofline, "RATE_SIZES", (8,))
     monkeypatch.setattr(roofline, "timing_settings", lambda quick: TimingSettings(1, 1, 2, 0.0))
-    ctx = run_experiment(roofline, tmp_path, "--batch", "2")
-    check_outputs(ctx, "roofline.png", "roofline.md")
+    monkeypatch.setattr(roofline, "step_sweep_timing", lambda quick: TimingSettings(1, 2, 2, 0.0))
+    # The layer's algo="auto" is not assumed here: the step runs the FFT algorithm, named like any other.
+    ctx = run_experiment(roofline, tmp_path, "--batch", "2", "--algo", "fft")
+    rows = check_outputs(ctx, "roofline.png", "roofline.md")
     text = (ctx.out_dir / "roofline.md").read_text()
     assert "B: sum, paper's protocol" in text and "| (11,16,3,4) |" in text and "without updateGradInput" in text
+    steps = [row for row in rows if row.get("pass") == "step" and row["f"] == 2 and row["fp"] == 2]
+    fftconv_steps = [row for row in steps if row["method"] != "torch"]
+    assert {(row["n"], row["k"], row["round"]) for row in fftconv_steps} == {
+        (n, k, r) for n in (8, 9) for k in (3, 5) for r in (0, 1)}
+    assert all(row["algo"] == "fft" and row["method"].startswith("fft-") and "median_s" in row
+               for row in fftconv_steps)
+    assert {row["settings"]["algo"] for row in rows if "settings" in row} == {"fft"}
+    assert "## Training-step sweep, S=2, f=2, f'=2, no padding" in text
+    assert "algo='fft'" in text and "| 9 | 5 |" in text
+    if any(row["method"] == "torch" for row in steps):
+        assert ">= 0.8x: " in text and ">= 1x: " in text and ">= 2x: " in text and ">= 70%: " in text
+    # A second run measures nothing: every row's key, the algorithm's included, is found.
+    again = run_experiment(roofline, tmp_path, "--batch", "2", "--algo", "fft")
+    assert len(ResultsFile(again.results.path).rows()) == len(rows)
 
 
 def test_defaults_has_rounds_and_intervals(tmp_path, monkeypatch):

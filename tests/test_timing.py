@@ -305,7 +305,8 @@ def test_network_sizes_chain_as_the_paper_lists():
                                          "experiments.harness.methods", "experiments.harness.provenance",
                                          "experiments.harness.results", "experiments.harness.style",
                                          "experiments.harness.paper", "experiments.kernel_window",
-                                         "experiments.defaults", "experiments.accuracy", "experiments.lenet"])
+                                         "experiments.defaults", "experiments.accuracy", "experiments.lenet",
+                                         "experiments.roofline"])
 def test_docstring_examples(module_name):
     import doctest
     import importlib
