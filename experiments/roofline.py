@@ -18,7 +18,8 @@ Four parts, all measured by this script on this machine (docs/experiments.md des
    never mixed and a run resumes per algorithm. The tables show the ratio under two protocols, labelled: this step
    (all three passes), and the paper's protocol, the sum of the separately timed FFT passes without the first
    layer's updateGradInput (a network never needs the gradient of its input image).
-3. **Forward sweep.** S = 32, f = 16, f' = 32, n in {32, 64}, k in {3, 5, ..., 13}: fftconv vs PyTorch forward.
+3. **Forward sweep.** S = 32, f = 16, f' = 32, n in {32, 64}, k in {3, 5, ..., 13}: fftconv's functional forward
+   with ``--algo`` (``auto``: the algorithm fftconv picks; rows of older runs timed ``fft``) vs PyTorch forward.
 4. **Training-step sweep.** S = 32, f = f' = 64, n in {32, 64} (no padding), k in {3, 5, ..., 13}: the layer step of
    part 2 (``fftconv.nn.Conv2d(algo=ALGO)``) against PyTorch's autograd step, timed by the same task.
 
@@ -237,7 +238,7 @@ def measure(ctx) -> None:
         jobs = in_round(layer_jobs(order, fft, step, layers, ctx.quick), round_)
         measure_jobs(ctx, jobs, "experiments.roofline:passes_and_step", settings,
                      desc=f"roofline layers, round {round_ + 1}/{rounds}")
-        jobs = in_round(points.conv_jobs([m for m in order if m in (fft, "torch")], sweep_points(SWEEP),
+        jobs = in_round(points.conv_jobs([m for m in order if m in (step, "torch")], sweep_points(SWEEP),
                                          ctx.quick, ("forward",)), round_)
         measure_jobs(ctx, jobs, "experiments.harness.points:conv_passes", settings,
                      desc=f"roofline sweep, round {round_ + 1}/{rounds}")
@@ -339,21 +340,24 @@ def step_function(session, case: dict):
     def step():
         layer.forward(x)
         return layer.backward(gy)
+    step.algorithms = lambda: {str(p): a for p, a in layer.algorithms(x.shape).items()}  # what each pass ran
     return step
 
 
 def passes_and_step(case: dict, session) -> Iterator[dict]:
     """Task: the three passes (functional API) and a layer step (forward + backward), as listed in ``todo``; a
-    step row of fftconv records the layer's ``algo``."""
+    step row of fftconv records the layer's ``algo`` and the algorithm each of its passes ran."""
     todo = case["todo"]
     passes = [s for s in todo if s["pass"] != "step"]
     if passes:
         yield from points.conv_passes({**case, "todo": passes}, session)
     for subkey in (s for s in todo if s["pass"] == "step"):
-        row = session.measure(step_function(session, case))
+        step = step_function(session, case)
+        row = session.measure(step)
         row["gflops"] = 3 * points.direct_flops(case) / row["median_s"] / 1e9
         if session.torch is None:
             row["algo"] = session.parsed["algo"]
+            row["pass_algorithms"] = step.algorithms()
         yield {**subkey, **row}
 
 
@@ -478,9 +482,25 @@ def sweep_summary(results: points.ConvResults, samples: RoundSamples, sweep: dic
         mine = results.seconds(point, method, pass_) if method else None
         theirs = results.seconds(point, "torch", pass_)
         draws = _quotient(samples.medians(point, "torch", pass_), samples.medians(point, method, pass_))
-        entries.append({"point": point, "fftconv": mine, "torch": theirs,
+        row = results.row(point, method, pass_) if method else None
+        entries.append({"point": point, "fftconv": mine, "torch": theirs, "ran": ran_by_pass(row),
                         **against_target(_quotient(theirs, mine), draws, targets.get(str(point["k"])))})
     return entries
+
+
+def ran_by_pass(row: dict | None) -> str:
+    """``"fft/fft/fft"``: the algorithm of the forward, input-gradient and weight-gradient passes a step row ran
+    (``"-"`` for rows without that record: PyTorch's, a functional pass, older runs).
+
+    Examples
+    --------
+    >>> ran_by_pass({"pass_algorithms": {"forward": "winograd", "input": "fft", "weight": "fft"}})
+    'winograd/fft/fft'
+    >>> ran_by_pass(None)
+    '-'
+    """
+    ran = (row or {}).get("pass_algorithms")
+    return "/".join(ran.get(p, "?") for p in points.PASSES) if ran else "-"
 
 
 def summarise(ctx) -> dict:
@@ -511,13 +531,15 @@ def summarise(ctx) -> dict:
         entry["ratio"] = against_target(_quotient(entry["torch"]["step"], entry["fftconv"]["step"]),
                                         _quotient(theirs, mine), settings["targets"].get(_layer_label(point)))
         model = peak["total"] if peak else None
+        entry["ran"] = ran_by_pass(results.row(point, step, "step") if step else None)
         entry["fraction"] = against_target(_quotient(model, entry["fftconv"]["step"]), _quotient(model, mine),
                                            settings["roofline_target"])
         layers.append(entry)
-    sweep = sweep_summary(results, samples, settings["sweep"], fft, "forward", settings["sweep_targets"])
+    sweep_method = step if any(results.seconds(p, step, "forward") for p in sweep_points(settings["sweep"])) else fft
+    sweep = sweep_summary(results, samples, settings["sweep"], sweep_method, "forward", settings["sweep_targets"])
     step_sweep = sweep_summary(results, samples, settings["step_sweep"], step, "step",
                                settings["step_sweep_targets"])
-    return {"fft_method": fft, "step_method": step, "algo": settings["algo"], "fft_best": fft_best,
+    return {"fft_method": fft, "step_method": step, "sweep_method": sweep_method, "algo": settings["algo"], "fft_best": fft_best,
             "square": square, "rates": by_key, "layers": layers, "sweep": sweep, "step_sweep": step_sweep,
             "batch": batch, "settings": settings}
 
@@ -598,7 +620,8 @@ def tables(ctx, summary: dict) -> str:
                  "the peak model, each layer's own per-bin shapes for the attainable model.\n")
     header = ["(k,n,f,f')", "fftconv fwd", "bprop", "accGrad", "sum of passes", "step", "torch fwd", "bprop",
               "accGrad", "sum of passes", "step", "torch step / fftconv step", "target",
-              "model (peak)", "fraction of roofline", "target", "model (attainable)", "fraction (attainable)"]
+              "model (peak)", "fraction of roofline", "target", "model (attainable)", "fraction (attainable)",
+              "step's passes (fwd/input/weight)"]
     rows = []
     for entry in summary["layers"]:
         p, mine, theirs = entry["point"], entry["fftconv"], entry["torch"]
@@ -610,7 +633,7 @@ def tables(ctx, summary: dict) -> str:
                      fmt_ms(peak["total"] if peak else None),
                      _ratio_cell(entry["fraction"], percent=True), _target_cell(entry["fraction"], percent=True),
                      fmt_ms(attainable["total"] if attainable else None),
-                     _fraction(attainable["total"] if attainable else None, mine.get("step"))])
+                     _fraction(attainable["total"] if attainable else None, mine.get("step")), entry["ran"]])
     plans = [row["plan_s"] for row in ctx.rows() if row.get("plan_s") and "pass" in row]
     lines.append(f"## The five layers at batch {summary['batch']}: passes, steps, ratio, roofline\n\n"
                  + markdown_table(header, rows)
@@ -634,7 +657,7 @@ def tables(ctx, summary: dict) -> str:
     sweep = settings["sweep"]
     lines.append(f"## Forward sweep, S={sweep['S']}, f={sweep['f']}, f'={sweep['fp']}\n\n"
                  + sweep_table(summary["sweep"], "forward")
-                 + f"\nfftconv: {fft}, one functional forward call. The speed target: fftconv faster than PyTorch "
+                 + f"\nfftconv: {summary['sweep_method']}, one functional forward call. The speed target: fftconv faster than PyTorch "
                    f"(ratio at least 1) from k={SWEEP_TARGET_FROM_K} up, at every n.\n")
     step_sweep = settings["step_sweep"]
     lines.append(f"## Training-step sweep, S={step_sweep['S']}, f={step_sweep['f']}, f'={step_sweep['fp']}, "
@@ -652,11 +675,13 @@ def tables(ctx, summary: dict) -> str:
 
 
 def sweep_table(entries: list[dict], what: str) -> str:
-    """One sweep: per (n, k) both times, PyTorch / fftconv with its interval, and the target of that k."""
+    """One sweep: per (n, k) both times, PyTorch / fftconv with its interval, the target of that k, and for steps
+    the algorithm each of fftconv's passes ran."""
+    steps = any(e["ran"] != "-" for e in entries)
     rows = [[e["point"]["n"], e["point"]["k"], fmt_ms(e["fftconv"]), fmt_ms(e["torch"]), _ratio_cell(e),
-             _target_cell(e)] for e in entries]
+             _target_cell(e), *([e["ran"]] if steps else [])] for e in entries]
     return markdown_table(["n", "k", f"fftconv {what} ms", f"torch {what} ms", "torch / fftconv [95 % interval]",
-                           "target"], rows)
+                           "target", *(["fftconv passes (fwd/input/weight)"] if steps else [])], rows)
 
 
 def protocol_table(summary: dict) -> str:
@@ -757,7 +782,7 @@ def plot(ctx) -> None:
     middle.legend(fontsize=7)
     middle.grid(axis="y", alpha=0.3)
     _sweep_panel(axes["forward"], summary["sweep"], sweep,
-                 f"Forward sweep: {summary['fft_method']} forward vs PyTorch,\nS={sweep['S']}, f={sweep['f']}, "
+                 f"Forward sweep: {summary['sweep_method']} forward vs PyTorch,\nS={sweep['S']}, f={sweep['f']}, "
                  f"f'={sweep['fp']}, no padding (bars: 95 % interval)")
     _sweep_panel(axes["steps"], summary["step_sweep"], step_sweep,
                  f"Training-step sweep: fftconv.nn.Conv2d(algo={summary['algo']!r}) forward + backward\nvs "

@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+import fftconv
+
 from experiments import (auto_grid, defaults, kernel_window, layers, memory, network, opcounts, param_counts,
                          roofline, sweeps)
 from experiments.__main__ import build_parser
@@ -90,8 +92,7 @@ def test_roofline(tmp_path, monkeypatch):
     monkeypatch.setattr(roofline, "RATE_SIZES", (8,))
     monkeypatch.setattr(roofline, "timing_settings", lambda quick: TimingSettings(1, 1, 2, 0.0))
     monkeypatch.setattr(roofline, "step_sweep_timing", lambda quick: TimingSettings(1, 2, 2, 0.0))
-    # The layer's algo="auto" is not assumed here: the step runs the FFT algorithm, named like any other.
-    ctx = run_experiment(roofline, tmp_path, "--batch", "2", "--algo", "fft")
+    ctx = run_experiment(roofline, tmp_path, "--batch", "2", "--algo", "auto")
     rows = check_outputs(ctx, "roofline.png", "roofline.md")
     text = (ctx.out_dir / "roofline.md").read_text()
     assert "B: sum, paper's protocol" in text and "| (11,16,3,4) |" in text and "without updateGradInput" in text
@@ -99,15 +100,18 @@ def test_roofline(tmp_path, monkeypatch):
     fftconv_steps = [row for row in steps if row["method"] != "torch"]
     assert {(row["n"], row["k"], row["round"]) for row in fftconv_steps} == {
         (n, k, r) for n in (8, 9) for k in (3, 5) for r in (0, 1)}
-    assert all(row["algo"] == "fft" and row["method"].startswith("fft-") and "median_s" in row
+    assert all(row["algo"] == "auto" and row["method"].startswith("auto-") and "median_s" in row
                for row in fftconv_steps)
-    assert {row["settings"]["algo"] for row in rows if "settings" in row} == {"fft"}
+    assert all(set(row["pass_algorithms"]) == {"forward", "input", "weight"}
+               and set(row["pass_algorithms"].values()) <= set(fftconv.ALGORITHMS) for row in fftconv_steps)
+    assert {row["settings"]["algo"] for row in rows if "settings" in row} == {"auto"}
+    assert "fftconv passes (fwd/input/weight)" in text
     assert "## Training-step sweep, S=2, f=2, f'=2, no padding" in text
-    assert "algo='fft'" in text and "| 9 | 5 |" in text
+    assert "algo='auto'" in text and "| 9 | 5 |" in text
     if any(row["method"] == "torch" for row in steps):
         assert ">= 0.8x: " in text and ">= 1x: " in text and ">= 2x: " in text and ">= 70%: " in text
     # A second run measures nothing: every row's key, the algorithm's included, is found.
-    again = run_experiment(roofline, tmp_path, "--batch", "2", "--algo", "fft")
+    again = run_experiment(roofline, tmp_path, "--batch", "2", "--algo", "auto")
     assert len(ResultsFile(again.results.path).rows()) == len(rows)
 
 
