@@ -353,7 +353,7 @@ def _rank(g: ConvGeometry, pass_name: Pass, dtype: np.dtype, backend, fft_size, 
 def _fitting_choice(g: ConvGeometry, pass_name: Pass, ranking: _Ranking) -> Choice:
     """The ranking's first candidate that fits in memory now, as a :class:`Choice` (one object per outcome)."""
     workspace = {algo: ranking.details[algo].workspace_bytes for algo in ranking.order}
-    limit = _headroom(workspace.values())
+    limit = _headroom([workspace[ranking.order[0]]])  # the limits are read only when the first pick is large
     too_big = tuple(algo for algo in ranking.order if not _fits(workspace[algo], limit))
     if len(too_big) == len(ranking.order):
         needs = ", ".join(f"{algo} {_gib(size)}" for algo, size in workspace.items())
@@ -403,7 +403,7 @@ def choose_step(g: ConvGeometry, dtype=np.float32, *, backend=None, fft_size=Non
         timed = c.algo in c.measured and "fft" in c.measured
         picked += c.measured[c.algo] if timed else c.estimates[c.algo]
         all_fft += c.measured["fft"] if timed else c.estimates["fft"]
-    all_fft -= fft_reuse_seconds(g, get_rates(), fft_size)
+    all_fft -= fft_reuse_seconds(g, get_rates(), fft_size, dtype)
     if all_fft >= picked:
         return choices
     reason = (f"the FFT for the whole step, its transforms shared: {_ms(all_fft)} against {_ms(picked)} for the "

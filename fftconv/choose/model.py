@@ -156,13 +156,14 @@ def estimate_fft(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRat
                                                                            fft_shape=fft_shape))
 
 
-def fft_reuse_seconds(g: ConvGeometry, rates: MachineRates, fft_size: FFTSizeArg = None) -> float:
+def fft_reuse_seconds(g: ConvGeometry, rates: MachineRates, fft_size: FFTSizeArg = None,
+                      dtype=np.float32) -> float:
     """Seconds a training step saves when its three FFT passes share their operands' spectra (the paper's scheme,
     ``memory="reuse"`` in :mod:`fftconv.nn`), against three FFT passes that transform their operands each.
 
     Separate passes transform the input twice (forward, weight gradient), the kernels twice (forward, input
     gradient) and the output gradient twice (both gradients); a step that keeps the spectra transforms each once.
-    The saving is one transform of each, at the rates :func:`estimate_fft` uses.
+    The saving is one transform of each and one writing of its spectrum, at the rates :func:`estimate_fft` uses.
 
     Examples
     --------
@@ -170,7 +171,8 @@ def fft_reuse_seconds(g: ConvGeometry, rates: MachineRates, fft_size: FFTSizeArg
     >>> rates = MachineRates()
     >>> saved = fft_reuse_seconds(g, rates)
     >>> passes = sum(estimate_fft(g, p, rates, workspace=False).transforms for p in ("forward", "input", "weight"))
-    >>> round(saved / passes, 2)  # of the 9 transforms (2 forward, 1 inverse per pass) 3 are saved
+    >>> spectra = spectra_bytes(g, (32, 32), 8) / rates.copy_bytes  # each operand's spectrum written once less
+    >>> round((saved - spectra) / passes, 2)  # of the 9 transforms (2 forward, 1 inverse per pass) 3 are saved
     0.33
     """
     fft_shape = fft_shape_for(g, fft_size)
@@ -180,7 +182,9 @@ def fft_reuse_seconds(g: ConvGeometry, rates: MachineRates, fft_size: FFTSizeArg
         kernel_seconds = kernels * rates.dft_matrix_seconds(kernel_dft_flops(g.kernel_shape, fft_shape))
     else:
         kernel_seconds = kernels * per_map
-    return g.batch * (g.in_channels + g.out_channels) * per_map + kernel_seconds
+    complex_itemsize = 2 * np.dtype(dtype).itemsize
+    written = spectra_bytes(g, fft_shape, complex_itemsize) / rates.copy_bytes
+    return g.batch * (g.in_channels + g.out_channels) * per_map + kernel_seconds + written
 
 
 def estimate_im2col(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRates, dtype=np.float32) -> Estimate:
