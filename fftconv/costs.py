@@ -520,16 +520,21 @@ class TiledWork:
 
 
 # ---------------------------------------------------------------------- bytes
-def spectra_bytes(geometry: ConvGeometry, fft_shape: Sequence[int], complex_itemsize: int = 8) -> int:
-    """Bytes of the half spectra of a training step's ``S f + S f' + f' f/g`` maps (without the storage's padding).
+def spectra_bytes(geometry: ConvGeometry, fft_shape: Sequence[int], complex_itemsize: int = 8,
+                  kernels: bool = True) -> int:
+    """Bytes of the half spectra of a training step's ``S f + S f' + f' f/g`` maps (without the storage's padding;
+    ``kernels=False``: of the ``S f + S f'`` input and output maps only).
 
     Examples
     --------
-    >>> spectra_bytes(ConvGeometry.from_shapes((128, 96, 16, 16), (256, 96, 3, 3)), (16, 16))  # 16 x 9 bins
-    80216064
+    >>> g = ConvGeometry.from_shapes((128, 96, 16, 16), (256, 96, 3, 3))
+    >>> spectra_bytes(g, (16, 16)), spectra_bytes(g, (16, 16), kernels=False)  # 16 x 9 bins
+    (80216064, 51904512)
     """
     g = geometry
-    maps = g.batch * g.in_channels + g.batch * g.out_channels + g.out_channels * (g.in_channels // g.groups)
+    maps = g.batch * g.in_channels + g.batch * g.out_channels
+    if kernels:
+        maps += g.out_channels * (g.in_channels // g.groups)
     return complex_itemsize * math.prod(half_spectrum_shape(fft_shape)) * maps
 
 

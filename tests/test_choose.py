@@ -207,7 +207,7 @@ def test_explain_report_names_the_problem_the_rates_and_each_candidates_costs():
             assert e.seconds == pytest.approx(e.transforms + e.products + e.copies + e.fixed)
             row = next(line for line in lines[lines.index(f"{choice.pass_name}: {choice.algo}  ({choice.reason})"):]
                        if line.startswith(f"  {algo} "))
-            assert (fft_shape in row) == (algo == "fft") and "ms" in row and "iB" in row
+            assert (f"FFT {fft_shape}" in row) == (algo == "fft") and "ms" in row and "iB" in row
     assert report.workspace_bytes["im2col"] > report.workspace_bytes["direct"] / 2 > 0
     assert repr(report).startswith("Explanation(ConvGeometry(")
 
@@ -538,4 +538,6 @@ def test_a_step_keeps_its_per_pass_picks_when_the_fft_is_left_out_of_a_pass(monk
         return dataclasses.replace(c, excluded={**c.excluded, "fft": "predicted error too large"})
 
     monkeypatch.setattr(decide, "choose", fft_too_inaccurate)
-    assert "fft" not in {c.algo for c in choose.choose_step(g).values()}
+    own = {p: fft_too_inaccurate(g, p, np.float32).algo for p in choose.PASSES}
+    assert set(own.values()) != {"fft"}  # without the exclusion the step would switch to the FFT (test above)
+    assert {p: c.algo for p, c in choose.choose_step(g).items()} == own

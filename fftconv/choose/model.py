@@ -147,7 +147,8 @@ def estimate_fft(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRat
     crop = {Pass.FORWARD: g.full_output_shape, Pass.INPUT: g.full_input_shape,
             Pass.WEIGHT: g.full_weight_shape}[pass_name]
     itemsize = np.dtype(dtype).itemsize
-    copies = (spectra_bytes(g, fft_shape, 2 * itemsize) / rates.copy_bytes
+    # the spectra written in the GEMMs' layout; kernels transformed by DFT matrices are written there by their GEMM
+    copies = (spectra_bytes(g, fft_shape, 2 * itemsize, kernels=not work.kernels_by_gemm) / rates.copy_bytes
               + rates.copy_seconds(math.prod(crop), crop[-1], itemsize))
     if workspace:
         workspace = SpectralPlan.create(g, dtype, "numpy", fft_shape, check_memory=False).peak_bytes()
@@ -171,19 +172,20 @@ def fft_reuse_seconds(g: ConvGeometry, rates: MachineRates, fft_size: FFTSizeArg
     >>> rates = MachineRates()
     >>> saved = fft_reuse_seconds(g, rates)
     >>> passes = sum(estimate_fft(g, p, rates, workspace=False).transforms for p in ("forward", "input", "weight"))
-    >>> spectra = spectra_bytes(g, (32, 32), 8) / rates.copy_bytes  # each operand's spectrum written once less
+    >>> spectra = spectra_bytes(g, (32, 32), 8, kernels=False) / rates.copy_bytes  # written once less
     >>> round((saved - spectra) / passes, 2)  # of the 9 transforms (2 forward, 1 inverse per pass) 3 are saved
     0.33
     """
     fft_shape = fft_shape_for(g, fft_size)
     per_map = rates.fft_seconds(real_fft_flops(fft_shape)) + rates.fft_map_seconds
     kernels = g.out_channels * (g.in_channels // g.groups)
-    if kernels_by_matrix(g.kernel_shape, fft_shape, rates):
+    by_matrix = kernels_by_matrix(g.kernel_shape, fft_shape, rates)
+    if by_matrix:
         kernel_seconds = kernels * rates.dft_matrix_seconds(kernel_dft_flops(g.kernel_shape, fft_shape))
     else:
         kernel_seconds = kernels * per_map
     complex_itemsize = 2 * np.dtype(dtype).itemsize
-    written = spectra_bytes(g, fft_shape, complex_itemsize) / rates.copy_bytes
+    written = spectra_bytes(g, fft_shape, complex_itemsize, kernels=not by_matrix) / rates.copy_bytes
     return g.batch * (g.in_channels + g.out_channels) * per_map + kernel_seconds + written
 
 
