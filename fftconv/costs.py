@@ -323,7 +323,8 @@ class WinogradWork:
     ``padded_elements`` counts the zero-padded copies of the data (and of the weight gradient's ``dy``) made when
     the tiles do not line up with the arrays. ``copies`` lists the strided copies as ``(elements, innermost run)``,
     in units of one element read and written (a zero fill counts half): zero padding, the data (and the weight
-    gradient's ``dy``) transposed channels-last, scattering the output tiles. The tile must be valid (:func:`fftconv.winograd.unsupported_reason`).
+    gradient's ``dy``) transposed channels-last, scattering the output tiles. The tile must be valid
+    (:func:`fftconv.winograd.unsupported_reason`).
 
     Examples
     --------

@@ -455,6 +455,28 @@ def _entry(algo: str):
     return ALGORITHMS[algo]
 
 
+#: The algorithm ``"auto"`` recomputes a pass with when its pick meets NaN, inf or an overflow: it keeps them where
+#: PyTorch puts them.
+NONFINITE_FALLBACK = "im2col"
+
+
+def keeping_nonfinite_local(entry, options: dict, call: Callable) -> np.ndarray:
+    """``call(entry, options)``, or the same pass by :data:`NONFINITE_FALLBACK` (``call(fallback_entry, {})``) when
+    the pick mixes positions (a transform spreads each value over a map or a tile) and meets NaN, inf or an overflow.
+
+    Entries that check their operands raise (:class:`~fftconv._finite.NonFiniteInput`, ``SpectralOverflow``); the
+    results of the others are checked, unless they keep non-finite values local or refuse them themselves.
+    """
+    fallback = ALGORITHMS[NONFINITE_FALLBACK]
+    try:
+        result = call(entry, options)
+    except (NonFiniteInput, SpectralOverflow):
+        return call(fallback, {})
+    if entry.keeps_nonfinite_local or entry.refuses_nonfinite or all_finite(result):
+        return result
+    return call(fallback, {})
+
+
 class _Dispatch:
     """The three passes of one ``algo`` name, as :mod:`fftconv.functional` calls them: each call asks
     :func:`configure` for the entry and options of its geometry.
@@ -472,14 +494,7 @@ class _Dispatch:
         entry, options = configure(self.algo, g, pass_name, dtype, backend, fft_size)
         if self.algo != "auto":
             return call(entry, options)
-        spatial = ALGORITHMS["im2col"]
-        try:
-            result = call(entry, options)
-        except (NonFiniteInput, SpectralOverflow):
-            return call(spatial, {})
-        if entry.keeps_nonfinite_local or entry.refuses_nonfinite or all_finite(result):
-            return result
-        return call(spatial, {})
+        return keeping_nonfinite_local(entry, options, call)
 
     def forward(self, x, w, bias, g, backend=None, fft_size=None):
         return self._run(g, Pass.FORWARD, x.dtype, backend, fft_size, lambda entry, options: entry.forward(

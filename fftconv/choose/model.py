@@ -130,6 +130,20 @@ def predicted_error(algo: str, g: ConvGeometry, pass_name: Union[Pass, str], dty
 
 
 # ---------------------------------------------------------------------- the estimates
+def _map_seconds(g: ConvGeometry, fft_shape: Sequence[int], rates: MachineRates) -> tuple[float, float]:
+    """Seconds to transform one map by the FFT backend, and one kernel-size map by DFT matrices."""
+    per_map = rates.fft_seconds(real_fft_flops(fft_shape)) + rates.fft_map_seconds
+    return per_map, rates.dft_matrix_seconds(kernel_dft_flops(g.kernel_shape, fft_shape))
+
+
+def _spectra_write_seconds(g: ConvGeometry, fft_shape: Sequence[int], rates: MachineRates, dtype,
+                           kernels_by_gemm: bool) -> float:
+    """Seconds to write a step's spectra in the GEMMs' layout once; kernels transformed by DFT matrices are written
+    there by their own GEMM."""
+    complex_itemsize = 2 * np.dtype(dtype).itemsize
+    return spectra_bytes(g, fft_shape, complex_itemsize, kernels=not kernels_by_gemm) / rates.copy_bytes
+
+
 def estimate_fft(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRates, fft_size: FFTSizeArg = None,
                  dtype=np.float32, workspace: bool = True) -> Estimate:
     """The FFT algorithm: transforms at the FFT rate (kernels by DFT matrices where fftconv does that), per-bin
@@ -138,8 +152,7 @@ def estimate_fft(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRat
     pass_name = Pass.parse(pass_name)
     fft_shape = fft_shape_for(g, fft_size)
     work = FFTPassWork.of(g, fft_shape, pass_name, kernels_by_matrix(g.kernel_shape, fft_shape, rates))
-    per_map = rates.fft_seconds(real_fft_flops(fft_shape)) + rates.fft_map_seconds
-    by_matrix = rates.dft_matrix_seconds(kernel_dft_flops(g.kernel_shape, fft_shape))
+    per_map, by_matrix = _map_seconds(g, fft_shape, rates)
     transforms = sum(work.fft_maps) * per_map + sum(work.matrix_maps) * by_matrix
     m, k, n = work.gemm_shape
     products = (rates.complex_gemm_seconds(complex_gemm_flops(m, k, n) * work.gemm_count, min(m, k, n))
@@ -147,8 +160,7 @@ def estimate_fft(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRat
     crop = {Pass.FORWARD: g.full_output_shape, Pass.INPUT: g.full_input_shape,
             Pass.WEIGHT: g.full_weight_shape}[pass_name]
     itemsize = np.dtype(dtype).itemsize
-    # the spectra written in the GEMMs' layout; kernels transformed by DFT matrices are written there by their GEMM
-    copies = (spectra_bytes(g, fft_shape, 2 * itemsize, kernels=not work.kernels_by_gemm) / rates.copy_bytes
+    copies = (_spectra_write_seconds(g, fft_shape, rates, dtype, work.kernels_by_gemm)
               + rates.copy_seconds(math.prod(crop), crop[-1], itemsize))
     if workspace:
         workspace = SpectralPlan.create(g, dtype, "numpy", fft_shape, check_memory=False).peak_bytes()
@@ -177,16 +189,11 @@ def fft_reuse_seconds(g: ConvGeometry, rates: MachineRates, fft_size: FFTSizeArg
     0.33
     """
     fft_shape = fft_shape_for(g, fft_size)
-    per_map = rates.fft_seconds(real_fft_flops(fft_shape)) + rates.fft_map_seconds
-    kernels = g.out_channels * (g.in_channels // g.groups)
-    by_matrix = kernels_by_matrix(g.kernel_shape, fft_shape, rates)
-    if by_matrix:
-        kernel_seconds = kernels * rates.dft_matrix_seconds(kernel_dft_flops(g.kernel_shape, fft_shape))
-    else:
-        kernel_seconds = kernels * per_map
-    complex_itemsize = 2 * np.dtype(dtype).itemsize
-    written = spectra_bytes(g, fft_shape, complex_itemsize, kernels=not by_matrix) / rates.copy_bytes
-    return g.batch * (g.in_channels + g.out_channels) * per_map + kernel_seconds + written
+    per_map, per_kernel = _map_seconds(g, fft_shape, rates)
+    by_gemm = kernels_by_matrix(g.kernel_shape, fft_shape, rates)
+    kernel_seconds = g.out_channels * (g.in_channels // g.groups) * (per_kernel if by_gemm else per_map)
+    return (g.batch * (g.in_channels + g.out_channels) * per_map + kernel_seconds
+            + _spectra_write_seconds(g, fft_shape, rates, dtype, by_gemm))
 
 
 def estimate_im2col(g: ConvGeometry, pass_name: Union[Pass, str], rates: MachineRates, dtype=np.float32) -> Estimate:

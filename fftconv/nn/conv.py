@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import functional
 from .._cache import LRUCache
-from .._finite import NonFiniteInput, SpectralOverflow, all_finite
+from .._finite import NonFiniteInput, SpectralOverflow
 from ..algorithms import ALGORITHMS
 from ..backends import FFTBackend
 from ..choose import decide
@@ -58,9 +58,8 @@ MEMORY_POLICIES = ("reuse", "recompute")
 PLAN_CACHE_SIZE = 8
 #: The ``algo`` that asks :func:`fftconv.choose.choose` for each pass's algorithm.
 AUTO = "auto"
-#: What ``algo="auto"`` computes a pass with when its pick meets NaN, inf or an overflow: it keeps them where
-#: PyTorch puts them (the functional API's ``"auto"`` does the same).
-NONFINITE_FALLBACK = "im2col"
+#: What ``algo="auto"`` computes a pass with when its pick meets NaN, inf or an overflow, as the functional API's.
+NONFINITE_FALLBACK = decide.NONFINITE_FALLBACK
 GRADIENT_PASSES = ("input", "weight")
 
 Result = TypeVar("Result")
@@ -397,8 +396,8 @@ class _ConvNd(Module):
     def _spatial(self, pass_name: str, state: _ShapeState, left: np.ndarray, right: np.ndarray,
                  bias: np.ndarray | None = None) -> np.ndarray:
         """A pass off the plan, operands in :func:`_run_entry`'s order: with ``algo="auto"`` the registry entry the
-        chooser picked, with its options, as the functional API's ``"auto"`` runs it (``decide._Dispatch``: a pick
-        that mixes positions and meets NaN, inf or an overflow is recomputed with :data:`NONFINITE_FALLBACK`);
+        chooser picked, with its options, as the functional API's ``"auto"`` runs it
+        (:func:`fftconv.choose.decide.keeping_nonfinite_local`);
         otherwise the functional API with the layer's ``algo``."""
         if state.choices is None:
             hyper = (self.stride, self.padding, self.dilation, self.groups)
@@ -408,15 +407,10 @@ class _ConvNd(Module):
                 return functional.conv_input(state.geometry.full_input_shape, right, left, *hyper, algo=self.algo)
             return functional.conv_weight(left, state.geometry.full_weight_shape, right, *hyper, algo=self.algo)
         choice = state.choices[pass_name]
-        entry = ALGORITHMS[choice.algo]
-        try:
-            result = _run_entry(entry, pass_name, state.geometry, left, right, bias, self.backend, self.fft_size,
-                                choice.options)
-        except (NonFiniteInput, SpectralOverflow):
-            return self._fallback(pass_name, state, left, right, bias)
-        if entry.keeps_nonfinite_local or entry.refuses_nonfinite or all_finite(result):
-            return result
-        return self._fallback(pass_name, state, left, right, bias)
+        return decide.keeping_nonfinite_local(
+            ALGORITHMS[choice.algo], choice.options,
+            lambda entry, options: _run_entry(entry, pass_name, state.geometry, left, right, bias, self.backend,
+                                              self.fft_size, options))
 
     def _fallback(self, pass_name: str, state: _ShapeState, left: np.ndarray, right: np.ndarray,
                   bias: np.ndarray | None = None) -> np.ndarray:
