@@ -96,7 +96,8 @@ def cook_toom(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
     """The exact matrices ``(A^T, G, B^T)`` of ``F(m, r)``, as tuples of rows of :class:`fractions.Fraction`.
 
     Shapes ``(m, alpha)``, ``(alpha, r)`` and ``(alpha, alpha)`` with ``alpha = m + r - 1``; the points are
-    :func:`interpolation_points` ``(alpha - 1)`` followed by infinity (the last row of ``G`` and ``B^T``).
+    :func:`interpolation_points` ``(alpha - 1)`` followed by infinity (the last row of ``G`` and ``B^T``). With one
+    output or one tap (``m == 1`` or ``r == 1``) the transforms are identities and sums, with no points at all.
 
     Examples
     --------
@@ -111,6 +112,8 @@ def cook_toom(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
     [['1', '0', '-1', '0'], ['0', '1', '1', '0'], ['0', '-1', '1', '0'], ['0', '-1', '0', '1']]
     """
     _check_sizes(m, r)
+    if m == 1 or r == 1:
+        return _trivial(m, r)
     alpha = m + r - 1
     points = interpolation_points(alpha - 1)
     a_transposed = tuple(tuple(p ** i for p in points) + (Fraction(int(i == m - 1)),) for i in range(m))
@@ -125,6 +128,19 @@ def cook_toom(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
     g_rows.append(tuple(Fraction(int(k == r - 1)) for k in range(r)))
     b_rows.append(_polynomial_from_roots(points, alpha))
     return a_transposed, tuple(g_rows), tuple(b_rows)
+
+
+def _trivial(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
+    """``F(1, r)`` (one output: a dot product) and ``F(m, 1)`` (one tap: a scaling) with identity transforms.
+
+    Both already use the minimal ``alpha`` multiplications, so interpolation has nothing to save; its Vandermonde
+    matrices would only add round-off (through nine points, F(1, 9)'s predicted float64 error was 120x the sum's).
+    """
+    alpha = m + r - 1
+    identity = tuple(tuple(Fraction(int(i == j)) for j in range(alpha)) for i in range(alpha))
+    if m == 1:  # y = sum_k g[k] d[k]: A^T sums the products
+        return ((Fraction(1),) * alpha,), identity, identity
+    return identity, tuple((Fraction(1),) for _ in range(alpha)), identity  # y[i] = g[0] d[i]: G copies the tap
 
 
 def correlate_exact(d, g, m: int) -> list[Fraction]:

@@ -45,7 +45,7 @@ class MachineRates:
     copy_bytes: float = 6e9           # bytes copied per second with long contiguous runs (unfold, crops, transposes)
     direct_flops: float = 2e9         # the float64 einsum loop of algo="direct"
     dft_matrix_flops: float = 60e9    # kernel-size maps transformed by DFT matrices (8 flops per multiply-add)
-    winograd_transform_flops: float = 20e9  # Winograd's small dense transforms, one axis at a time (a whole pass)
+    winograd_transform_flops: float = 50e9  # Winograd's small dense transforms, one axis at a time (a whole pass)
     # GEMMs with a small dimension run slower: the rate is multiplied by d / (d + half) for each output dimension of
     # a real GEMM, and for the smallest dimension of a complex one.
     gemm_half_dim: float = 16.0

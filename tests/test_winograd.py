@@ -67,6 +67,21 @@ def test_data_transform_depends_only_on_the_transform_size():
         assert cook_toom(m, r)[2] == cook_toom(r, m)[2]
 
 
+@pytest.mark.parametrize("m, r", [(1, 9), (1, 3), (6, 1), (9, 1)])
+def test_one_output_or_one_tap_needs_no_interpolation(m, r):
+    """F(1, r) is a dot product and F(m, 1) a scaling: identity transforms, so in floating point the result is the
+    plain sum, and the error growth is that of no tiling at all (interpolating through nine points grew it 120x)."""
+    a_t, g_m, b_t = (np.array(matrix, dtype=float) for matrix in cook_toom(m, r))
+    alpha = m + r - 1
+    np.testing.assert_array_equal(b_t, np.eye(alpha))
+    np.testing.assert_array_equal(g_m, np.eye(alpha) if m == 1 else np.ones((alpha, 1)))
+    np.testing.assert_array_equal(a_t, np.ones((1, alpha)) if m == 1 else np.eye(alpha))
+    spatial = (m + r - 1 + 2 * m,) * 2
+    g = ConvGeometry.from_shapes((1, 1, *spatial), (1, 1, r, r))
+    for pass_name in ("forward", "weight"):
+        assert winograd.error_growth(g, pass_name, m) == pytest.approx(1.0)
+
+
 def test_interpolation_points_are_distinct_small_dyadic_rationals():
     points = interpolation_points(15)
     assert len(set(points)) == 15 and points[:5] == (0, 1, -1, Fraction(1, 2), -2)
