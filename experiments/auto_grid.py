@@ -13,7 +13,7 @@ The comparison is against the best of the algorithms actually timed at that poin
 :func:`fftconv.calibrate` (``save=False``: the user's saved rates are left alone). The rates are stored in the
 results file (resuming reuses them); every ``auto`` worker installs them and sets ``FFTCONV_AUTO=hybrid`` (the
 default, whatever the caller's environment says): the model decides, except where its estimates are within 4x of
-each other and the problem is small, where auto times those candidates once (in the warm-up call, which is not
+each other and the problem is small, or within 1.5x and medium-sized, where auto times those candidates once (in the warm-up call, which is not
 timed). Each ``auto`` row records the choice with its options (a tile), the model's estimate of every candidate,
 the candidates it left out and why, and what auto timed.
 
@@ -598,6 +598,8 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
     rounds, target, auto_mode, slow_seconds = cfg["rounds"], cfg["target"], cfg["auto_mode"], cfg["slow_seconds"]
     hybrid_window, hybrid_max_seconds = cfg["windows"]["hybrid_window"], cfg["windows"]["hybrid_max_seconds"]
     measure_window = cfg["windows"]["measure_window"]
+    close_window, close_max = (cfg["windows"].get(key) for key in ("hybrid_close_window", "hybrid_close_max_seconds"))
+    close = (f", or within {close_window:g}x and under {close_max * 1e3:g} ms" if close_window is not None else "")
     lines = [f"# algo='auto' on a grid of geometries ({ctx.mode} mode)", "", _caption(ctx, comparisons, cfg), "",
              ctx.provenance_note().strip(), ""]
     if not cfg["recorded"]:
@@ -614,8 +616,8 @@ def report(ctx, comparisons: Sequence[Comparison], incomplete: Sequence[dict], r
         "run-to-run noise between worker processes, so it can be below 1).",
         "- `chosen/best`: the chosen algorithm's median from its own worker over the best (the decision's "
         f"quality). In hybrid mode the model decides alone unless its estimates are within {hybrid_window:g}x of "
-        f"each other and the problem is small (lowest estimate under {hybrid_max_seconds * 1e3:g} ms); then auto "
-        "times those candidates once.",
+        f"each other and the problem is small (lowest estimate under {hybrid_max_seconds * 1e3:g} ms){close}; "
+        "then auto times those candidates once.",
         "- `model`: what `FFTCONV_AUTO=model` picks (the lowest estimate among the candidates auto did not leave "
         "out for accuracy or memory, nothing timed), judged by the medians measured here.",
         f"- `measure`: what `FFTCONV_AUTO=measure` would pick: among the candidates whose model estimate is within "

@@ -68,7 +68,7 @@ def test_measure_mode_times_candidates_and_caches_the_decision(monkeypatch):
     assert estimates[rival] < 4 * estimates[ranked[0]]
     calls = []
 
-    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size):
+    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size, rounds):
         calls.append(tuple(candidates))
         return {algo: (0.001 if algo == rival else 0.5) for algo in candidates}
 
@@ -91,10 +91,11 @@ def test_measure_mode_from_the_environment(monkeypatch):
 
 
 def test_hybrid_mode_times_only_close_and_cheap_decisions(monkeypatch):
-    """The default mode times the candidates within HYBRID_WINDOW of the best estimate, and only small problems."""
+    """The default mode times the candidates within HYBRID_WINDOW of the best estimate on small problems, within
+    HYBRID_CLOSE_WINDOW on medium ones, and nothing on large ones."""
     calls = []
 
-    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size):
+    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size, rounds):
         calls.append(tuple(sorted(candidates)))
         return {algo: (0.001 if algo == "im2col" else 0.5) for algo in candidates}
 
@@ -107,9 +108,13 @@ def test_hybrid_mode_times_only_close_and_cheap_decisions(monkeypatch):
     cases = [  # (estimates, timed candidates, choice)
         ({"fft": 1e-3, "im2col": 1.5e-3, "direct": 5e-3}, ("fft", "im2col"), "im2col"),  # close and cheap: timed
         ({"fft": 1e-3, "im2col": 5e-3, "direct": 6e-3}, None, "fft"),  # model is decisive
-        ({"fft": 0.1, "im2col": 0.15, "direct": 5.0}, None, "fft"),  # close but expensive to time
+        ({"fft": 0.2, "im2col": 0.21, "direct": 5.0}, None, "fft"),  # close but expensive to time
+        ({"fft": 0.05, "im2col": 0.07, "direct": 5.0}, ("fft", "im2col"), "im2col"),  # medium and very close: timed
+        ({"fft": 0.05, "im2col": 0.09, "direct": 5.0}, None, "fft"),  # medium, and the model is sure enough
     ]
-    for pass_name, (estimates, timed, expected) in zip(choose.PASSES, cases):
+    for index, (estimates, timed, expected) in enumerate(cases):
+        pass_name = choose.PASSES[index % len(choose.PASSES)]
+        choose.clear_decisions()  # the fake estimates are not part of a decision's key
         fake.clear()
         fake.update(estimates)
         calls.clear()
@@ -385,7 +390,7 @@ def test_hybrid_mode_times_every_close_candidate_with_its_options(monkeypatch):
     """Winograd and the tiled FFT join the timing when their estimates are close, each with its tile."""
     timed = []
 
-    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size):
+    def fake_timer(g, pass_name, dtype, candidates, backend, fft_size, rounds):
         timed.append(candidates)
         return {algo: (0.001 if algo == "winograd" else 0.002) for algo in candidates}
 

@@ -127,11 +127,12 @@ def measure_mode_candidates(estimates_by_algo: dict[str, float]) -> list[str]:
 
 
 def auto_windows() -> dict[str, float]:
-    """The constants of auto's modes: the measure window, the hybrid window and the hybrid time limit."""
+    """The constants of auto's modes: the measure window, and the hybrid mode's windows with their time limits."""
     from fftconv import choose
 
     return {"measure_window": choose.MEASURE_WINDOW, "hybrid_window": choose.HYBRID_WINDOW,
-            "hybrid_max_seconds": choose.HYBRID_MAX_SECONDS}
+            "hybrid_max_seconds": choose.HYBRID_MAX_SECONDS, "hybrid_close_window": choose.HYBRID_CLOSE_WINDOW,
+            "hybrid_close_max_seconds": choose.HYBRID_CLOSE_MAX_SECONDS}
 
 
 def stacked_complex_gemm() -> Callable | None:

@@ -38,6 +38,11 @@ MEASURE_WINDOW = 4.0
 #: ``HYBRID_MAX_SECONDS``: the model's error reaches a few x, and timing small problems once costs little.
 HYBRID_WINDOW = 4.0
 HYBRID_MAX_SECONDS = 0.01
+#: Up to ``HYBRID_CLOSE_MAX_SECONDS`` it still times the candidates within ``HYBRID_CLOSE_WINDOW`` of the best:
+#: estimates that close are the model's guess (its estimates of different algorithms stray from their measured
+#: times by 0.8x to 1.6x at the median), and the timing (about 4 calls each) is repaid within a few hundred calls.
+HYBRID_CLOSE_WINDOW = 1.5
+HYBRID_CLOSE_MAX_SECONDS = 0.1
 #: Decisions kept (least recently used dropped first): one per geometry, pass, dtype, option and rates.
 MAX_DECISIONS = 4096
 
@@ -202,15 +207,17 @@ def candidates_to_time(estimates: dict[str, float], mode: str) -> list[str]:
     best = min(estimates.values())
     if mode == "measure":
         return [algo for algo, seconds in estimates.items() if seconds <= MEASURE_WINDOW * best]
-    if mode == "hybrid" and best <= HYBRID_MAX_SECONDS:
-        close = [algo for algo, seconds in estimates.items() if seconds <= HYBRID_WINDOW * best]
+    if mode == "hybrid" and best <= HYBRID_CLOSE_MAX_SECONDS:
+        window = HYBRID_WINDOW if best <= HYBRID_MAX_SECONDS else HYBRID_CLOSE_WINDOW
+        close = [algo for algo, seconds in estimates.items() if seconds <= window * best]
         return close if len(close) > 1 else []
     return []
 
 
 def _time_candidates(g: ConvGeometry, pass_name: Pass, dtype, candidates: dict[str, dict], backend,
-                     fft_size) -> dict[str, float]:
-    """Best seconds of each candidate (name -> its options) on random data, timed in interleaved rounds."""
+                     fft_size, rounds: int = 5) -> dict[str, float]:
+    """Best seconds of each candidate (name -> its options) on random data, timed in ``rounds`` interleaved
+    rounds."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(g.full_input_shape).astype(dtype)
     w = rng.standard_normal(g.full_weight_shape).astype(dtype)
@@ -222,7 +229,7 @@ def _time_candidates(g: ConvGeometry, pass_name: Pass, dtype, candidates: dict[s
                 Pass.INPUT: lambda: entry.grad_input(gy, w, g, backend, fft_size, **options),
                 Pass.WEIGHT: lambda: entry.grad_weight(x, gy, g, backend, fft_size, **options)}[pass_name]
 
-    return _best_interleaved({algo: runner(algo, options) for algo, options in candidates.items()})
+    return _best_interleaved({algo: runner(algo, options) for algo, options in candidates.items()}, rounds)
 
 
 def _best_interleaved(runs: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
@@ -283,8 +290,9 @@ def choose(g: ConvGeometry, pass_name: Union[Pass, str], dtype=np.float32, *, me
     the available memory (:mod:`fftconv._memory`). Three modes, from ``measure`` or else ``FFTCONV_AUTO``:
 
     - ``"hybrid"`` (the default): the lowest model estimate wins, unless the model cannot tell the candidates apart
-      (estimates within :data:`HYBRID_WINDOW` of the lowest) and the problem is small (lowest estimate under
-      :data:`HYBRID_MAX_SECONDS`); then those candidates are timed once on random data and the fastest wins;
+      (estimates within :data:`HYBRID_WINDOW` of the lowest, and the lowest under :data:`HYBRID_MAX_SECONDS`; or
+      within :data:`HYBRID_CLOSE_WINDOW`, and the lowest under :data:`HYBRID_CLOSE_MAX_SECONDS`); then those
+      candidates are timed once on random data and the fastest wins;
     - ``"model"`` (``measure=False``): the lowest estimate, nothing is timed;
     - ``"measure"`` (``measure=True``): the candidates within :data:`MEASURE_WINDOW` of the lowest estimate are timed
       and the fastest wins, like Theano's meta-optimiser and fbcunn's autotuner. ``direct`` is never timed beyond
@@ -340,8 +348,9 @@ def _rank(g: ConvGeometry, pass_name: Pass, dtype: np.dtype, backend, fft_size, 
     to_time = candidates_to_time(seconds, mode) if seconds else []
     measured: dict[str, float] = {}
     if to_time:
+        rounds = 5 if min(seconds.values()) <= HYBRID_MAX_SECONDS or mode == "measure" else 3
         measured = _time_candidates(g, pass_name, dtype, {algo: fitting[algo].options for algo in to_time},
-                                    backend, fft_size)
+                                    backend, fft_size, rounds)
         reason = f"fastest when timed ({mode} mode)"
     else:
         reason = f"lowest model estimate, {'calibrated' if rates.calibrated else 'default'} rates"
