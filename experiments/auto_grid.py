@@ -325,8 +325,6 @@ def calibration(case: dict, session) -> Iterator[dict]:
 
 def grid_passes(case: dict, session) -> Iterator[dict]:
     """Task: time the passes in ``case["todo"]``; an auto worker also records its choice and the estimates."""
-    import numpy as np
-
     algo = session.parsed["algo"]
     if algo == "auto":
         os.environ["FFTCONV_AUTO"] = AUTO_MODE  # whatever the caller's environment says
@@ -334,10 +332,8 @@ def grid_passes(case: dict, session) -> Iterator[dict]:
     functions = points.conv_pass_functions(session, case)
     for subkey in case["todo"]:
         row = session.measure(functions[subkey["pass"]])
-        if algo == "auto":  # the decision the timed calls used (cached by fftconv under the same key)
-            row.update(fftconv_api.auto_decision(case, subkey["pass"], np.float32, session.backend))
-        else:
-            row.update(points.run_options(session, case, subkey["pass"]))
+        # an auto worker's: the decision the timed calls used (cached by fftconv under the same key)
+        row.update(points.run_options(session, case, subkey["pass"]))
         yield {**subkey, **row}
 
 

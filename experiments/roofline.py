@@ -489,18 +489,21 @@ def sweep_summary(results: points.ConvResults, samples: RoundSamples, sweep: dic
 
 
 def ran_by_pass(row: dict | None) -> str:
-    """``"fft/fft/fft"``: the algorithm of the forward, input-gradient and weight-gradient passes a step row ran
-    (``"-"`` for rows without that record: PyTorch's, a functional pass, older runs).
+    """``"fft/fft/fft"``: the algorithm of the forward, input-gradient and weight-gradient passes a step row ran;
+    for one functional pass of ``algo="auto"``, the algorithm it chose (``"-"`` for rows without that record:
+    PyTorch's, a named algorithm's, older runs).
 
     Examples
     --------
     >>> ran_by_pass({"pass_algorithms": {"forward": "winograd", "input": "fft", "weight": "fft"}})
     'winograd/fft/fft'
-    >>> ran_by_pass(None)
-    '-'
+    >>> ran_by_pass({"choice": "winograd", "options": {"tile": [4, 4]}}), ran_by_pass(None)
+    ('winograd', '-')
     """
     ran = (row or {}).get("pass_algorithms")
-    return "/".join(ran.get(p, "?") for p in points.PASSES) if ran else "-"
+    if ran:
+        return "/".join(ran.get(p, "?") for p in points.PASSES)
+    return (row or {}).get("choice", "-")
 
 
 def summarise(ctx) -> dict:
@@ -675,13 +678,14 @@ def tables(ctx, summary: dict) -> str:
 
 
 def sweep_table(entries: list[dict], what: str) -> str:
-    """One sweep: per (n, k) both times, PyTorch / fftconv with its interval, the target of that k, and for steps
-    the algorithm each of fftconv's passes ran."""
-    steps = any(e["ran"] != "-" for e in entries)
+    """One sweep: per (n, k) both times, PyTorch / fftconv with its interval, the target of that k, and what
+    fftconv ran where its rows say: the algorithm of each pass of a step, or auto's pick for one pass."""
+    recorded = any(e["ran"] != "-" for e in entries)
+    heading = "fftconv passes (fwd/input/weight)" if what == "step" else "auto chose"
     rows = [[e["point"]["n"], e["point"]["k"], fmt_ms(e["fftconv"]), fmt_ms(e["torch"]), _ratio_cell(e),
-             _target_cell(e), *([e["ran"]] if steps else [])] for e in entries]
+             _target_cell(e), *([e["ran"]] if recorded else [])] for e in entries]
     return markdown_table(["n", "k", f"fftconv {what} ms", f"torch {what} ms", "torch / fftconv [95 % interval]",
-                           "target", *(["fftconv passes (fwd/input/weight)"] if steps else [])], rows)
+                           "target", *([heading] if recorded else [])], rows)
 
 
 def protocol_table(summary: dict) -> str:

@@ -251,11 +251,15 @@ def conv_passes(case: dict, session) -> Iterator[dict]:
 
 
 def run_options(session, point: dict, pass_name: str) -> dict:
-    """``{"options": {...}}`` for an fftconv algorithm with keyword options (the cost model's choice), else ``{}``."""
-    from .fftconv_api import configured_options
+    """``{"options": {...}}`` for an fftconv algorithm with keyword options (the cost model's choice); for
+    ``algo="auto"`` its decision (:func:`.fftconv_api.auto_decision`: ``"choice"``, its options, the estimates);
+    else ``{}``."""
+    from .fftconv_api import auto_decision, configured_options
 
     if session.torch is not None or pass_name not in PROSE_NAMES:
         return {}
+    if session.parsed["algo"] == "auto":
+        return auto_decision(point, pass_name, point.get("dtype", "float32"), session.backend)
     options = configured_options(session.parsed["algo"], point, pass_name, session.backend)
     return {"options": options} if options else {}
 
