@@ -54,6 +54,10 @@ CHUNK_BYTES = 1 << 23
 SUM_BLOCK = 256
 #: Filters whose transforms :func:`_transformed_filters` computes together.
 FILTER_BLOCK = 8192
+#: A stride between channels that is a multiple of this maps a point's channels to the same cache sets (4 KiB
+#: aliasing); :func:`_channels_last` then copies :data:`CHANNEL_BLOCK` channels at a time, as many as a set holds.
+ALIASING_BYTES = 4096
+CHANNEL_BLOCK = 8
 
 
 # ---------------------------------------------------------------------------------------------------------- tiles
@@ -186,9 +190,22 @@ def _along_leading_axes(matrices: Sequence[np.ndarray], array: np.ndarray) -> np
 
 def _channels_last(block: np.ndarray) -> np.ndarray:
     """``(s, C, *spatial)`` -> contiguous ``(*spatial, s, C)``: the layout in which every transform is a GEMM over
-    whole rows of ``s C`` values and every per-position product reads a plain ``(tiles s) x C`` matrix."""
+    whole rows of ``s C`` values and every per-position product reads a plain ``(tiles s) x C`` matrix.
+
+    When the channels lie a multiple of :data:`ALIASING_BYTES` apart (32 x 32 float32 maps and larger powers of
+    two), one copy would read all ``C`` channels of a point from the same few cache sets, which evict each other:
+    the copy is then made per image, :data:`CHANNEL_BLOCK` channels at a time (3 to 4x faster here).
+    """
     nd = block.ndim - 2
-    return np.ascontiguousarray(block.transpose(*range(2, 2 + nd), 0, 1))
+    moved = block.transpose(*range(2, 2 + nd), 0, 1)
+    if block.strides[1] % ALIASING_BYTES:
+        return np.ascontiguousarray(moved)
+    out = np.empty(moved.shape, dtype=block.dtype)
+    for image in range(block.shape[0]):
+        for start in range(0, block.shape[1], CHANNEL_BLOCK):
+            channels = slice(start, start + CHANNEL_BLOCK)
+            out[..., image, channels] = moved[..., image, channels]
+    return out
 
 
 def _to_positions(block: np.ndarray, matrices: Sequence[np.ndarray], step: Sequence[int]) -> np.ndarray:

@@ -43,9 +43,9 @@ def test_model_prefers_fft_for_large_kernels_on_many_maps_and_im2col_for_small_s
     big = ConvGeometry.from_shapes((32, 96, 32, 32), (256, 96, 7, 7))
     # ... while a 3x3 stride-2 first layer with 3 input maps has nothing to reuse.
     small = ConvGeometry.from_shapes((8, 3, 64, 64), (16, 3, 3, 3), stride=2)
-    for pass_name in choose.PASSES:
-        assert choose.choose(big, pass_name).algo == "fft"
-        assert choose.choose(small, pass_name).algo == "im2col"
+    for pass_name in choose.PASSES:  # the model's own ranking: nothing timed
+        assert choose.choose(big, pass_name, measure=False).algo == "fft"
+        assert choose.choose(small, pass_name, measure=False).algo == "im2col"
 
 
 def test_explain_reports_every_candidate_and_the_choice():

@@ -193,6 +193,20 @@ def test_float32_error_grows_with_the_tile_as_the_model_says(rng):
     assert errors[2] < errors[4] < errors[6]
 
 
+@pytest.mark.parametrize("shape, rows", [((3, 20, 32, 32), slice(0, 32)), ((2, 9, 16, 16, 16), slice(2, 11)),
+                                         ((3, 5, 34, 34), slice(1, 30)), ((1, 16, 64, 64), slice(None))])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channels_last_copy_matches_the_transpose(shape, rows, dtype, rng):
+    """Blocked where channels lie a multiple of 4 KiB apart (32 x 32 float32 and up), plain elsewhere: the same
+    values either way, from views of rows as the chunks take them."""
+    array = rng.standard_normal(shape).astype(dtype)
+    block = array[:, :, rows]
+    nd = block.ndim - 2
+    got = winograd._channels_last(block)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, block.transpose(*range(2, 2 + nd), 0, 1))
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_chunks_of_tile_rows_and_of_images_give_the_same_result(batch, rng, monkeypatch):
     """Tiny chunks force the split into single tile rows (batch 1: one image per chunk) and into image ranges."""

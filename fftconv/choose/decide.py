@@ -382,8 +382,8 @@ def _fitting_choice(g: ConvGeometry, pass_name: Pass, ranking: _Ranking) -> Choi
     return choice
 
 
-def choose_step(g: ConvGeometry, dtype=np.float32, *, backend=None, fft_size=None, reuse: bool = True,
-                max_error: float | None | _Setting = SETTING) -> dict[Pass, Choice]:
+def choose_step(g: ConvGeometry, dtype=np.float32, *, measure: bool | None = None, backend=None, fft_size=None,
+                reuse: bool = True, max_error: float | None | _Setting = SETTING) -> dict[Pass, Choice]:
     """The algorithm of each pass of one training step: :func:`choose` per pass, unless the FFT for all three is
     faster because the step then transforms each operand once.
 
@@ -393,16 +393,19 @@ def choose_step(g: ConvGeometry, dtype=np.float32, *, backend=None, fft_size=Non
     pass gets the FFT, and its :attr:`Choice.reason` says so. Without ``reuse``, or when the FFT is left out of a
     pass (accuracy, memory), the per-pass choices stand.
 
+    ``measure`` is :func:`choose`'s, for each pass.
+
     Examples
     --------
     Three 7x7 passes on 64x64 maps: per pass the FFT and the tiled FFT are close, but only the FFT shares its
-    transforms across the step.
+    transforms across the step (the model's ranking, nothing timed).
 
     >>> g = ConvGeometry.from_shapes((32, 64, 64, 64), (64, 64, 7, 7))
-    >>> {str(p): c.algo for p, c in choose_step(g).items()}
+    >>> {str(p): c.algo for p, c in choose_step(g, measure=False).items()}
     {'forward': 'fft', 'input': 'fft', 'weight': 'fft'}
     """
-    choices = {p: choose(g, p, dtype, backend=backend, fft_size=fft_size, max_error=max_error) for p in PASSES}
+    choices = {p: choose(g, p, dtype, measure=measure, backend=backend, fft_size=fft_size, max_error=max_error)
+               for p in PASSES}
     if not reuse or all(c.algo == "fft" for c in choices.values()):
         return choices
     if any("fft" in c.excluded or "fft" not in c.estimates for c in choices.values()):
