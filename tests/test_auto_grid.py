@@ -132,7 +132,8 @@ def test_measure_window_boundary_is_inclusive_like_choose():
     assert candidates == ["fft", "im2col"] and untimed == [] and pick == "im2col"
 
 
-def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, monkeypatch):
+def plotted_without_measuring(tmp_path, monkeypatch, rows) -> Context:
+    """The context after ``auto_grid.plot`` drew ``rows``, with every way of measuring replaced by a failure."""
     def no_measuring(*args, **kwargs):
         raise AssertionError("plot must not measure")
 
@@ -140,9 +141,14 @@ def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, m
     monkeypatch.setattr(jobs, "measure_jobs", no_measuring)
     ctx = Context("auto_grid", quick=True, options=default_options(threads=2, plot_only=True, limit=None),
                   output_root=tmp_path, validate=auto_grid.validate)
-    for row in fixture_rows():
+    for row in rows:
         ctx.append(row)
     auto_grid.plot(ctx)
+    return ctx
+
+
+def test_plot_writes_figure_and_table_from_results_without_measuring(tmp_path, monkeypatch):
+    ctx = plotted_without_measuring(tmp_path, monkeypatch, fixture_rows())
     for suffix in ("png", "svg", "md"):
         assert (ctx.out_dir / f"auto_grid.{suffix}").stat().st_size > 0
     text = (ctx.out_dir / "auto_grid.md").read_text()
@@ -239,15 +245,7 @@ def test_winners_per_pass_and_for_the_step_with_the_runner_up_margin():
 
 
 def test_plot_draws_the_winners_from_results_without_measuring(tmp_path, monkeypatch):
-    def no_measuring(*args, **kwargs):
-        raise AssertionError("plot must not measure")
-
-    monkeypatch.setattr(workers, "run_worker", no_measuring)
-    ctx = Context("auto_grid", quick=True, options=default_options(threads=2, plot_only=True, limit=None),
-                  output_root=tmp_path, validate=auto_grid.validate)
-    for row in winners_rows():
-        ctx.append(row)
-    auto_grid.plot(ctx)
+    ctx = plotted_without_measuring(tmp_path, monkeypatch, winners_rows())
     assert (ctx.out_dir / "auto_grid_winners.png").stat().st_size > 0
     text = (ctx.out_dir / "auto_grid.md").read_text()
     assert "| n \\ k | 1 | 3 |" in text
