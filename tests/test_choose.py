@@ -90,6 +90,21 @@ def test_measure_mode_from_the_environment(monkeypatch):
         choose.choose(g, "input")
 
 
+@pytest.mark.parametrize("x_shape, w_shape", [((2, 4, 20, 20), (4, 4, 9, 9)),  # F(1, 9): taps beyond the tiles
+                                               ((2, 4, 6, 6), (4, 4, 6, 6)),  # one output: F(1, 6)
+                                               ((2, 8, 12, 12), (8, 8, 1, 1))])  # one tap: F(m, 1)
+def test_auto_leaves_out_winograd_where_no_tile_saves_a_multiplication(x_shape, w_shape, rng):
+    """There Winograd computes im2col's products in another layout: auto does not consider it, says why, and a
+    call naming it still runs it, exactly."""
+    g = ConvGeometry.from_shapes(x_shape, w_shape)
+    assert not model.winograd_saves(g)
+    for pass_name in choose.PASSES:
+        choice = choose.choose(g, pass_name, measure=False)
+        assert "im2col computes the same products" in choice.excluded["winograd"] and choice.algo != "winograd"
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    np.testing.assert_allclose(fftconv.conv2d(x, w, algo="winograd"), oracle.forward(x, w), rtol=0, atol=1e-12)
+
+
 def test_hybrid_mode_times_only_close_and_cheap_decisions(monkeypatch):
     """The default mode times the candidates within HYBRID_WINDOW of the best estimate on small problems, within
     HYBRID_CLOSE_WINDOW on medium ones, and nothing on large ones."""

@@ -29,7 +29,7 @@ from ..passes import PASSES, Pass
 from ..rates import MachineRates, get_rates, rates_status
 from ..sizes import fft_shape_for
 from .calibration import calibrate_once
-from .model import CANDIDATES, Estimate, best_estimate, estimates, fft_reuse_seconds, unsupported
+from .model import CANDIDATES, Estimate, best_estimate, estimates, fft_reuse_seconds, unsupported, winograd_saves
 
 AUTO_MODES = ("hybrid", "model", "measure")
 #: ``measure`` times the candidates the model ranks within this factor of its best (``direct`` beyond it never).
@@ -334,6 +334,9 @@ def _rank(g: ConvGeometry, pass_name: Pass, dtype: np.dtype, backend, fft_size, 
           bound: float | None, fft_shape: tuple) -> _Ranking:
     details = estimates(g, pass_name, rates, fft_size, dtype, bound)
     excluded = dict(unsupported(g))
+    if "winograd" in details and not winograd_saves(g):
+        excluded["winograd"] = ("no tile saves a multiplication here (one output per tile, or one tap, on every "
+                                "axis): im2col computes the same products")
     for algo, e in details.items():
         if bound is not None and e.error > bound:
             excluded[algo] = f"predicted error {e.error:.1e} exceeds max_error={bound:g}"

@@ -290,6 +290,21 @@ def winograd_tiles(g: ConvGeometry) -> list[tuple[int, ...]]:
     return list(itertools.product(*axes))
 
 
+def winograd_saves(g: ConvGeometry) -> bool:
+    """Whether some tile of :func:`winograd_tiles` does fewer multiplications than a direct method: an axis with at
+    least two taps and tiles of at least two outputs. ``F(1, r)`` and ``F(m, 1)`` on every axis compute the direct
+    method's products in another layout, and the model underestimated such passes up to 11x.
+
+    Examples
+    --------
+    >>> winograd_saves(ConvGeometry.from_shapes((1, 1, 32, 32), (1, 1, 3, 3)))
+    True
+    >>> winograd_saves(ConvGeometry.from_shapes((1, 1, 32, 32), (1, 1, 9, 9)))  # F(1, 9): one output per tile
+    False
+    """
+    return any(m > 1 and r > 1 for tile in winograd_tiles(g) for m, r in zip(tile, g.kernel_shape))
+
+
 def tiled_tiles(g: ConvGeometry, fft_size: FFTSizeArg = None) -> list[tuple[int, ...]]:
     """The tiles of the tiled FFT algorithm worth estimating: per axis, the smallest tile of each tile count.
 
