@@ -39,8 +39,8 @@ MEASURE_WINDOW = 4.0
 HYBRID_WINDOW = 4.0
 HYBRID_MAX_SECONDS = 0.01
 #: Up to ``HYBRID_CLOSE_MAX_SECONDS`` it still times the candidates within ``HYBRID_CLOSE_WINDOW`` of the best:
-#: estimates that close are the model's guess (its estimates of different algorithms stray from their measured
-#: times by 0.8x to 1.6x at the median), and the timing (about 4 calls each) is repaid within a few hundred calls.
+#: estimates that close are the model's guess (on the auto grid, the medians of measured over estimated time run from
+#: 1.1x to 1.9x between algorithms), and the timing (about 4 calls each) is repaid within a few hundred calls.
 HYBRID_CLOSE_WINDOW = 1.5
 HYBRID_CLOSE_MAX_SECONDS = 0.1
 #: Decisions kept (least recently used dropped first): one per geometry, pass, dtype, option and rates.
